@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * abuse: A Block device in User SpacE.
+ *
+ * The one definition of the ABI between abuse.ko and its userspace servers. Every struct has a
+ * fixed size with explicit padding; src/abuse/uapi.rs mirrors it and asserts each size and
+ * offset, and tests/uapi_layout.rs compares them with a C program compiled against this file.
+ *
+ * Devices: /dev/abctlN is the control (char) device through which a server serves the block
+ * device /dev/abuseN (partitions /dev/abuseNpM). /dev/abuse-control finds a free N.
+ *
+ * A server opens /dev/abctlN, sends ABUSE_SETUP, then loops on ABUSE_XFER: each call completes
+ * the requests it answered and fetches the next batch. Requests fetched by a file and not
+ * answered when it is closed go back to the queue for the next server (ABUSE_FLAG_RECONNECT);
+ * if none sets up within the reconnect timeout, they fail with EIO. ABUSE_RESET removes the
+ * block device (refused with EBUSY while it is open).
+ */
+#ifndef _UAPI_LINUX_ABUSE_H
+#define _UAPI_LINUX_ABUSE_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define ABUSE_ABI_VERSION	1
+
+/* Limits the module enforces on struct abuse_setup. */
+#define ABUSE_MAX_QUEUE_DEPTH	1024
+#define ABUSE_MAX_IO_BYTES	(1U << 20)
+
+/* struct abuse_setup.flags (also reported in struct abuse_status.flags). */
+#define ABUSE_FLAG_READ_ONLY	(1U << 0) /* the block layer refuses writes */
+#define ABUSE_FLAG_RECONNECT	(1U << 1) /* take over a set-up device whose server went away */
+#define ABUSE_FLAG_FLUSH	(1U << 2) /* server handles ABUSE_OP_FLUSH: device has a write cache */
+#define ABUSE_FLAG_FUA		(1U << 3) /* server honours ABUSE_REQ_FUA on writes */
+#define ABUSE_FLAG_DISCARD	(1U << 4) /* server handles ABUSE_OP_DISCARD */
+#define ABUSE_FLAG_WRITE_ZEROES	(1U << 5) /* server handles ABUSE_OP_WRITE_ZEROES */
+#define ABUSE_SETUP_FLAGS	0x3fU	  /* every flag above */
+
+struct abuse_setup {
+	__u32 version;			/* ABUSE_ABI_VERSION */
+	__u32 flags;			/* ABUSE_FLAG_* */
+	__u64 size;			/* device size in bytes, a multiple of block_size */
+	__u32 block_size;		/* logical block size: 512 or 4096 */
+	__u32 queue_depth;		/* requests in flight at once, 1..ABUSE_MAX_QUEUE_DEPTH */
+	__u32 max_io_bytes;		/* largest request, 4096..ABUSE_MAX_IO_BYTES, multiple of 4096 */
+	__u32 reconnect_timeout_ms;	/* 0: the module parameter reconnect_timeout_ms */
+	__u64 reserved[4];		/* must be zero */
+};
+
+/* struct abuse_request.op */
+#define ABUSE_OP_READ		0
+#define ABUSE_OP_WRITE		1
+#define ABUSE_OP_FLUSH		2
+#define ABUSE_OP_DISCARD	3
+#define ABUSE_OP_WRITE_ZEROES	4
+
+/* struct abuse_request.flags */
+#define ABUSE_REQ_FUA		(1U << 0) /* make this write durable before answering */
+#define ABUSE_REQ_NOUNMAP	(1U << 1) /* write-zeroes: keep the range allocated */
+
+/* One block request, handed to the server by ABUSE_XFER. */
+struct abuse_request {
+	__u64 offset;			/* byte offset on the device */
+	__u32 length;			/* bytes (0 for a flush) */
+	__u16 op;			/* ABUSE_OP_* */
+	__u16 flags;			/* ABUSE_REQ_* */
+	__u32 tag;			/* echo in the completion */
+	__u32 gen;			/* echo in the completion */
+	__u64 data;			/* ABUSE_OP_WRITE: address in the xfer data area holding the payload */
+};
+
+/* The server's answer to one request. */
+struct abuse_completion {
+	__u32 tag;			/* from the request */
+	__u32 gen;			/* from the request */
+	__s32 result;			/* 0, or a negative errno */
+	__u32 reserved;			/* must be zero */
+	__u64 data;			/* ABUSE_OP_READ with result 0: address of the length bytes read */
+};
+
+/* struct abuse_xfer.flags */
+#define ABUSE_XFER_WAIT		(1U << 0) /* sleep (interruptibly) until a request can be fetched */
+
+/*
+ * One call: first answers n_completions requests, in order (the first stale, forged or
+ * duplicate completion stops the call with EINVAL, n_completed says how many were taken), then
+ * fetches up to max_requests requests. Write payloads are copied into the data area one after
+ * another; a write that does not fit waits for the next call.
+ */
+struct abuse_xfer {
+	__u64 completions;		/* address of struct abuse_completion[n_completions] */
+	__u64 requests;			/* address of struct abuse_request[max_requests] */
+	__u64 data;			/* address of the data area for write payloads */
+	__u64 data_len;			/* its size: at least max_io_bytes when max_requests > 0 */
+	__u32 n_completions;		/* in */
+	__u32 max_requests;		/* in: 0 to only complete */
+	__u32 flags;			/* in: ABUSE_XFER_* */
+	__u32 n_requests;		/* out: requests fetched */
+	__u32 n_completed;		/* out: completions accepted */
+	__u32 reserved[3];		/* must be zero */
+};
+
+/* struct abuse_status.state */
+#define ABUSE_STATE_FREE	0 /* no block device: ready for ABUSE_SETUP */
+#define ABUSE_STATE_SERVING	1 /* a server is attached */
+#define ABUSE_STATE_WAITING	2 /* the server went away; waiting for one to reconnect */
+#define ABUSE_STATE_DEAD	3 /* no server came within the timeout: I/O fails with EIO */
+
+struct abuse_status {
+	__u32 version;			/* ABUSE_ABI_VERSION of the module */
+	__u32 index;			/* N of /dev/abctlN and /dev/abuseN */
+	__u32 state;			/* ABUSE_STATE_* */
+	__u32 flags;			/* ABUSE_FLAG_* given at setup */
+	__u64 size;			/* bytes */
+	__u32 block_size;
+	__u32 queue_depth;
+	__u32 max_io_bytes;
+	__u32 reconnect_timeout_ms;
+	__u32 pending;			/* requests waiting to be fetched */
+	__u32 in_flight;		/* requests fetched and not yet answered */
+	__u64 completed;		/* requests answered since setup */
+	__u64 errors;			/* requests ended with an error since setup */
+	__s32 server_pid;		/* pid (tgid) of the attached server, 0 if none */
+	__u32 openers;			/* opens of the block device */
+	__u64 reserved[4];
+};
+
+#define ABUSE_IOCTL_MAGIC	0xAB
+#define ABUSE_SETUP		_IOW(ABUSE_IOCTL_MAGIC, 0, struct abuse_setup)
+#define ABUSE_XFER		_IOWR(ABUSE_IOCTL_MAGIC, 1, struct abuse_xfer)
+#define ABUSE_STATUS		_IOR(ABUSE_IOCTL_MAGIC, 2, struct abuse_status)
+#define ABUSE_RESET		_IO(ABUSE_IOCTL_MAGIC, 3)
+
+/* On /dev/abuse-control: returns the index of a free device, or -ENODEV. */
+#define ABUSE_CTL_GET_FREE	_IO(ABUSE_IOCTL_MAGIC, 0x80)
+
+#endif /* _UAPI_LINUX_ABUSE_H */

@@ -1,0 +1,67 @@
+//! An open /dev/abctlN: typed wrappers around the abuse.ko ioctls.
+
+use super::uapi::*;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+pub const CONTROL_PATH: &str = "/dev/abuse-control";
+
+pub struct ControlDevice {
+    pub path: PathBuf,
+    file: File,
+}
+
+fn ioctl<T>(file: &File, request: u64, arg: *mut T) -> io::Result<i32> {
+    // SAFETY: `request` is one of the abuse ioctls whose argument is a `T` (or none, when
+    // `arg` is null); the kernel reads and writes only that struct.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), request as _, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+impl ControlDevice {
+    pub fn open(path: &Path) -> io::Result<ControlDevice> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(ControlDevice { path: path.to_path_buf(), file })
+    }
+
+    pub fn setup(&self, setup: &AbuseSetup) -> io::Result<()> {
+        let mut s = *setup;
+        ioctl(&self.file, ABUSE_SETUP, &mut s).map(|_| ())
+    }
+
+    /// One ABUSE_XFER call. Interrupted waits come back as `ErrorKind::Interrupted`.
+    pub fn xfer(&self, x: &mut AbuseXfer) -> io::Result<()> {
+        ioctl(&self.file, ABUSE_XFER, x).map(|_| ())
+    }
+
+    pub fn status(&self) -> io::Result<AbuseStatus> {
+        let mut s = AbuseStatus::default();
+        ioctl(&self.file, ABUSE_STATUS, &mut s)?;
+        Ok(s)
+    }
+
+    pub fn reset(&self) -> io::Result<()> {
+        ioctl(&self.file, ABUSE_RESET, std::ptr::null_mut::<u8>()).map(|_| ())
+    }
+}
+
+/// The first free device's control path, asked of /dev/abuse-control.
+pub fn find_free() -> io::Result<PathBuf> {
+    let ctl = OpenOptions::new().read(true).write(true).open(CONTROL_PATH)?;
+    let n = ioctl(&ctl, ABUSE_CTL_GET_FREE, std::ptr::null_mut::<u8>())?;
+    Ok(PathBuf::from(format!("/dev/abctl{n}")))
+}
+
+/// /dev/abuseN for /dev/abctlN.
+pub fn block_device_for(ctl: &Path) -> Option<PathBuf> {
+    let name = ctl.file_name()?.to_str()?;
+    let n = name.strip_prefix("abctl")?;
+    n.parse::<u32>().ok()?;
+    Some(PathBuf::from(format!("/dev/abuse{n}")))
+}

@@ -1,0 +1,72 @@
+//! The cache every reader shares: metadata tables (qcow2 L2 tables, VMDK grain tables, VHD and
+//! VHDX bitmaps) and decompressed clusters, bounded in bytes, least recently used out first.
+//!
+//! quick_cache is used rather than a Mutex<lru::LruCache>: it is sharded (the server's worker
+//! threads do not serialise on one lock), weighs entries in bytes, and lets only one thread load
+//! a missing entry while the others wait for it.
+
+use crate::error::Result;
+use quick_cache::sync::Cache as QuickCache;
+use quick_cache::Weighter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What kind of thing an entry is, so two kinds at the same file offset never collide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Table,
+    Cluster,
+    Bitmap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// `FileId` of the image file the entry was read from.
+    pub file: u64,
+    pub kind: Kind,
+    /// Byte offset in that file (or any number unique to the entry within the file and kind).
+    pub offset: u64,
+}
+
+/// A number that tells one opened image file from every other one in this process.
+pub fn new_file_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<Key, Arc<[u8]>> for ByteWeighter {
+    fn weight(&self, _key: &Key, val: &Arc<[u8]>) -> u64 {
+        // Count a fixed overhead so that many tiny entries cannot exceed the bound either.
+        val.len() as u64 + 64
+    }
+}
+
+pub struct Cache {
+    inner: QuickCache<Key, Arc<[u8]>, ByteWeighter>,
+}
+
+/// Default size: enough for the L2 tables of a multi-terabyte qcow2 and a few hundred
+/// decompressed clusters.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+
+impl Cache {
+    pub fn new(max_bytes: u64) -> Arc<Cache> {
+        // quick_cache wants an estimate of the entry count; 64 KiB is a typical entry.
+        let items = (max_bytes / 65536).clamp(16, 1 << 20) as usize;
+        Arc::new(Cache { inner: QuickCache::with_weighter(items, max_bytes.max(1 << 16), ByteWeighter) })
+    }
+
+    /// The entry for `key`, loaded by `load` if it is not cached. Concurrent callers for the same
+    /// key wait for one load instead of each doing it. A failed load is not cached.
+    pub fn get_or_load(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
+        self.inner.get_or_insert_with(&key, || load().map(Arc::from))
+    }
+
+    /// Bytes held now (for `info --verbose` and the memory tests).
+    pub fn weight(&self) -> u64 {
+        self.inner.weight()
+    }
+}

@@ -1,0 +1,56 @@
+//! `vdmount info IMAGE`: what the image is, layer by layer down its backing chain.
+
+use super::ImageArgs;
+use crate::error::Result;
+use crate::formats::ImageInfo;
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+pub fn run(args: &InfoArgs) -> Result<()> {
+    let disk = args.image.open()?;
+    print!("{}", render(&disk.info()));
+    Ok(())
+}
+
+pub fn render(info: &ImageInfo) -> String {
+    let mut out = String::new();
+    let mut layer = Some(info);
+    let mut depth = 0;
+    while let Some(i) = layer {
+        let indent = "  ".repeat(depth);
+        if depth > 0 {
+            out += &format!("{indent}backing file:\n");
+        }
+        let indent = "  ".repeat(depth + usize::from(depth > 0));
+        out += &format!("{indent}image: {}\n", i.path.display());
+        out += &format!("{indent}format: {}\n", i.format);
+        out += &format!("{indent}virtual size: {} ({} bytes)\n", human(i.virtual_size), i.virtual_size);
+        if let Some(c) = i.cluster_size {
+            out += &format!("{indent}cluster size: {c}\n");
+        }
+        out += &format!("{indent}logical sector size: {}\n", i.logical_sector_size);
+        let features = if i.features.is_empty() { "none".to_string() } else { i.features.join(", ") };
+        out += &format!("{indent}features: {features}\n");
+        for (k, v) in &i.details {
+            out += &format!("{indent}{k}: {v}\n");
+        }
+        layer = i.backing.as_deref();
+        depth += 1;
+    }
+    out
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

@@ -1,0 +1,101 @@
+//! The `vdmount` command line: `vdmount IMAGE [CTLDEV]`, `vdmount cat IMAGE`,
+//! `vdmount info IMAGE`. These names are fixed: other tooling calls them.
+
+mod cat;
+mod info;
+mod serve;
+
+use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
+use crate::error::Error;
+use crate::formats::{Format, OpenOptions};
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes, as documented in man/vdmount.1.
+pub const EXIT_OK: i32 = 0;
+/// The image could not be read: missing, unreadable, corrupt, unsupported.
+pub const EXIT_IMAGE: i32 = 1;
+/// Bad command line.
+pub const EXIT_USAGE: i32 = 2;
+/// The kernel side failed: no abuse.ko, no free device, an ioctl refused.
+pub const EXIT_DEVICE: i32 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "vdmount",
+    version,
+    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, raw) as a Linux block device",
+    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX or raw) as the block device /dev/abuseN \
+through the abuse.ko kernel module, read-only, so its partitions (/dev/abuseNpM) can be mounted \
+without booting the VM or converting the image.",
+    after_help = "Examples:\n  vdmount disk.qcow2                 serve on the first free /dev/abctlN\n  vdmount disk.vmdk /dev/abctl0      serve on /dev/abuse0, then: mount -o ro /dev/abuse0p1 /mnt\n  vdmount cat disk.vhdx | sha256sum  hash the whole virtual disk\n  vdmount info disk.qcow2            format, size, features, backing chain",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: serve::ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the whole virtual disk as raw bytes to standard output.
+    Cat(cat::CatArgs),
+    /// Describe an image: format, virtual size, cluster size, features, backing chain.
+    Info(info::InfoArgs),
+}
+
+/// Options every command that opens an image takes.
+#[derive(Args, Clone)]
+pub struct ImageArgs {
+    /// The disk image (qcow2, VMDK, VHD, VHDX; a file with no known signature is read as raw).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// Read IMAGE as this format instead of detecting it; a file without that format's signature is then an error.
+    #[arg(long, value_enum, value_name = "FMT")]
+    pub format: Option<Format>,
+    /// Expose this qcow2 internal snapshot (name or id), read-only, instead of the live disk.
+    #[arg(long, value_name = "NAME|ID")]
+    pub snapshot: Option<String>,
+    /// Open a child image even if its recorded parent id does not match the parent's.
+    #[arg(long)]
+    pub ignore_parent_id: bool,
+    /// Memory for cached metadata tables and decompressed clusters, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
+    pub cache_size: u64,
+}
+
+impl ImageArgs {
+    pub fn open(&self) -> crate::error::Result<std::sync::Arc<dyn crate::formats::DiskImage>> {
+        let mut opts = OpenOptions::new(Cache::new(self.cache_size << 20));
+        opts.format = self.format;
+        opts.snapshot = self.snapshot.clone();
+        opts.ignore_parent_id = self.ignore_parent_id;
+        crate::formats::open(&self.image, &opts)
+    }
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Cat(a)) => cat::run(&a),
+        Some(Command::Info(a)) => info::run(&a),
+        None => serve::run(&cli.serve),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vdmount: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+pub fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::Usage(_) => EXIT_USAGE,
+        _ => EXIT_IMAGE,
+    }
+}

@@ -1,0 +1,50 @@
+//! The one error type. Every variant names the file it is about, and the message says what is
+//! wrong and, where there is something to do, what to do next.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused or failed an operation on the file.
+    #[error("{}: {context}: {source}", path.display())]
+    Io { path: PathBuf, context: String, source: io::Error },
+
+    /// The file's contents are not a valid image of the format being read.
+    #[error("{}: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+
+    /// A valid image that uses something vdmount does not (or will not) read.
+    #[error("{}: {msg}", path.display())]
+    Unsupported { path: PathBuf, msg: String },
+
+    /// A value read from the image is beyond what vdmount accepts (see `limits.rs`).
+    #[error("{}: {field} is {value}, more than the limit of {limit}; the image is corrupt or hostile", path.display())]
+    Limit { path: PathBuf, field: String, value: u64, limit: u64 },
+
+    /// Anything else the user got wrong (bad option, wrong device).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), context: context.into(), source }
+    }
+    pub fn corrupt(path: &Path, msg: impl Into<String>) -> Error {
+        Error::Corrupt { path: path.to_path_buf(), msg: msg.into() }
+    }
+    pub fn unsupported(path: &Path, msg: impl Into<String>) -> Error {
+        Error::Unsupported { path: path.to_path_buf(), msg: msg.into() }
+    }
+
+    /// The errno to hand to the kernel when this error ends a block request.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Image formats. Each reader turns reads of the virtual disk into reads of its image file(s);
+//! they all implement `DiskImage`, and `open` (open.rs) picks one by magic.
+
+pub mod image_file;
+pub mod open;
+pub mod raw;
+pub mod qcow2;
+pub mod vhd;
+pub mod vhdx;
+pub mod vmdk;
+
+pub use open::{open, open_backing, Chain, Format, OpenOptions};
+
+use crate::error::Result;
+use std::path::PathBuf;
+
+/// A virtual disk, as a reader of one image format presents it. Implementations are shared by
+/// the server's worker threads, so `read_at` takes `&self`.
+pub trait DiskImage: Send + Sync {
+    /// Size of the virtual disk in bytes.
+    fn virtual_size(&self) -> u64;
+
+    /// Logical sector size the guest saw (512, or 4096 for 4Kn VHDX).
+    fn logical_sector_size(&self) -> u32 {
+        512
+    }
+
+    /// Fills `buf` with the virtual disk's bytes from `offset`. Bytes at or past
+    /// `virtual_size()` read as zeros, so a backing file shorter than its child needs no
+    /// special case in the child.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+
+    /// What `vdmount info` shows about this image (and, through `backing`, its chain).
+    fn info(&self) -> ImageInfo;
+}
+
+/// A description of one image for `info`.
+#[derive(Debug, Clone, Default)]
+pub struct ImageInfo {
+    pub path: PathBuf,
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "raw").
+    pub format: String,
+    pub virtual_size: u64,
+    /// Cluster, grain or block size, where the format has one.
+    pub cluster_size: Option<u64>,
+    pub logical_sector_size: u32,
+    /// Feature names in use (e.g. "compression=zstd", "extended_l2").
+    pub features: Vec<String>,
+    /// Further format-specific facts, in the order to print them.
+    pub details: Vec<(String, String)>,
+    /// The next layer down, for images with a backing file or parent.
+    pub backing: Option<Box<ImageInfo>>,
+}
+
+/// Fills the part of `buf` at or past `size` (for a read starting at `offset`) with zeros and
+/// returns the length of the part before it, for readers implementing `read_at`'s contract.
+pub fn clamp_to_size(buf: &mut [u8], offset: u64, size: u64) -> usize {
+    let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+    buf[inside..].fill(0);
+    inside
+}

@@ -1,0 +1,37 @@
+//! Raw images: the file's bytes are the disk's bytes.
+
+use super::image_file::ImageFile;
+use super::{clamp_to_size, DiskImage, ImageInfo};
+use crate::error::Result;
+
+pub struct RawImage {
+    file: ImageFile,
+}
+
+impl RawImage {
+    pub fn new(file: ImageFile) -> RawImage {
+        RawImage { file }
+    }
+}
+
+impl DiskImage for RawImage {
+    fn virtual_size(&self) -> u64 {
+        self.file.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let n = clamp_to_size(buf, offset, self.file.size);
+        self.file.read_data_at(&mut buf[..n], offset)
+    }
+
+    fn info(&self) -> ImageInfo {
+        ImageInfo {
+            path: self.file.path.clone(),
+            format: "raw".into(),
+            virtual_size: self.file.size,
+            logical_sector_size: 512,
+            details: vec![("note".into(), "no known signature: the file's bytes are the disk's bytes".into())],
+            ..Default::default()
+        }
+    }
+}

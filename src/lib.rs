@@ -1,0 +1,14 @@
+//! vdmount: VM disk images (qcow2, VMDK, VHD, VHDX, raw) served as Linux block devices through
+//! the abuse.ko kernel module.
+//!
+//! - `formats/`: one reader per image format behind the `DiskImage` trait;
+//! - `cache`: the byte-bounded LRU of metadata tables and clusters the readers share;
+//! - `abuse/`: the kernel ABI (mirroring kmod/include/uapi/linux/abuse.h) and the service loop;
+//! - `cli/`: the `vdmount` command line.
+
+pub mod abuse;
+pub mod cache;
+pub mod cli;
+pub mod error;
+pub mod formats;
+pub mod limits;

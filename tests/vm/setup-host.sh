@@ -1,0 +1,25 @@
+#!/bin/bash
+# Install what the tests need on a fresh Debian 12 machine (needs root; idempotent).
+# QEMU comes from bookworm-backports (-t only on that line: bookworm's 7.2 would remove
+# qemu-utils 10). Both target kernels: 6.1 is bookworm's linux-image-amd64, 6.12 is the
+# versioned backports package. INITRD=No skips update-initramfs runs we never use.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "setup-host.sh: run as root (it calls apt-get)" >&2; exit 1; }
+export DEBIAN_FRONTEND=noninteractive
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+	mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null |
+		sed -nE 's#^(URIs:|deb)[[:space:]]+(\[[^]]*\][[:space:]]+)?(https?://[^ ]*/debian/?)([[:space:]].*)?$#\3#p' | head -1 || true)
+	mirror=${mirror:-http://deb.debian.org/debian}
+	printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+		"$mirror" >/etc/apt/sources.list.d/vdmount-backports.sources
+fi
+"${APT[@]}" update
+"${APT[@]}" install -y --no-install-recommends -t bookworm-backports qemu-system-x86
+K612=$(apt-cache show linux-image-amd64/bookworm-backports | sed -n 's/^Depends: \(linux-image-[^ ]*\).*/\1/p' | head -1)
+INITRD=No "${APT[@]}" install -y --no-install-recommends \
+	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils \
+	python3-libvhdi python3-libvmdk python3-libqcow \
+	linux-image-amd64 linux-headers-amd64 "$K612" "${K612/image/headers}"
+qemu-img --version | head -1
+ls -d /lib/modules/*/build
