@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* abuse.ko internals shared by main.c (module, char devices), disk.c (block device lifecycle,
+ * blk-mq) and xfer.c (handing requests to the server and taking its answers). */
+#ifndef ABUSE_DEV_H
+#define ABUSE_DEV_H
+
+#include <linux/blk-mq.h>
+#include <linux/fs.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <uapi/linux/abuse.h>
+
+/* Where a request is, from the driver's point of view (struct abuse_cmd.state). */
+enum abuse_cmd_state {
+	ABUSE_CMD_IDLE,		/* not ours, or already ended */
+	ABUSE_CMD_PENDING,	/* on abuse_dev.pending, waiting for a server to fetch it */
+	ABUSE_CMD_TAKEN,	/* fetched by cmd.owner, in abuse_dev.inflight[tag] */
+	ABUSE_CMD_COMPLETING,	/* its completion is being copied in; ended by the completer */
+};
+
+/* Per-request driver data (the blk-mq pdu). */
+struct abuse_cmd {
+	struct list_head node;
+	struct file *owner;
+	u32 gen;
+	u8 state;
+};
+
+struct abuse_dev {
+	int index;
+	struct mutex lock;		/* setup, reset, server attach and detach */
+	spinlock_t queue_lock;		/* everything below that requests touch */
+	struct list_head pending;
+	struct request **inflight;	/* by driver tag: requests a server has fetched */
+	u32 next_gen;
+	u32 state;			/* ABUSE_STATE_* */
+	bool dying;			/* being torn down: fail new requests */
+	struct file *server;
+	pid_t server_pid;
+	u64 completed, errors;
+	wait_queue_head_t wait;		/* servers waiting for requests */
+
+	struct abuse_setup cfg;		/* as the first server set it up */
+	struct gendisk *disk;		/* NULL while free */
+	struct blk_mq_tag_set tag_set;
+	struct delayed_work reconnect_work;
+	struct work_struct scan_work;
+};
+
+extern unsigned int abuse_reconnect_timeout_ms;
+extern int abuse_major;
+extern int abuse_part_shift;
+
+/* disk.c */
+int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setup *s);
+int abuse_teardown(struct abuse_dev *ad, bool force);
+void abuse_server_gone(struct abuse_dev *ad, struct file *file);
+void abuse_dev_init(struct abuse_dev *ad, int index);
+void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st);
+
+/* xfer.c */
+long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __user *uarg);
+void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t status);
+
+static inline struct request *abuse_cmd_rq(struct abuse_cmd *cmd)
+{
+	return blk_mq_rq_from_pdu(cmd);
+}
+
+#endif /* ABUSE_DEV_H */
