@@ -4,6 +4,15 @@
 # qemu-utils 10). Both target kernels: 6.1 is bookworm's linux-image-amd64, 6.12 is the
 # versioned backports package. INITRD=No skips update-initramfs runs we never use.
 set -euo pipefail
+# --check: succeed only if everything is already here (no root needed).
+if [ "${1:-}" = --check ]; then
+	for c in qemu-system-x86_64 qemu-img qemu-io busybox cpio modprobe sfdisk mkfs.ext4 xz zstd readelf; do
+		command -v "$c" >/dev/null || exit 1
+	done
+	/usr/bin/python3 -c 'import pyvhdi, pyvmdk, pyqcow' 2>/dev/null || exit 1
+	ls -d /lib/modules/6.1.*/build /lib/modules/6.12.*/build >/dev/null 2>&1 || exit 1
+	exit 0
+fi
 [ "$(id -u)" = 0 ] || { echo "setup-host.sh: run as root (it calls apt-get)" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 APT=(apt-get -o DPkg::Lock::Timeout=600)

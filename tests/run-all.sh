@@ -1,0 +1,43 @@
+#!/bin/bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing (root), runs
+# the Rust tests (format readers against qemu-img and the other oracles, hostile images, the
+# uapi layout), then the VM scenarios on Debian's 6.1 and 6.12 kernels. Ends with a line
+# "N passed, M failed"; exit status 0 only if nothing failed.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+passed=0 failed=0
+t_start=$(date +%s)
+
+if ! "$REPO/tests/vm/setup-host.sh" --check 2>/dev/null; then
+	echo "== installing test dependencies (tests/vm/setup-host.sh)"
+	if [ "$(id -u)" = 0 ]; then "$REPO/tests/vm/setup-host.sh"; else sudo "$REPO/tests/vm/setup-host.sh"; fi ||
+		{ echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+echo "== cargo test"
+log=$(mktemp)
+cargo test --release --locked 2>&1 | tee "$log"
+cargo_rc=${PIPESTATUS[0]}
+p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
+f=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$log" | awk '{s += $1} END {print s + 0}')
+passed=$((passed + p)) failed=$((failed + f))
+if [ "$cargo_rc" != 0 ] && [ "$f" = 0 ]; then
+	echo "FAIL cargo test exited with $cargo_rc (build failure?)"; failed=$((failed + 1))
+fi
+
+if [ -x "$REPO/tests/fuzz-smoke.sh" ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
+	echo "== fuzz targets (short runs from the committed corpus)"
+	"$REPO/tests/fuzz-smoke.sh" | tee "$log"
+	passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
+fi
+
+echo "== VM scenarios (abuse.ko on each kernel)"
+"$REPO/tests/vm/run.sh" | tee "$log"
+passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
+grep -q 'passed, .* failed' "$log" || { echo "FAIL VM run did not finish"; failed=$((failed + 1)); }
+rm -f "$log"
+
+echo "== whole suite took $(( $(date +%s) - t_start )) s"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
