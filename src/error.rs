@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{}: {field} is {value}, more than the limit of {limit}; the image is corrupt or hostile", path.display())]
     Limit { path: PathBuf, field: String, value: u64, limit: u64 },
 
+    /// The kernel side failed: no abuse.ko, no free device, an ioctl refused.
+    #[error("{0}")]
+    Device(String),
+
     /// Anything else the user got wrong (bad option, wrong device).
     #[error("{0}")]
     Usage(String),

@@ -9,6 +9,7 @@
 pub mod abuse;
 pub mod cache;
 pub mod cli;
+pub mod cow;
 pub mod error;
 pub mod formats;
 pub mod limits;

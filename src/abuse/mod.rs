@@ -1,6 +1,7 @@
 //! The kernel side of vdmount: the abuse.ko ABI (`uapi`), the control-device handle
 //! (`device`), and the loop that answers block requests from a `DiskImage` (`server`).
 
+pub mod backend;
 pub mod device;
 pub mod server;
 pub mod uapi;

@@ -1,13 +1,12 @@
 //! The service loop: fetch a batch of block requests from abuse.ko, answer each from the
-//! `DiskImage`, and hand the answers back in the same call that fetches the next batch, so a
-//! busy server makes about one system call per batch.
+//! backend, and hand the answers back in the same call that fetches the next batch, so a busy
+//! server makes about one system call per batch. Several threads can run it on one device.
 
+use super::backend::Backend;
 use super::device::ControlDevice;
 use super::uapi::*;
-use crate::formats::DiskImage;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Requests fetched per call.
 pub const BATCH: usize = 16;
@@ -16,72 +15,107 @@ pub const MAX_IO_BYTES: u32 = 512 * 1024;
 /// Requests in flight at once on the device.
 pub const QUEUE_DEPTH: u32 = 64;
 
-/// Serves requests on `dev` from `disk` until `stop` is set (and a signal interrupts the wait).
-pub fn serve(dev: &ControlDevice, disk: &Arc<dyn DiskImage>, stop: &AtomicBool) -> io::Result<()> {
+/// Counters for the summary printed at exit (and the tests that check each op arrives).
+#[derive(Default)]
+pub struct Stats {
+    pub calls: AtomicU64,
+    pub ops: [AtomicU64; 5],
+    /// Writes that carried ABUSE_REQ_FUA.
+    pub fua: AtomicU64,
+    pub errors: AtomicU64,
+    errors_logged: AtomicU32,
+}
+
+impl Stats {
+    pub fn summary(&self) -> String {
+        let o: Vec<u64> = self.ops.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let total: u64 = o.iter().sum();
+        let calls = self.calls.load(Ordering::Relaxed);
+        format!(
+            "{total} requests (read {}, write {} of which fua {}, flush {}, discard {}, write-zeroes {}), {} failed, {calls} ABUSE_XFER calls ({:.2} per request)",
+            o[0], o[1], self.fua.load(Ordering::Relaxed), o[2], o[3], o[4],
+            self.errors.load(Ordering::Relaxed),
+            if total > 0 { calls as f64 / total as f64 } else { 0.0 }
+        )
+    }
+}
+
+/// Serves requests on `dev` from `backend` until `stop` is set and a signal interrupts the wait.
+pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stats: &Stats) -> io::Result<()> {
     let mut requests = vec![AbuseRequest::default(); BATCH];
     let mut completions: Vec<AbuseCompletion> = Vec::with_capacity(BATCH);
-    // One slot of MAX_IO_BYTES per request for read data; a separate area for write payloads.
+    // One slot of MAX_IO_BYTES per request for read data; one area for write payloads.
     let mut read_area = vec![0u8; BATCH * MAX_IO_BYTES as usize];
-    let mut write_area = vec![0u8; MAX_IO_BYTES as usize];
-    let mut errors_logged = 0u32;
+    let mut write_area = vec![0u8; BATCH * MAX_IO_BYTES as usize];
 
     loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        if stopping && completions.is_empty() {
+            return Ok(());
+        }
         let mut x = AbuseXfer {
             completions: completions.as_ptr() as u64,
             n_completions: completions.len() as u32,
             requests: requests.as_mut_ptr() as u64,
-            max_requests: if stop.load(Ordering::Relaxed) { 0 } else { BATCH as u32 },
+            max_requests: if stopping { 0 } else { BATCH as u32 },
             data: write_area.as_mut_ptr() as u64,
             data_len: write_area.len() as u64,
             flags: ABUSE_XFER_WAIT,
             ..Default::default()
         };
         let r = dev.xfer(&mut x);
+        stats.calls.fetch_add(1, Ordering::Relaxed);
         // Whatever else happened, the kernel took the first n_completed answers.
-        completions.drain(..x.n_completed as usize);
+        completions.drain(..(x.n_completed as usize).min(completions.len()));
         match r {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                if stop.load(Ordering::Relaxed) && completions.is_empty() {
-                    return Ok(());
-                }
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        }
-        if stop.load(Ordering::Relaxed) && completions.is_empty() && x.n_requests == 0 {
-            return Ok(());
         }
         for (i, req) in requests[..x.n_requests as usize].iter().enumerate() {
             let slot = &mut read_area[i * MAX_IO_BYTES as usize..(i + 1) * MAX_IO_BYTES as usize];
-            let (result, data) = answer(disk.as_ref(), req, slot, &mut errors_logged);
+            let (result, data) = answer(backend, req, slot, &write_area, stats);
             completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, result, reserved: 0, data });
         }
     }
 }
 
 /// The result (0 or -errno) and read-data address for one request.
-fn answer(disk: &dyn DiskImage, req: &AbuseRequest, slot: &mut [u8], errors_logged: &mut u32) -> (i32, u64) {
-    match req.op {
-        ABUSE_OP_READ => {
-            let len = req.length as usize;
-            if len > slot.len() {
-                return (-libc::EINVAL, 0);
-            }
-            match disk.read_at(&mut slot[..len], req.offset) {
-                Ok(()) => (0, slot.as_ptr() as u64),
-                Err(e) => {
-                    // One bad structure fails one request; say so, but don't flood the log.
-                    if *errors_logged < 20 {
-                        eprintln!("vdmount: read of {len} bytes at offset {} failed: {e}", req.offset);
-                        *errors_logged += 1;
-                    }
-                    (-e.errno(), 0)
-                }
-            }
-        }
-        ABUSE_OP_FLUSH => (0, 0),
-        ABUSE_OP_WRITE => (-libc::EROFS, 0),
-        _ => (-libc::EOPNOTSUPP, 0),
+fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_area: &[u8], stats: &Stats) -> (i32, u64) {
+    let len = req.length as usize;
+    if let Some(c) = stats.ops.get(req.op as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
     }
+    if req.op == ABUSE_OP_WRITE && req.flags & ABUSE_REQ_FUA != 0 {
+        stats.fua.fetch_add(1, Ordering::Relaxed);
+    }
+    let result = match req.op {
+        ABUSE_OP_READ if len <= slot.len() => backend.read(&mut slot[..len], req.offset),
+        ABUSE_OP_WRITE => match write_payload(write_area, req) {
+            Some(data) => backend.write(data, req.offset, req.flags & ABUSE_REQ_FUA != 0),
+            None => Err(super::backend::errno(libc::EINVAL)),
+        },
+        ABUSE_OP_FLUSH => backend.flush(),
+        ABUSE_OP_DISCARD => backend.discard(req.offset, req.length as u64),
+        ABUSE_OP_WRITE_ZEROES => backend.write_zeroes(req.offset, req.length as u64),
+        _ => Err(super::backend::errno(libc::EINVAL)),
+    };
+    match result {
+        Ok(()) if req.op == ABUSE_OP_READ => (0, slot.as_ptr() as u64),
+        Ok(()) => (0, 0),
+        Err(e) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            // One bad structure fails one request; say so, but don't flood the log.
+            if stats.errors_logged.fetch_add(1, Ordering::Relaxed) < 20 {
+                eprintln!("vdmount: request op {} at offset {} ({len} bytes) failed: {e}", req.op, req.offset);
+            }
+            (-e.errno(), 0)
+        }
+    }
+}
+
+/// The payload the kernel copied into the write area for `req`, if its address is inside it.
+fn write_payload<'a>(area: &'a [u8], req: &AbuseRequest) -> Option<&'a [u8]> {
+    let start = req.data.checked_sub(area.as_ptr() as u64)? as usize;
+    area.get(start..start.checked_add(req.length as usize)?)
 }

@@ -3,6 +3,7 @@
 
 mod cat;
 mod info;
+mod list;
 mod serve;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
@@ -45,6 +46,8 @@ enum Command {
     Cat(cat::CatArgs),
     /// Describe an image: format, virtual size, cluster size, features, backing chain.
     Info(info::InfoArgs),
+    /// List the abuse devices: state, mode, size, serving process, open count, errors.
+    List(list::ListArgs),
 }
 
 /// Options every command that opens an image takes.
@@ -82,6 +85,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Cat(a)) => cat::run(&a),
         Some(Command::Info(a)) => info::run(&a),
+        Some(Command::List(a)) => list::run(&a),
         None => serve::run(&cli.serve),
     };
     match result {
@@ -96,6 +100,7 @@ pub fn main() -> i32 {
 pub fn exit_code(e: &Error) -> i32 {
     match e {
         Error::Usage(_) => EXIT_USAGE,
+        Error::Device(_) => EXIT_DEVICE,
         _ => EXIT_IMAGE,
     }
 }

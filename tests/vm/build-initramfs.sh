@@ -20,6 +20,19 @@ cp "$HERE"/scenarios/*.sh "$R/scenarios/"
 cp "$W/abuse.ko" "$R/abuse.ko"
 strip --strip-debug "$R/abuse.ko"
 cp "$VDMOUNT" "$R/bin/vdmount"
+gcc -static -O2 -Wall -Werror -I "$REPO/kmod/include/uapi" -o "$R/bin/abuse-ioctl-fuzz" \
+	"$HERE/tools/abuse-ioctl-fuzz.c"
+# Host tools the scenarios need beyond busybox (O_DIRECT/O_DSYNC dd, blkdiscard -z, mkfs -d),
+# with their shared libraries (same glibc as the host). They go to /opt/bin and are called by
+# full path: Debian's busybox shell runs its own applet of the same name otherwise.
+mkdir -p "$R/opt/bin"
+copy_bin() {
+	cp -L "$1" "$R/opt/bin/$(basename "$1")"
+	ldd "$1" | grep -o '/[^ ]*' | while read -r lib; do
+		[ -e "$R$lib" ] || cp -L --parents "$lib" "$R"
+	done
+}
+for t in /bin/dd /sbin/blkdiscard /sbin/mke2fs; do copy_bin "$t"; done
 cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
 
 # The kernel's own modules, in dependency order (modules built in print no insmod line).

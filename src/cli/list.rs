@@ -1,0 +1,92 @@
+//! `vdmount list`: every abuse device, whether it is served, and by which process.
+
+use super::serve::device_error;
+use crate::abuse::device::ControlDevice;
+use crate::abuse::uapi::*;
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Print JSON (one object per device) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list free devices.
+    #[arg(long, short)]
+    pub all: bool,
+}
+
+fn state_name(state: u32) -> &'static str {
+    match state {
+        ABUSE_STATE_FREE => "free",
+        ABUSE_STATE_SERVING => "serving",
+        ABUSE_STATE_WAITING => "waiting-for-server",
+        ABUSE_STATE_DEAD => "failed-no-server",
+        _ => "unknown",
+    }
+}
+
+fn control_devices() -> Vec<(u32, PathBuf)> {
+    let mut devs: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let n = name.strip_prefix("abctl")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    devs.sort();
+    devs
+}
+
+pub fn run(args: &ListArgs) -> Result<()> {
+    let devs = control_devices();
+    if devs.is_empty() {
+        return Err(Error::Device("no /dev/abctlN devices: is abuse.ko loaded? try: modprobe abuse".into()));
+    }
+    let mut rows = Vec::new();
+    for (n, path) in devs {
+        let dev = ControlDevice::open(&path).map_err(|e| device_error(&path, "cannot open", e))?;
+        let st = dev.status().map_err(|e| device_error(&path, "cannot read the status", e))?;
+        if st.state == ABUSE_STATE_FREE && !args.all {
+            continue;
+        }
+        let alive = st.server_pid > 0 && std::path::Path::new(&format!("/proc/{}", st.server_pid)).exists();
+        rows.push((n, st, alive));
+    }
+    if args.json {
+        let objs: Vec<String> = rows
+            .iter()
+            .map(|(n, st, alive)| {
+                format!(
+                    "{{\"device\":\"/dev/abuse{n}\",\"control\":\"/dev/abctl{n}\",\"state\":\"{}\",\"mode\":\"{}\",\"size\":{},\"block_size\":{},\"server_pid\":{},\"server_alive\":{alive},\"openers\":{},\"pending\":{},\"in_flight\":{},\"completed\":{},\"errors\":{}}}",
+                    state_name(st.state), mode(st), st.size, st.block_size, st.server_pid, st.openers, st.pending,
+                    st.in_flight, st.completed, st.errors
+                )
+            })
+            .collect();
+        println!("[{}]", objs.join(",\n "));
+        return Ok(());
+    }
+    println!("{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}", "DEVICE", "STATE", "MODE", "SIZE", "BLOCK", "SERVER", "OPENERS", "PENDING", "ERRORS");
+    for (n, st, alive) in rows {
+        let server = if st.server_pid > 0 { format!("{}{}", st.server_pid, if alive { "" } else { "(gone)" }) } else { "-".into() };
+        println!(
+            "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}",
+            format!("/dev/abuse{n}"), state_name(st.state), mode(&st), st.size, st.block_size, server, st.openers, st.pending, st.errors
+        );
+    }
+    Ok(())
+}
+
+fn mode(st: &AbuseStatus) -> &'static str {
+    if st.state == ABUSE_STATE_FREE {
+        "-"
+    } else if st.flags & ABUSE_FLAG_READ_ONLY != 0 {
+        "read-only"
+    } else {
+        "cow"
+    }
+}

@@ -1,0 +1,160 @@
+//! `--cow`: writes go to an ephemeral overlay, a sparse temporary file unlinked at creation
+//! (so it is gone when the server exits, however it exits), never to the image. A bitmap of
+//! 4 KiB blocks says which blocks the overlay holds; every other block is read from the image.
+
+use crate::abuse::backend::Backend;
+use crate::error::{Error, Result};
+use crate::formats::DiskImage;
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+const BLOCK: u64 = 4096;
+/// Blocks per bitmap chunk: chunks are allocated on first write, so a huge sparse disk costs
+/// memory only where it was written.
+const CHUNK_BLOCKS: u64 = 64 * 512;
+
+pub struct CowOverlay {
+    base: Arc<dyn DiskImage>,
+    size: u64,
+    overlay: File,
+    overlay_path: PathBuf,
+    written: RwLock<HashMap<u64, Box<[u64; 512]>>>,
+    /// Serialises read-modify-write of partly written blocks.
+    rmw: Mutex<()>,
+}
+
+impl CowOverlay {
+    /// An overlay in `dir` (default: $TMPDIR) over `base`.
+    pub fn new(base: Arc<dyn DiskImage>, dir: Option<PathBuf>) -> Result<CowOverlay> {
+        let dir = dir.unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!("vdmount-cow-{}", std::process::id()));
+        let overlay = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "cannot create the copy-on-write overlay (set TMPDIR to a writable folder)", e))?;
+        // Unlinked at once: nothing is left behind, whatever happens to the server.
+        let _ = std::fs::remove_file(&path);
+        let size = base.virtual_size();
+        Ok(CowOverlay { base, size, overlay, overlay_path: path, written: RwLock::new(HashMap::new()), rmw: Mutex::new(()) })
+    }
+
+    fn is_written(&self, block: u64) -> bool {
+        let map = self.written.read().unwrap();
+        map.get(&(block / CHUNK_BLOCKS)).is_some_and(|c| {
+            let i = block % CHUNK_BLOCKS;
+            c[(i / 64) as usize] & (1 << (i % 64)) != 0
+        })
+    }
+
+    fn mark_written(&self, block: u64) {
+        let mut map = self.written.write().unwrap();
+        let c = map.entry(block / CHUNK_BLOCKS).or_insert_with(|| Box::new([0; 512]));
+        let i = block % CHUNK_BLOCKS;
+        c[(i / 64) as usize] |= 1 << (i % 64);
+    }
+
+    fn io_err(&self, what: &str, e: std::io::Error) -> Error {
+        Error::io(&self.overlay_path, format!("{what} the copy-on-write overlay"), e)
+    }
+
+    /// Writes `data` at `offset`, which may cover blocks partly: those are first filled from
+    /// wherever they currently read from.
+    fn write_blocks(&self, data: &[u8], offset: u64) -> Result<()> {
+        let end = offset + data.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let block = pos / BLOCK;
+            let bstart = block * BLOCK;
+            let bend = (bstart + BLOCK).min(end);
+            let piece = &data[(pos - offset) as usize..(bend - offset) as usize];
+            if pos == bstart && bend == bstart + BLOCK {
+                // Whole blocks: write the run in one call.
+                let run_end = bstart + ((end - bstart) / BLOCK) * BLOCK;
+                let run = &data[(pos - offset) as usize..(run_end - offset) as usize];
+                self.overlay.write_all_at(run, pos).map_err(|e| self.io_err("writing to", e))?;
+                for b in block..run_end / BLOCK {
+                    self.mark_written(b);
+                }
+                pos = run_end;
+                continue;
+            }
+            let _guard = self.rmw.lock().unwrap();
+            let mut buf = vec![0u8; BLOCK as usize];
+            self.read(&mut buf, bstart)?;
+            buf[(pos - bstart) as usize..(bend - bstart) as usize].copy_from_slice(piece);
+            self.overlay.write_all_at(&buf, bstart).map_err(|e| self.io_err("writing to", e))?;
+            self.mark_written(block);
+            pos = bend;
+        }
+        Ok(())
+    }
+}
+
+impl Backend for CowOverlay {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn block_size(&self) -> u32 {
+        self.base.logical_sector_size()
+    }
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            // The longest run of blocks that all come from the same place.
+            let from_overlay = self.is_written(pos / BLOCK);
+            let mut run_end = ((pos / BLOCK) + 1) * BLOCK;
+            while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
+                run_end += BLOCK;
+            }
+            let run_end = run_end.min(end);
+            let piece = &mut buf[(pos - offset) as usize..(run_end - offset) as usize];
+            if from_overlay {
+                self.overlay.read_exact_at(piece, pos).map_err(|e| self.io_err("reading from", e))?;
+            } else {
+                self.base.read_at(piece, pos)?;
+            }
+            pos = run_end;
+        }
+        Ok(())
+    }
+
+    fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {
+        self.write_blocks(data, offset)?;
+        if fua {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.overlay.sync_data().map_err(|e| self.io_err("syncing", e))
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.write_zeroes(offset, len)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        // Zeros are written in bounded pieces: the range can be gigabytes.
+        const PIECE: u64 = 1 << 20;
+        let zeros = vec![0u8; PIECE as usize];
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let n = (end - pos).min(PIECE);
+            self.write_blocks(&zeros[..n as usize], pos)?;
+            pos += n;
+        }
+        Ok(())
+    }
+}

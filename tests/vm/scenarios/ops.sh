@@ -1,0 +1,53 @@
+#!/bin/sh
+# Issue 4: every op reaches the server and is answered (O_DIRECT read/write, flush, FUA,
+# discard, write-zeroes), on a --cow device; the image file is unchanged afterwards; a
+# read-only device refuses discard before userspace.
+set -e
+fail() { echo "ops: $*"; [ -f /tmp/server.log ] && cat /tmp/server.log; exit 1; }
+insmod /abuse.ko max_part=15
+/opt/bin/dd if=/dev/urandom of=/tmp/img.raw bs=1M count=16 status=none
+before=$(sha256sum /tmp/img.raw | cut -d' ' -f1)
+vdmount --cow /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+server=$!
+while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
+[ "$(cat /sys/block/abuse0/ro)" = 0 ] || fail "cow device is read-only"
+[ "$(cat /sys/block/abuse0/queue/write_cache)" = "write back" ] || fail "no write cache advertised"
+[ "$(cat /sys/block/abuse0/queue/fua)" = 1 ] || fail "no FUA advertised"
+
+/opt/bin/dd if=/dev/urandom of=/tmp/pat bs=64k count=8 status=none
+/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=64k seek=16 oflag=direct status=none || fail "O_DIRECT write"
+/opt/bin/dd if=/dev/abuse0 of=/tmp/back bs=64k skip=16 count=8 iflag=direct status=none || fail "O_DIRECT read"
+cmp /tmp/pat /tmp/back || fail "read back differs from what was written"
+/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=4 seek=1000 oflag=direct,dsync status=none || fail "O_DSYNC write"
+/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=1 seek=2000 conv=fsync status=none || fail "fsync"
+sync
+/opt/bin/blkdiscard -o 1048576 -l 524288 /dev/abuse0 || fail "blkdiscard"
+/opt/bin/dd if=/dev/abuse0 bs=64k skip=16 count=8 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "discarded range not zero"
+/opt/bin/blkdiscard -z -o 4194304 -l 65536 /dev/abuse0 || fail "/opt/bin/blkdiscard -z"
+/opt/bin/dd if=/dev/abuse0 bs=64k skip=64 count=1 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "zeroed range not zero"
+# a write of 512 bytes (partial 4 KiB overlay block) lands exactly
+printf 'sector-sized write' >/tmp/s
+/opt/bin/dd if=/tmp/s of=/tmp/s512 bs=512 conv=sync status=none
+/opt/bin/dd if=/tmp/s512 of=/dev/abuse0 bs=512 seek=7 oflag=direct status=none || fail "512-byte write"
+/opt/bin/dd if=/dev/abuse0 bs=512 skip=7 count=1 iflag=direct status=none | head -c 18 | grep -q 'sector-sized write' || fail "512-byte write"
+/opt/bin/dd if=/dev/abuse0 bs=512 skip=6 count=1 iflag=direct status=none | cmp -n 512 - /tmp/img.raw 0 3072 || fail "neighbour sector of the 512-byte write changed"
+kill -TERM $server; wait $server || fail "server exit status"
+cat /tmp/server.log
+stats=$(grep 'requests (' /tmp/server.log)
+for op in read write fua flush discard write-zeroes; do
+	n=$(echo "$stats" | sed -n "s/.*[ (]$op \([0-9]*\).*/\1/p")
+	[ -n "$n" ] && [ "$n" -gt 0 ] || fail "no $op request reached the server: $stats"
+done
+[ "$(sha256sum /tmp/img.raw | cut -d' ' -f1)" = "$before" ] || fail "the image file changed"
+
+# Read-only: the block layer refuses discard and writes before they reach the server.
+vdmount /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+server=$!
+while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
+[ "$(cat /sys/block/abuse0/ro)" = 1 ] || fail "read-only device not marked ro"
+if /opt/bin/blkdiscard /dev/abuse0 2>/dev/null; then fail "discard on a read-only device succeeded"; fi
+if /opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=1 oflag=direct status=none 2>/dev/null; then fail "write on a read-only device succeeded"; fi
+kill -TERM $server; wait $server
+grep -q 'write 0 .*discard 0' /tmp/server.log || fail "refused ops reached the server: $(cat /tmp/server.log)"
+rmmod abuse
+echo "ops: ok"

@@ -1,0 +1,37 @@
+#!/bin/sh
+# Issue 4: kill -9 the server while a reader streams a file from the mounted filesystem, start
+# a new server with --reattach: the reader finishes with no I/O error and the right checksum.
+# 20 rounds.
+set -e
+fail() { echo "restart: $*"; cat /tmp/server.log 2>/dev/null; exit 1; }
+insmod /abuse.ko max_part=15
+mkdir -p /tmp/src
+/opt/bin/dd if=/dev/urandom of=/tmp/src/big bs=1M count=24 status=none
+want=$(sha256sum /tmp/src/big | cut -d' ' -f1)
+/opt/bin/mke2fs -q -t ext4 -d /tmp/src /tmp/fs.raw 40M || fail "mkfs"
+rm /tmp/src/big
+vdmount /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+server=$!
+while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
+mount -o ro /dev/abuse0 /mnt || fail "mount"
+rounds=0
+for i in $(seq 1 20); do
+	echo 3 >/proc/sys/vm/drop_caches
+	(sha256sum /mnt/big >/tmp/sum 2>/tmp/sum.err; echo $? >/tmp/sum.rc) &
+	reader=$!
+	sleep 0.$((i % 4 + 1))
+	kill -9 $server
+	wait $server 2>/dev/null || true
+	vdmount --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+	server=$!
+	wait $reader
+	[ "$(cat /tmp/sum.rc)" = 0 ] || fail "round $i: reader failed: $(cat /tmp/sum.err)"
+	[ "$(cut -d' ' -f1 /tmp/sum)" = "$want" ] || fail "round $i: wrong checksum"
+	rounds=$i
+done
+echo "restart: $rounds kill -9 / reattach rounds, reader never saw an error"
+umount /mnt
+kill -TERM $server; wait $server || fail "final server exit"
+dmesg | grep -q 'I/O error' && fail "the kernel logged I/O errors"
+rmmod abuse
+echo "restart: ok"
