@@ -16,6 +16,10 @@ pub const MAX_DESCRIPTOR_BYTES: u64 = 1 << 20;
 pub const MAX_EXTENTS: usize = 4096;
 /// Most internal snapshots listed from one qcow2 image.
 pub const MAX_SNAPSHOTS: u64 = 65536;
+/// Largest VHDX metadata item (the specification caps items at 1 MiB).
+pub const MAX_VHDX_METADATA_ITEM_BYTES: u64 = 1 << 20;
+/// Largest VHD parent locator (a path) read from an image.
+pub const MAX_PARENT_LOCATOR_BYTES: u64 = 64 << 10;
 /// Largest VHDX log replayed into memory.
 pub const MAX_LOG_BYTES: u64 = 1 << 30;
 /// Largest virtual disk: 2^63 bytes keeps every offset computation inside i64 (pread's off_t).

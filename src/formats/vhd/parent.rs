@@ -1,0 +1,226 @@
+//! Finding a differencing VHD's parent: its parent locators, its parent name, and the check
+//! that the file found is the parent the child was made from (unique id).
+
+use super::dynamic::DynamicHeader;
+use super::footer;
+use crate::error::{Error, Result};
+use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::open::{open_backing, resolve_beside};
+use crate::formats::{Chain, DiskImage, Format, OpenOptions};
+use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const LOCATORS_AT: usize = 576;
+const LOCATOR_SIZE: usize = 24;
+const LOCATOR_COUNT: usize = 8;
+const UNICODE_NAME_AT: usize = 64;
+const UNICODE_NAME_LEN: usize = 512;
+
+/// The parent as opened, and what was found on the way (for `info`).
+pub struct Parent {
+    pub image: Arc<dyn DiskImage>,
+    pub details: Vec<(String, String)>,
+}
+
+/// A path to the parent recorded in the child, as text with '/' separators.
+struct Recorded {
+    source: String,
+    path: String,
+}
+
+/// Opens the parent of the differencing child `file`.
+pub fn open_parent(file: &ImageFile, header: &DynamicHeader, chain: &Chain, opts: &OpenOptions) -> Result<Parent> {
+    let mut details = Vec::new();
+    let recorded = recorded_paths(file, header, &mut details);
+    let candidates = candidates(&recorded);
+    let tried: Vec<String> = candidates.iter().map(|c| resolve_beside(&file.path, c).display().to_string()).collect();
+    let Some(name) = candidates.iter().find(|c| resolve_beside(&file.path, c).is_file()) else {
+        let what = if recorded.is_empty() {
+            "records no parent path (no usable parent locator or parent name)".to_string()
+        } else {
+            let r: Vec<String> = recorded.iter().map(|r| format!("{} \"{}\"", r.source, r.path)).collect();
+            format!("records its parent as {}", r.join(", "))
+        };
+        return Err(Error::corrupt(
+            &file.path,
+            format!(
+                "this differencing VHD {what}, but no such file was found (tried: {}); put the parent next to the child under its recorded name",
+                if tried.is_empty() { "nothing".to_string() } else { tried.join(", ") }
+            ),
+        ));
+    };
+    let path = resolve_beside(&file.path, name);
+    check_unique_id(file, header, &path, opts, &mut details)?;
+    let image = open_backing(&file.path, name, Some(Format::Vhd), chain, opts)?;
+    details.insert(0, ("parent".into(), path.display().to_string()));
+    Ok(Parent { image, details })
+}
+
+/// The parent's footer unique id must be the one the child recorded, or the child's sectors
+/// would be laid over the wrong disk.
+fn check_unique_id(
+    child: &ImageFile,
+    header: &DynamicHeader,
+    parent_path: &Path,
+    opts: &OpenOptions,
+    details: &mut Vec<(String, String)>,
+) -> Result<()> {
+    // If the parent cannot be read as a VHD here, open_backing reports why.
+    let Ok(parent_id) = ImageFile::open(parent_path).and_then(|f| footer::locate(&f)).map(|l| l.footer.unique_id) else {
+        return Ok(());
+    };
+    details.push(("parent unique id (recorded in child)".into(), uuid(&header.parent_unique_id)));
+    details.push(("parent unique id (in parent)".into(), uuid(&parent_id)));
+    if parent_id == header.parent_unique_id {
+        return Ok(());
+    }
+    if opts.ignore_parent_id {
+        details.push(("parent id check".into(), "MISMATCH, ignored (--ignore-parent-id)".into()));
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        &child.path,
+        format!(
+            "its parent {} has unique id {}, but this differencing VHD was made from a parent with unique id {}; the parent was replaced or modified. Pass --ignore-parent-id to read it anyway",
+            parent_path.display(),
+            uuid(&parent_id),
+            uuid(&header.parent_unique_id)
+        ),
+    ))
+}
+
+/// The names to try, in order: relative locator paths, then the recorded file names in the
+/// child's folder (as libvhdi does, for chains copied elsewhere), then absolute locator paths.
+fn candidates(recorded: &[Recorded]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut add = |p: PathBuf| {
+        // "./x" is "x"; dropping the "." keeps the paths shown to the user plain.
+        let p: PathBuf = p.components().filter(|c| *c != std::path::Component::CurDir).collect();
+        if !p.as_os_str().is_empty() && !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    for r in recorded.iter().filter(|r| !is_absolute(&r.path)) {
+        add(PathBuf::from(&r.path));
+    }
+    for r in recorded {
+        if let Some(base) = r.path.rsplit('/').next().filter(|b| !b.is_empty() && *b != "." && *b != "..") {
+            add(PathBuf::from(base));
+        }
+    }
+    // A Windows absolute path ("C:/...") means nothing here; a Unix one (MacX) might.
+    for r in recorded.iter().filter(|r| r.path.starts_with('/')) {
+        add(PathBuf::from(&r.path));
+    }
+    out
+}
+
+fn is_absolute(p: &str) -> bool {
+    let b = p.as_bytes();
+    p.starts_with('/') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
+}
+
+/// The parent paths the child records: its parent locators (header order), then its parent
+/// unicode name. Unreadable locators are skipped and noted.
+fn recorded_paths(file: &ImageFile, header: &DynamicHeader, details: &mut Vec<(String, String)>) -> Vec<Recorded> {
+    let mut out = Vec::new();
+    for i in 0..LOCATOR_COUNT {
+        let at = LOCATORS_AT + i * LOCATOR_SIZE;
+        let entry = &header.bytes[at..at + LOCATOR_SIZE];
+        let code: [u8; 4] = [entry[0], entry[1], entry[2], entry[3]];
+        if code == [0; 4] {
+            continue;
+        }
+        let code_name = String::from_utf8_lossy(&code).trim_end_matches(['\0', ' ']).to_string();
+        let source = format!("locator {i} ({code_name})");
+        match read_locator(file, &code, be32(entry, 8), be64(entry, 16)) {
+            Ok(Some(path)) => {
+                details.push((source.clone(), path.clone()));
+                out.push(Recorded { source, path });
+            }
+            Ok(None) => details.push((source, "skipped (not a path vdmount can follow)".into())),
+            Err(e) => details.push((source, format!("unreadable: {e}"))),
+        }
+    }
+    let name = &header.bytes[UNICODE_NAME_AT..UNICODE_NAME_AT + UNICODE_NAME_LEN];
+    let units: Vec<u16> = name.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    let name = String::from_utf16_lossy(&units).replace('\\', "/");
+    if !name.is_empty() {
+        details.push(("parent unicode name".into(), name.clone()));
+        out.push(Recorded { source: "parent unicode name".into(), path: name });
+    }
+    out
+}
+
+/// The path one locator holds, or None for platforms without a followable path ("Mac " aliases).
+fn read_locator(file: &ImageFile, code: &[u8; 4], length: u32, offset: u64) -> Result<Option<String>> {
+    let length = limits::check(&file.path, "the size of a VHD parent locator", u64::from(length), MAX_PARENT_LOCATOR_BYTES)?;
+    let read = || file.read_vec(offset, length, MAX_PARENT_LOCATOR_BYTES, "a VHD parent locator");
+    let text = match code {
+        b"W2ru" | b"W2ku" => {
+            let bytes = read()?;
+            let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            String::from_utf16_lossy(&units)
+        }
+        // Deprecated ANSI paths; the code page is unknown, so non-ASCII bytes stay lossy.
+        b"Wi2r" | b"Wi2k" => String::from_utf8_lossy(&read()?).into_owned(),
+        b"MacX" => {
+            let text = String::from_utf8_lossy(&read()?).into_owned();
+            let text = text.trim_end_matches('\0');
+            let path = text.strip_prefix("file://localhost").or_else(|| text.strip_prefix("file://")).unwrap_or(text);
+            percent_decode(path)
+        }
+        _ => return Ok(None),
+    };
+    let text = text.trim_end_matches('\0').replace('\\', "/");
+    Ok((!text.is_empty()).then_some(text))
+}
+
+/// Decodes %XX escapes of a file:// URL path.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A unique id as the usual GUID text. VHD stores the 16 bytes as they are; they are shown in
+/// that order, in hex groups.
+pub fn uuid(b: &[u8; 16]) -> String {
+    let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_prefer_relative_then_basename() {
+        let r = |p: &str| Recorded { source: String::new(), path: p.into() };
+        let c = candidates(&[r("C:/vms/base.vhd"), r("./base.vhd"), r("/srv/x/other.vhd")]);
+        assert_eq!(
+            c,
+            vec![PathBuf::from("base.vhd"), PathBuf::from("other.vhd"), PathBuf::from("/srv/x/other.vhd")]
+        );
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a%20b/c%2"), "/a b/c%2");
+    }
+}

@@ -1,0 +1,319 @@
+//! The VHDX log (MS-VHDX 2.3): a circular buffer of entries, each a header ("loge"),
+//! descriptors ("desc" for a 4 KiB sector, "zero" for a zeroed range) and data sectors
+//! ("data"). If the current header names a log, the active sequence (the valid chain of
+//! entries, tail to head, whose head has the highest sequence number) must be replayed before
+//! any metadata is read. vdmount replays it into an in-memory `Overlay`.
+
+use super::guid::Guid;
+use super::header::{checksum, Header};
+use super::overlay::Overlay;
+use crate::error::{Error, Result};
+use crate::formats::image_file::{le32, le64, ImageFile};
+use crate::limits::MAX_LOG_BYTES;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+const SECTOR: u64 = 4096;
+const ENTRY_HEADER_BYTES: usize = 64;
+const DESCRIPTOR_BYTES: usize = 32;
+
+/// What replaying the log did, for `info`.
+pub struct Replay {
+    pub overlay: Overlay,
+    pub entries: usize,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    /// The size the head entry says the file must have.
+    pub last_file_offset: u64,
+}
+
+/// The outcome of looking at the log.
+pub enum LogState {
+    /// The header names no log.
+    Clean,
+    /// A log is named but holds no valid sequence: there is nothing to replay.
+    NoActiveSequence,
+    Replayed(Replay),
+}
+
+/// A valid entry found in the log.
+struct Entry {
+    pos: u64,
+    sequence: u64,
+    length: u64,
+    tail: u64,
+    flushed_file_offset: u64,
+    last_file_offset: u64,
+}
+
+enum Descriptor {
+    Zero { offset: u64, length: u64 },
+    Data { offset: u64, leading: [u8; 8], trailing: [u8; 4] },
+}
+
+/// Reads the log the current header names and replays its active sequence.
+pub fn replay(file: &ImageFile, header: &Header) -> Result<LogState> {
+    if header.log_guid.is_zero() || header.log_length == 0 {
+        return Ok(LogState::Clean);
+    }
+    let path = &file.path;
+    if header.log_version != 0 {
+        return Err(Error::unsupported(
+            path,
+            format!("the VHDX log has version {}; only version 0 exists, so it cannot be replayed", header.log_version),
+        ));
+    }
+    let length = header.log_length as u64;
+    if !length.is_multiple_of(SECTOR) || header.log_offset < (1 << 20) || !header.log_offset.is_multiple_of(SECTOR) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "the VHDX log is placed at offset {} with length {}; it must start at or after 1 MiB and both must be multiples of 4 KiB; the image is corrupt",
+                header.log_offset, length
+            ),
+        ));
+    }
+    if header.log_offset.checked_add(length).is_none_or(|end| end > file.size) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "the VHDX log (offset {}, {length} bytes) lies past the end of the file ({} bytes) and must be replayed; the image is truncated or corrupt",
+                header.log_offset, file.size
+            ),
+        ));
+    }
+    let log = file.read_vec(header.log_offset, length, MAX_LOG_BYTES, "the VHDX log")?;
+    let reader = LogReader { log: &log, guid: header.log_guid };
+
+    // Each position is tried once; a valid entry is skipped over whole, since no valid
+    // entry holds another one's header at a sector boundary. The checksum budget keeps a
+    // hostile log full of near-valid entries from costing quadratic time.
+    let mut budget = 4 * length + (64 << 20);
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    while pos < length {
+        match reader.entry_at(pos, &mut budget).map_err(|e| e.into_error(path))? {
+            Some(e) => {
+                pos += e.length;
+                entries.push(e);
+            }
+            None => pos += SECTOR,
+        }
+    }
+    let Some(sequence) = active_sequence(&entries, length).map_err(|e| e.into_error(path))? else {
+        return Ok(LogState::NoActiveSequence);
+    };
+
+    let mut overlay = Overlay::default();
+    for e in &sequence {
+        if e.flushed_file_offset > file.size {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "VHDX log entry {} says the file had been written up to {} bytes, but it has {}: the file is truncated",
+                    e.sequence, e.flushed_file_offset, file.size
+                ),
+            ));
+        }
+        apply_entry(&reader, e, &mut overlay, path)?;
+    }
+    let (first, head) = (sequence[0], sequence[sequence.len() - 1]);
+    Ok(LogState::Replayed(Replay {
+        overlay,
+        entries: sequence.len(),
+        first_sequence: first.sequence,
+        last_sequence: head.sequence,
+        last_file_offset: head.last_file_offset,
+    }))
+}
+
+/// Problems found while scanning, turned into errors naming the file by the caller.
+enum LogError {
+    Limit(&'static str, u64, u64),
+}
+
+impl LogError {
+    fn into_error(self, path: &std::path::Path) -> Error {
+        match self {
+            LogError::Limit(field, value, limit) => {
+                Error::Limit { path: path.to_path_buf(), field: field.to_string(), value, limit }
+            }
+        }
+    }
+}
+
+struct LogReader<'a> {
+    log: &'a [u8],
+    guid: Guid,
+}
+
+/// 4 KiB sectors the header and `count` descriptors take: the header counts as two
+/// descriptors, and a sector holds 128.
+fn descriptor_sectors(count: u32) -> u64 {
+    (count as u64 + 2).div_ceil(128)
+}
+
+impl LogReader<'_> {
+    fn len(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    /// `len` bytes of the circular log from `pos`, wrapping at its end.
+    fn bytes(&self, pos: u64, len: u64) -> Cow<'_, [u8]> {
+        let (pos, len) = (pos as usize, len as usize);
+        if pos + len <= self.log.len() {
+            Cow::Borrowed(&self.log[pos..pos + len])
+        } else {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(&self.log[pos..]);
+            v.extend_from_slice(&self.log[..len - (self.log.len() - pos)]);
+            Cow::Owned(v)
+        }
+    }
+
+    /// The valid entry at `pos` (a sector boundary), if there is one.
+    fn entry_at(&self, pos: u64, budget: &mut u64) -> std::result::Result<Option<Entry>, LogError> {
+        let h = &self.log[pos as usize..(pos + SECTOR) as usize];
+        if &h[..4] != b"loge" {
+            return Ok(None);
+        }
+        let length = le32(h, 8) as u64;
+        let sequence = le64(h, 16);
+        let count = le32(h, 24);
+        if length == 0
+            || !length.is_multiple_of(SECTOR)
+            || length > self.len()
+            || sequence == 0
+            || Guid::read(&h[32..]) != self.guid
+            || descriptor_sectors(count) * SECTOR > length
+        {
+            return Ok(None);
+        }
+        match budget.checked_sub(length) {
+            Some(rest) => *budget = rest,
+            None => {
+                return Err(LogError::Limit(
+                    "bytes of VHDX log entries checksummed while searching the log",
+                    4 * self.len() + (64 << 20) + length,
+                    4 * self.len() + (64 << 20),
+                ))
+            }
+        }
+        let entry = self.bytes(pos, length);
+        if le32(&entry, 4) != checksum(&entry) {
+            return Ok(None);
+        }
+        if self.descriptors(&entry).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Entry {
+            pos,
+            sequence,
+            length,
+            tail: le32(h, 12) as u64,
+            flushed_file_offset: le64(h, 48),
+            last_file_offset: le64(h, 56),
+        }))
+    }
+
+    /// The descriptors of a whole entry, each paired with its data sector (by position in the
+    /// entry), or None if any is invalid.
+    fn descriptors(&self, entry: &[u8]) -> Option<Vec<(Descriptor, usize)>> {
+        let sequence = le64(entry, 16);
+        let count = le32(entry, 24);
+        let mut data_sector = descriptor_sectors(count) as usize;
+        let total_sectors = entry.len() / SECTOR as usize;
+        let mut out = Vec::with_capacity(count as usize);
+        for i in 0..count as usize {
+            let d = &entry[ENTRY_HEADER_BYTES + i * DESCRIPTOR_BYTES..][..DESCRIPTOR_BYTES];
+            if le64(d, 24) != sequence || !le64(d, 16).is_multiple_of(SECTOR) {
+                return None;
+            }
+            let offset = le64(d, 16);
+            match &d[..4] {
+                b"zero" => {
+                    let length = le64(d, 8);
+                    if !length.is_multiple_of(SECTOR) || offset.checked_add(length).is_none() {
+                        return None;
+                    }
+                    out.push((Descriptor::Zero { offset, length }, 0));
+                }
+                b"desc" => {
+                    if data_sector >= total_sectors || offset.checked_add(SECTOR).is_none() {
+                        return None;
+                    }
+                    let s = &entry[data_sector * SECTOR as usize..][..SECTOR as usize];
+                    let s_seq = ((le32(s, 4) as u64) << 32) | le32(s, 4092) as u64;
+                    if &s[..4] != b"data" || s_seq != sequence {
+                        return None;
+                    }
+                    let mut leading = [0u8; 8];
+                    leading.copy_from_slice(&d[8..16]);
+                    let mut trailing = [0u8; 4];
+                    trailing.copy_from_slice(&d[4..8]);
+                    out.push((Descriptor::Data { offset, leading, trailing }, data_sector));
+                    data_sector += 1;
+                }
+                _ => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The active sequence: among valid entries, the one with the highest sequence number whose
+/// Tail field leads, entry by entry with sequence numbers rising by one, back to itself.
+fn active_sequence(entries: &[Entry], log_length: u64) -> std::result::Result<Option<Vec<&Entry>>, LogError> {
+    let by_pos: HashMap<u64, &Entry> = entries.iter().map(|e| (e.pos, e)).collect();
+    let mut heads: Vec<&Entry> = entries.iter().collect();
+    heads.sort_by_key(|e| std::cmp::Reverse(e.sequence));
+    // Bounds the total walking a hostile log with many broken chains can cause.
+    let step_limit = 16 * entries.len() as u64 + 4096;
+    let mut steps = 0u64;
+    for head in heads {
+        let mut chain = Vec::new();
+        let mut pos = head.tail;
+        let mut expected: Option<u64> = None;
+        loop {
+            steps += 1;
+            if steps > step_limit {
+                return Err(LogError::Limit("steps taken following VHDX log entry chains", steps, step_limit));
+            }
+            let Some(e) = by_pos.get(&pos) else { break };
+            if expected.is_some_and(|s| s != e.sequence) || e.sequence > head.sequence {
+                break;
+            }
+            chain.push(*e);
+            if e.pos == head.pos {
+                return Ok(Some(chain));
+            }
+            expected = Some(e.sequence + 1);
+            pos = (e.pos + e.length) % log_length;
+            if chain.len() > entries.len() {
+                break;
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn apply_entry(reader: &LogReader, e: &Entry, overlay: &mut Overlay, path: &std::path::Path) -> Result<()> {
+    let entry = reader.bytes(e.pos, e.length);
+    let Some(descriptors) = reader.descriptors(&entry) else {
+        return Err(Error::corrupt(path, format!("VHDX log entry {} changed while being replayed", e.sequence)));
+    };
+    for (d, sector) in descriptors {
+        match d {
+            Descriptor::Zero { offset, length } => overlay.write_zeros(offset, length),
+            Descriptor::Data { offset, leading, trailing } => {
+                let data = &entry[sector * SECTOR as usize..][..SECTOR as usize];
+                let mut bytes = vec![0u8; SECTOR as usize];
+                bytes[..8].copy_from_slice(&leading);
+                bytes[8..4092].copy_from_slice(&data[8..4092]);
+                bytes[4092..].copy_from_slice(&trailing);
+                overlay.write_bytes(offset, bytes.into());
+            }
+        }
+    }
+    Ok(())
+}
