@@ -80,8 +80,8 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
     }
 }
 
-/// The result (0 or -errno) and read-data address for one request.
-fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_area: &[u8], stats: &Stats) -> (i32, u64) {
+/// The result (0 or -errno) and read-data address for one request (public for the fuzz target).
+pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_area: &[u8], stats: &Stats) -> (i32, u64) {
     let len = req.length as usize;
     if let Some(c) = stats.ops.get(req.op as usize) {
         c.fetch_add(1, Ordering::Relaxed);
@@ -115,7 +115,7 @@ fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_area
 }
 
 /// The payload the kernel copied into the write area for `req`, if its address is inside it.
-fn write_payload<'a>(area: &'a [u8], req: &AbuseRequest) -> Option<&'a [u8]> {
+pub fn write_payload<'a>(area: &'a [u8], req: &AbuseRequest) -> Option<&'a [u8]> {
     let start = req.data.checked_sub(area.as_ptr() as u64)? as usize;
     area.get(start..start.checked_add(req.length as usize)?)
 }
