@@ -1,0 +1,431 @@
+//! Hosted sparse extents (magic "KDMV", versions 1 to 3), streamOptimized included: a grain
+//! directory of 32-bit sector numbers of grain tables, whose 32-bit entries give each grain's
+//! sector (0: not in this file, 1: zeros). COWD extents (cowd.rs) share the same two-level map.
+
+use super::Mapping;
+use crate::cache::{Cache, Key, Kind};
+use crate::error::{Error, Result};
+use crate::formats::image_file::{le16, le32, le64, ImageFile};
+use crate::limits::{
+    self, MAX_CLUSTER_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
+};
+use std::io::Read;
+use std::sync::Arc;
+
+pub const SECTOR: u64 = 512;
+const FLAG_RGD: u32 = 1 << 1;
+const FLAG_COMPRESSED: u32 = 1 << 16;
+const FLAG_MARKERS: u32 = 1 << 17;
+const COMPRESSION_DEFLATE: u16 = 1;
+/// gdOffset of a streamOptimized header whose grain directory comes at the end (see footer).
+const GD_AT_END: u64 = u64::MAX;
+const MARKER_FOOTER: u32 = 3;
+/// How far back from the end of the file to look for a footer not where it is expected.
+const FOOTER_SEARCH_BYTES: u64 = 1 << 20;
+
+/// The fields of a KDMV header that matter for reading.
+#[derive(Debug, Clone)]
+pub struct KdmvHeader {
+    pub version: u32,
+    pub flags: u32,
+    /// Sectors.
+    pub capacity: u64,
+    pub grain_sectors: u64,
+    pub descriptor_offset: u64,
+    pub descriptor_sectors: u64,
+    pub gtes_per_gt: u32,
+    pub rgd_offset: u64,
+    pub gd_offset: u64,
+    pub compress_algorithm: u16,
+}
+
+impl KdmvHeader {
+    pub fn parse(b: &[u8; 512]) -> KdmvHeader {
+        KdmvHeader {
+            version: le32(b, 4),
+            flags: le32(b, 8),
+            capacity: le64(b, 12),
+            grain_sectors: le64(b, 20),
+            descriptor_offset: le64(b, 28),
+            descriptor_sectors: le64(b, 36),
+            gtes_per_gt: le32(b, 44),
+            rgd_offset: le64(b, 48),
+            gd_offset: le64(b, 56),
+            compress_algorithm: le16(b, 77),
+        }
+    }
+
+    pub fn read(file: &ImageFile) -> Result<KdmvHeader> {
+        let mut b = [0u8; 512];
+        file.read_exact_at(&mut b, 0, "the sparse extent header")?;
+        Ok(KdmvHeader::parse(&b))
+    }
+}
+
+/// The text of the descriptor embedded in a KDMV file, if it has one.
+pub fn embedded_descriptor(file: &ImageFile, h: &KdmvHeader) -> Result<Option<String>> {
+    if h.descriptor_offset == 0 || h.descriptor_sectors == 0 {
+        return Ok(None);
+    }
+    let what = "the embedded descriptor";
+    let off = h
+        .descriptor_offset
+        .checked_mul(SECTOR)
+        .filter(|&o| o < file.size)
+        .ok_or_else(|| {
+            Error::corrupt(
+                &file.path,
+                format!(
+                    "{what} at sector {} lies past the end of the file ({} bytes)",
+                    h.descriptor_offset, file.size
+                ),
+            )
+        })?;
+    // Real descriptors are a few KiB; writers reserve up to 20 sectors or more. Read what fits.
+    let len = h
+        .descriptor_sectors
+        .saturating_mul(SECTOR)
+        .min(file.size - off)
+        .min(MAX_DESCRIPTOR_BYTES);
+    let bytes = file.read_vec(off, len, MAX_DESCRIPTOR_BYTES, what)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// A two-level grain map over one file (KDMV or COWD).
+pub struct SparseExtent {
+    pub file: ImageFile,
+    /// Bytes the map covers.
+    pub capacity: u64,
+    pub grain_bytes: u64,
+    pub(super) gtes_per_gt: u64,
+    /// Grain directory: sector numbers of grain tables.
+    pub(super) gd: Directory,
+    /// The redundant grain directory, used where the primary's grain table is out of range.
+    pub(super) rgd: Option<Directory>,
+    pub(super) compressed: bool,
+    pub(super) markers: bool,
+    pub(super) cache: Arc<Cache>,
+    /// What `info` says about this extent ("KDMV v1", "COWD"...).
+    pub description: String,
+}
+
+impl SparseExtent {
+    /// Opens a KDMV file as a sparse extent.
+    pub fn open_kdmv(file: ImageFile, cache: Arc<Cache>) -> Result<SparseExtent> {
+        let mut h = KdmvHeader::read(&file)?;
+        if h.gd_offset == GD_AT_END {
+            h = find_footer(&file)?;
+        }
+        if h.version == 0 || h.version > 3 {
+            return Err(Error::unsupported(
+                &file.path,
+                format!(
+                    "sparse extent version {} is not one vdmount reads (1 to 3)",
+                    h.version
+                ),
+            ));
+        }
+        let compressed = h.flags & FLAG_COMPRESSED != 0 || h.compress_algorithm != 0;
+        if compressed && h.compress_algorithm != COMPRESSION_DEFLATE {
+            return Err(Error::unsupported(
+                &file.path,
+                format!(
+                    "grain compression algorithm {} is unknown (only 1, deflate, exists)",
+                    h.compress_algorithm
+                ),
+            ));
+        }
+        // qemu refuses more than 512 entries per grain table; VMware always writes 512.
+        if h.gtes_per_gt == 0 || h.gtes_per_gt > 512 {
+            return Err(Error::corrupt(
+                &file.path,
+                format!("numGTEsPerGT is {} in the sparse header; it must be 1 to 512 (VMware writes 512)", h.gtes_per_gt),
+            ));
+        }
+        let grain_bytes = grain_bytes(&file, h.grain_sectors)?;
+        let capacity = capacity_bytes(&file, h.capacity)?;
+        let gt_coverage = grain_bytes * h.gtes_per_gt as u64;
+        let gd_entries = capacity.div_ceil(gt_coverage);
+        let primary = Directory::new(&file, h.gd_offset, gd_entries, 4, "grain directory");
+        let redundant = if h.flags & FLAG_RGD != 0 && h.rgd_offset != 0 {
+            Directory::new(
+                &file,
+                h.rgd_offset,
+                gd_entries,
+                4,
+                "redundant grain directory",
+            )
+            .ok()
+        } else {
+            None
+        };
+        // The primary directory is the truth; the redundant copy stands in when it is unusable.
+        let (gd, rgd) = match (primary, redundant) {
+            (Ok(gd), rgd) => (gd, rgd),
+            (Err(_), Some(rgd)) => (rgd, None),
+            (Err(e), None) => return Err(e),
+        };
+        let kind = if compressed {
+            "streamOptimized (deflate grains)"
+        } else {
+            "hosted sparse"
+        };
+        Ok(SparseExtent {
+            description: format!("KDMV version {}, {kind}", h.version),
+            file,
+            capacity,
+            grain_bytes,
+            gtes_per_gt: h.gtes_per_gt as u64,
+            gd,
+            rgd,
+            compressed,
+            markers: h.flags & FLAG_MARKERS != 0,
+            cache,
+        })
+    }
+
+    /// Where the grain holding byte `off` of this extent is.
+    pub fn lookup(&self, off: u64) -> Result<Mapping> {
+        if off >= self.capacity {
+            return Ok(Mapping::Unallocated);
+        }
+        let grain = off / self.grain_bytes;
+        let gd_index = grain / self.gtes_per_gt;
+        let gt_index = (grain % self.gtes_per_gt) as usize;
+        let gt_bytes = self.gtes_per_gt * 4;
+        let in_file = |sector: u64| sector * SECTOR + gt_bytes <= self.file.size;
+        let mut sector = self.gd.entry(&self.file, &self.cache, gd_index)?;
+        if sector != 0 && !in_file(sector) {
+            if let Some(rgd) = &self.rgd {
+                let backup = rgd.entry(&self.file, &self.cache, gd_index)?;
+                if backup != 0 && in_file(backup) {
+                    sector = backup;
+                }
+            }
+        }
+        if sector == 0 {
+            return Ok(Mapping::Unallocated);
+        }
+        let gt_off = sector * SECTOR;
+        let gt = self.cache.get_or_load(
+            Key {
+                file: self.file.id,
+                kind: Kind::Table,
+                offset: gt_off,
+            },
+            || {
+                self.file.read_vec(
+                    gt_off,
+                    gt_bytes,
+                    MAX_TABLE_BYTES,
+                    &format!("grain table {gd_index}"),
+                )
+            },
+        )?;
+        let entry = gt
+            .get(gt_index * 4..gt_index * 4 + 4)
+            .map(|b| le32(b, 0))
+            .unwrap_or(0) as u64;
+        Ok(match entry {
+            0 => Mapping::Unallocated,
+            1 => Mapping::Zero,
+            s if self.compressed => Mapping::Compressed { offset: s * SECTOR },
+            s => Mapping::Data { offset: s * SECTOR },
+        })
+    }
+
+    /// The decompressed grain whose marker (or compressed stream) starts at `offset`.
+    pub fn compressed_grain(&self, offset: u64) -> Result<Arc<[u8]>> {
+        self.cache.get_or_load(
+            Key {
+                file: self.file.id,
+                kind: Kind::Cluster,
+                offset,
+            },
+            || self.inflate(offset),
+        )
+    }
+
+    fn inflate(&self, offset: u64) -> Result<Vec<u8>> {
+        let path = &self.file.path;
+        let (data_off, len) = if self.markers {
+            let mut marker = [0u8; 12];
+            self.file
+                .read_exact_at(&mut marker, offset, "a compressed grain marker")?;
+            let size = le32(&marker, 8) as u64;
+            // qemu reads at most two grains of compressed data; deflate never needs more.
+            let max = (self.grain_bytes * 2).min(MAX_CLUSTER_BYTES);
+            if size == 0 || size > max {
+                return Err(Error::corrupt(
+                    path,
+                    format!("compressed grain at offset {offset} claims {size} bytes of data (expected 1 to {max})"),
+                ));
+            }
+            (offset + 12, size)
+        } else {
+            (
+                offset,
+                (self.grain_bytes * 2).min(self.file.size.saturating_sub(offset)),
+            )
+        };
+        let mut compressed = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut compressed, data_off, "a compressed grain")?;
+        let mut out = Vec::with_capacity(self.grain_bytes as usize);
+        let mut z = flate2::read::ZlibDecoder::new(&compressed[..]).take(self.grain_bytes + 1);
+        z.read_to_end(&mut out).map_err(|e| {
+            Error::corrupt(
+                path,
+                format!("compressed grain at offset {offset} does not inflate: {e}"),
+            )
+        })?;
+        if out.len() as u64 > self.grain_bytes {
+            return Err(Error::corrupt(
+                path,
+                format!("compressed grain at offset {offset} inflates to more than the grain size ({} bytes)", self.grain_bytes),
+            ));
+        }
+        // A short last grain reads as zeros after its end.
+        out.resize(self.grain_bytes as usize, 0);
+        Ok(out)
+    }
+}
+
+/// The real header of a streamOptimized file whose first header says "grain directory at end":
+/// the copy in the footer, normally 1024 bytes before the end (footer marker, footer, end-of-stream
+/// marker, one sector each). Writers that pad the end are handled by searching back for a footer
+/// marker followed by a KDMV header.
+fn find_footer(file: &ImageFile) -> Result<KdmvHeader> {
+    let mut sector = [0u8; 512];
+    let usable = |b: &[u8; 512]| &b[..4] == b"KDMV" && KdmvHeader::parse(b).gd_offset != GD_AT_END;
+    if file.size >= 1536 {
+        file.read_exact_at(&mut sector, file.size - 1024, "the streamOptimized footer")?;
+        if usable(&sector) {
+            return Ok(KdmvHeader::parse(&sector));
+        }
+    }
+    let lowest = file.size.saturating_sub(FOOTER_SEARCH_BYTES).max(1024);
+    let mut at = (file.size / SECTOR) * SECTOR;
+    let mut marker = [0u8; 512];
+    while at >= lowest + SECTOR {
+        at -= SECTOR;
+        file.read_exact_at(&mut sector, at, "the streamOptimized footer")?;
+        if !usable(&sector) {
+            continue;
+        }
+        file.read_exact_at(
+            &mut marker,
+            at - SECTOR,
+            "the streamOptimized footer marker",
+        )?;
+        if le32(&marker, 12) == MARKER_FOOTER {
+            return Ok(KdmvHeader::parse(&sector));
+        }
+    }
+    Err(Error::corrupt(
+        &file.path,
+        "the header says the grain directory is at the end of the file (streamOptimized), but no footer with the real header was found; the file is probably truncated (an incomplete download or copy)",
+    ))
+}
+
+/// Grain size in bytes from a count of sectors, checked.
+pub(super) fn grain_bytes(file: &ImageFile, sectors: u64) -> Result<u64> {
+    let bytes = sectors
+        .checked_mul(SECTOR)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| {
+            Error::corrupt(
+                &file.path,
+                format!("grain size of {sectors} sectors in the sparse header is invalid"),
+            )
+        })?;
+    limits::check(&file.path, "grain size (bytes)", bytes, MAX_CLUSTER_BYTES)
+}
+
+/// Capacity in bytes from a count of sectors, checked.
+pub(super) fn capacity_bytes(file: &ImageFile, sectors: u64) -> Result<u64> {
+    let bytes = sectors.saturating_mul(SECTOR);
+    limits::check(
+        &file.path,
+        "capacity in the sparse header (bytes)",
+        bytes,
+        MAX_VIRTUAL_SIZE,
+    )
+}
+
+/// A grain directory: `entries` little-endian sector numbers (u32, or u64 for seSparse) at a
+/// byte offset, read on demand in pieces through the shared cache, so that neither a huge
+/// directory nor many extents hold memory beyond the cache's bound.
+pub(super) struct Directory {
+    offset: u64,
+    entries: u64,
+    entry_size: u64,
+    what: &'static str,
+}
+
+/// Bytes of a directory read at once.
+const DIRECTORY_PIECE: u64 = 4096;
+/// Sets directory pieces apart from grain tables in cache keys (a hostile file may overlap them).
+const DIRECTORY_KEY_BIT: u64 = 1 << 63;
+
+impl Directory {
+    /// A directory at `sector`, checked to lie inside the file.
+    pub(super) fn new(
+        file: &ImageFile,
+        sector: u64,
+        entries: u64,
+        entry_size: u64,
+        what: &'static str,
+    ) -> Result<Directory> {
+        let bytes = entries.saturating_mul(entry_size);
+        limits::check(
+            &file.path,
+            &format!("size of the {what}"),
+            bytes,
+            MAX_TABLE_BYTES,
+        )?;
+        let offset = sector.saturating_mul(SECTOR);
+        if offset == 0 || offset.checked_add(bytes).is_none_or(|end| end > file.size) {
+            return Err(Error::corrupt(
+                &file.path,
+                format!(
+                    "the {what} ({entries} entries at sector {sector}) lies outside the file ({} bytes); the file is truncated or corrupt",
+                    file.size
+                ),
+            ));
+        }
+        Ok(Directory {
+            offset,
+            entries,
+            entry_size,
+            what,
+        })
+    }
+
+    /// Entry `index`, or 0 (nothing allocated) past the end of the directory.
+    pub(super) fn entry(&self, file: &ImageFile, cache: &Cache, index: u64) -> Result<u64> {
+        if index >= self.entries {
+            return Ok(0);
+        }
+        let at = index * self.entry_size;
+        let piece = at / DIRECTORY_PIECE * DIRECTORY_PIECE;
+        let len = (self.entries * self.entry_size - piece).min(DIRECTORY_PIECE);
+        let off = self.offset + piece;
+        let bytes = cache.get_or_load(
+            Key {
+                file: file.id,
+                kind: Kind::Table,
+                offset: off | DIRECTORY_KEY_BIT,
+            },
+            || file.read_vec(off, len, MAX_TABLE_BYTES, self.what),
+        )?;
+        let i = (at - piece) as usize;
+        Ok(
+            match (self.entry_size, bytes.get(i..i + self.entry_size as usize)) {
+                (4, Some(b)) => le32(b, 0) as u64,
+                (8, Some(b)) => le64(b, 0),
+                _ => 0,
+            },
+        )
+    }
+}
