@@ -1,0 +1,96 @@
+//! Decompression of compressed clusters (qcow2 zlib/zstd, qcow v1 zlib). A compressed cluster
+//! must decompress to exactly one cluster: shorter output is an error (as in qemu) and so is
+//! longer output (a hostile image must not make us produce more than a cluster).
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Raw deflate (no zlib header), as qemu writes it.
+    Zlib,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Decompresses `input` (the compressed cluster stored at `host` in `path`) into one cluster of
+/// `cluster_size` bytes.
+pub fn decompress(
+    kind: Compression,
+    input: &[u8],
+    cluster_size: usize,
+    path: &Path,
+    host: u64,
+) -> Result<Vec<u8>> {
+    // One byte of room past the cluster tells over-long output from exact output.
+    let mut out = vec![0u8; cluster_size + 1];
+    let produced = match kind {
+        Compression::Zlib => inflate(input, &mut out),
+        Compression::Zstd => unzstd(input, &mut out),
+    }
+    .map_err(|why| {
+        Error::corrupt(path, format!("compressed cluster at offset {host} ({} bytes): {} data is invalid: {why}", input.len(), kind.name()))
+    })?;
+    if produced != cluster_size {
+        let what = if produced > cluster_size { "more" } else { "less" };
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "compressed cluster at offset {host} decompresses to {what} than one cluster ({cluster_size} bytes); the image is corrupt"
+            ),
+        ));
+    }
+    out.truncate(cluster_size);
+    Ok(out)
+}
+
+/// Raw deflate into `out`; returns the bytes produced. Input may have trailing padding (qcow2
+/// rounds compressed sizes to sectors), so running out of input is not an error by itself.
+fn inflate(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    let mut d = Decompress::new(false);
+    loop {
+        let (in_before, out_before) = (d.total_in() as usize, d.total_out() as usize);
+        let (Some(src), Some(dst)) = (input.get(in_before..), out.get_mut(out_before..)) else {
+            return Ok(out_before);
+        };
+        let status = d.decompress(src, dst, FlushDecompress::Finish).map_err(|e| e.to_string())?;
+        let (in_after, out_after) = (d.total_in() as usize, d.total_out() as usize);
+        if status == Status::StreamEnd || out_after >= out.len() || (in_after == in_before && out_after == out_before) {
+            return Ok(out_after);
+        }
+    }
+}
+
+/// One zstd frame into `out`; returns the bytes produced, or an error if the frame does not end
+/// (qemu's rule: a frame still open when the cluster is full means the data is damaged).
+fn unzstd(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    use zstd::stream::raw::{Decoder, Operation};
+    let mut d = Decoder::new().map_err(|e| e.to_string())?;
+    let (mut read, mut written) = (0usize, 0usize);
+    loop {
+        let (Some(src), Some(dst)) = (input.get(read..), out.get_mut(written..)) else {
+            return Err("internal bounds".into());
+        };
+        let status = d.run_on_buffers(src, dst).map_err(|e| e.to_string())?;
+        read += status.bytes_read;
+        written += status.bytes_written;
+        if status.remaining == 0 {
+            return Ok(written);
+        }
+        if written >= out.len() {
+            return Ok(written); // over-long: reported by the caller
+        }
+        if status.bytes_read == 0 && status.bytes_written == 0 {
+            return Err("the frame ends early".into());
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The original qcow format (version 1): a 48-byte header, a two-level L1/L2 table with no
+//! flags except "compressed", deflate-compressed clusters, and an optional backing file.
+
+use super::compressed::{decompress, Compression};
+use super::read::{read_mapped, ClusterMap, Extent};
+use super::{open_backing_layer, read_table};
+use crate::cache::{Cache, Key, Kind};
+use crate::error::{Error, Result};
+use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
+use crate::limits;
+use std::path::Path;
+use std::sync::Arc;
+
+const HEADER_LEN: usize = 48;
+const COMPRESSED: u64 = 1 << 63;
+/// qemu's bounds: clusters of 512 B to 64 KiB, L2 tables of 512 B to 64 KiB.
+const CLUSTER_BITS: std::ops::RangeInclusive<u8> = 9..=16;
+const L2_BITS: std::ops::RangeInclusive<u8> = 6..=13;
+
+pub struct Qcow1 {
+    file: ImageFile,
+    cluster_bits: u32,
+    l2_bits: u32,
+    l1: Vec<u64>,
+    virtual_size: u64,
+    backing_name: Option<Vec<u8>>,
+    backing: Option<Arc<dyn DiskImage>>,
+    cache: Arc<Cache>,
+}
+
+impl Qcow1 {
+    pub fn open(file: ImageFile, chain: &Chain, opts: &OpenOptions) -> Result<Qcow1> {
+        let path = &file.path;
+        let mut h = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut h, 0, "the qcow header")?;
+        let backing_offset = be64(&h, 8);
+        let backing_size = u64::from(be32(&h, 16));
+        let size = be64(&h, 24);
+        let (cluster_bits, l2_bits) = (h[32], h[33]);
+        let crypt_method = be32(&h, 36);
+        let l1_offset = be64(&h, 40);
+        if !CLUSTER_BITS.contains(&cluster_bits) || !L2_BITS.contains(&l2_bits) {
+            return Err(Error::corrupt(
+                path,
+                format!("qcow header: cluster_bits {cluster_bits} and l2_bits {l2_bits} are outside what qcow allows (9..16 and 6..13); the image is corrupt"),
+            ));
+        }
+        if crypt_method != 0 {
+            return Err(Error::unsupported(
+                path,
+                format!("the image is encrypted (qcow encryption method {crypt_method}, AES); vdmount does not read encrypted images"),
+            ));
+        }
+        limits::check(path, "qcow virtual size", size, limits::MAX_VIRTUAL_SIZE)?;
+        let span_bits = u32::from(cluster_bits) + u32::from(l2_bits);
+        let l1_size = size.div_ceil(1u64 << span_bits);
+        let l1 = read_table(&file, l1_offset, l1_size, "the L1 table")?;
+
+        let mut backing_name = None;
+        let mut backing = None;
+        if backing_offset != 0 && backing_size != 0 {
+            limits::check(path, "qcow backing file name length", backing_size, 1023)?;
+            let mut name = vec![0u8; backing_size as usize];
+            file.read_exact_at(&mut name, backing_offset, "the backing file name")?;
+            backing = Some(open_backing_layer(path, &name, None, chain, opts)?);
+            backing_name = Some(name);
+        }
+        Ok(Qcow1 {
+            file,
+            cluster_bits: u32::from(cluster_bits),
+            l2_bits: u32::from(l2_bits),
+            l1,
+            virtual_size: size / 512 * 512,
+            backing_name,
+            backing,
+            cache: opts.cache.clone(),
+        })
+    }
+
+    fn l2_table(&self, offset: u64) -> Result<Arc<[u8]>> {
+        let bytes = 8usize << self.l2_bits;
+        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Table, offset }, || {
+            let mut table = vec![0u8; bytes];
+            self.file.read_exact_at(&mut table, offset, "an L2 table")?;
+            Ok(table)
+        })
+    }
+
+    fn decode(&self, table: &[u8], base: u64, guest: u64) -> Result<Extent> {
+        let index = ((guest - base) >> self.cluster_bits) as usize;
+        let entry = table.get(index * 8..index * 8 + 8).map_or(0, |b| be64(b, 0));
+        let in_cluster = guest & ((1u64 << self.cluster_bits) - 1);
+        if entry == 0 {
+            return Ok(Extent::Backing);
+        }
+        if entry & COMPRESSED != 0 {
+            let shift = 63 - self.cluster_bits;
+            let host = entry & ((1u64 << shift) - 1);
+            let len = (entry >> shift) & ((1u64 << self.cluster_bits) - 1);
+            return Ok(Extent::Compressed { host, len, skip: in_cluster });
+        }
+        if entry & 511 != 0 {
+            return Err(Error::corrupt(
+                &self.file.path,
+                format!("the L2 entry for guest offset {guest} points to data at offset {entry}, which is not sector aligned; the image is corrupt"),
+            ));
+        }
+        Ok(Extent::Data { host: entry + in_cluster })
+    }
+}
+
+impl ClusterMap for Qcow1 {
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    fn map(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
+        let cluster_size = 1u64 << self.cluster_bits;
+        let span = 1u64 << (self.cluster_bits + self.l2_bits);
+        let l1_index = guest / span;
+        let base = l1_index * span;
+        let limit = max_len.min(base + span - guest);
+        let l2_offset = self.l1.get(l1_index as usize).copied().unwrap_or(0);
+        if l2_offset == 0 {
+            return Ok((Extent::Backing, limit));
+        }
+        let table = self.l2_table(l2_offset)?;
+        let first = self.decode(&table, base, guest)?;
+        let mut len = cluster_size - (guest & (cluster_size - 1));
+        if let Extent::Compressed { .. } = first {
+            return Ok((first, len.min(limit)));
+        }
+        while len < limit {
+            if !first.continues_with(self.decode(&table, base, guest + len)?, len) {
+                break;
+            }
+            len += cluster_size;
+        }
+        Ok((first, len.min(limit)))
+    }
+
+    fn data_file(&self) -> &ImageFile {
+        &self.file
+    }
+
+    fn backing(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.backing.as_ref()
+    }
+
+    fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>> {
+        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Cluster, offset: host }, || {
+            let mut input = vec![0u8; len as usize];
+            self.file.read_data_at(&mut input, host)?;
+            decompress(Compression::Zlib, &input, 1usize << self.cluster_bits, &self.file.path, host)
+        })
+    }
+}
+
+impl DiskImage for Qcow1 {
+    fn virtual_size(&self) -> u64 {
+        self.virtual_size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        read_mapped(self, self.virtual_size, buf, offset)
+    }
+
+    fn info(&self) -> ImageInfo {
+        let mut details = vec![
+            ("version".to_string(), "1 (original qcow)".to_string()),
+            ("l2 table entries".to_string(), (1u64 << self.l2_bits).to_string()),
+        ];
+        if let Some(name) = &self.backing_name {
+            details.push(("backing file".into(), String::from_utf8_lossy(name).into_owned()));
+        }
+        ImageInfo {
+            path: self.file.path.clone(),
+            format: "qcow".into(),
+            virtual_size: self.virtual_size,
+            cluster_size: Some(1 << self.cluster_bits),
+            logical_sector_size: 512,
+            features: Vec::new(),
+            details,
+            backing: self.backing.as_ref().map(|b| Box::new(b.info())),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The read loop shared by qcow2 and qcow v1: a reader maps guest offsets to extents (runs of
+//! guest bytes stored one way), and `read_mapped` fills the caller's buffer run by run.
+
+use super::super::image_file::ImageFile;
+use super::super::{clamp_to_size, DiskImage};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Where a run of guest bytes comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// Stored as-is at `host` in the data file (the image itself, or its external data file).
+    Data { host: u64 },
+    /// Reads as zeros.
+    Zero,
+    /// Not allocated in this layer: read from the backing file (zeros if there is none).
+    Backing,
+    /// Bytes from `skip` on of the compressed cluster stored as `len` bytes at `host`.
+    Compressed { host: u64, len: u64, skip: u64 },
+}
+
+impl Extent {
+    /// Whether `next`, which starts `len` guest bytes after `self`, continues it, so both can
+    /// be served by one read.
+    pub fn continues_with(self, next: Extent, len: u64) -> bool {
+        match (self, next) {
+            (Extent::Data { host }, Extent::Data { host: h }) => host.checked_add(len) == Some(h),
+            (Extent::Zero, Extent::Zero) | (Extent::Backing, Extent::Backing) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a reader provides to `read_mapped`.
+pub trait ClusterMap {
+    fn path(&self) -> &std::path::Path;
+    /// The extent holding guest byte `guest`, and how many guest bytes from there (at most
+    /// `max_len`, at least 1) it covers.
+    fn map(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
+    /// The file `Extent::Data` offsets refer to.
+    fn data_file(&self) -> &ImageFile;
+    fn backing(&self) -> Option<&Arc<dyn DiskImage>>;
+    /// The decompressed cluster stored as `len` bytes at `host` (through the shared cache).
+    fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>>;
+}
+
+/// Implements `DiskImage::read_at` for a reader of virtual size `size`.
+pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) -> Result<()> {
+    let n = clamp_to_size(buf, offset, size);
+    let mut done = 0usize;
+    while done < n {
+        let guest = offset + done as u64;
+        let want = (n - done) as u64;
+        let (extent, len) = m.map(guest, want)?;
+        if len == 0 {
+            return Err(Error::corrupt(m.path(), format!("internal error: empty mapping at guest offset {guest}")));
+        }
+        let len = len.min(want) as usize;
+        let part = &mut buf[done..done + len];
+        match extent {
+            Extent::Data { host } => m.data_file().read_data_at(part, host)?,
+            Extent::Zero => part.fill(0),
+            Extent::Backing => match m.backing() {
+                Some(b) => b.read_at(part, guest)?,
+                None => part.fill(0),
+            },
+            Extent::Compressed { host, len: clen, skip } => {
+                let cluster = m.compressed_cluster(host, clen)?;
+                let src = usize::try_from(skip)
+                    .ok()
+                    .and_then(|s| cluster.get(s..s.checked_add(len)?))
+                    .ok_or_else(|| {
+                        Error::corrupt(m.path(), format!("compressed cluster at offset {host} is shorter than a cluster"))
+                    })?;
+                part.copy_from_slice(src);
+            }
+        }
+        done += len;
+    }
+    Ok(())
+}

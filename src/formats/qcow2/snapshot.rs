@@ -1,0 +1,114 @@
+//! The qcow2 internal snapshot table: listed by `info`, and `--snapshot` reads one of them.
+
+use crate::error::{Error, Result};
+use crate::formats::image_file::{be16, be32, be64, ImageFile};
+use crate::limits;
+
+/// Fixed part of a snapshot table entry.
+const ENTRY_HEADER_LEN: usize = 40;
+/// qemu's limit on a snapshot's extra data.
+const MAX_EXTRA_DATA: u64 = 1024;
+
+pub struct Snapshot {
+    pub id: String,
+    pub name: String,
+    pub l1_table_offset: u64,
+    pub l1_size: u32,
+    pub date_sec: u32,
+    /// Virtual disk size when the snapshot was taken, if the entry records it.
+    pub disk_size: Option<u64>,
+    pub vm_state_size: u64,
+}
+
+/// Reads `count` snapshot entries from `offset`.
+pub fn read_table(file: &ImageFile, offset: u64, count: u32, cluster_size: u64) -> Result<Vec<Snapshot>> {
+    let path = &file.path;
+    limits::check(path, "number of qcow2 snapshots", u64::from(count), limits::MAX_SNAPSHOTS)?;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if !offset.is_multiple_of(cluster_size) {
+        return Err(Error::corrupt(path, format!("the snapshot table offset {offset} is not cluster aligned; the image is corrupt")));
+    }
+    let mut list = Vec::with_capacity(count as usize);
+    let mut at = offset;
+    for index in 0..count {
+        let what = format!("snapshot table entry {index}");
+        let mut head = [0u8; ENTRY_HEADER_LEN];
+        file.read_exact_at(&mut head, at, &what)?;
+        let id_len = u64::from(be16(&head, 12));
+        let name_len = u64::from(be16(&head, 14));
+        let extra_len = u64::from(be32(&head, 36));
+        limits::check(path, &format!("extra data size of {what}"), extra_len, MAX_EXTRA_DATA)?;
+        let rest_len = extra_len + id_len + name_len;
+        let rest = file.read_vec(at + ENTRY_HEADER_LEN as u64, rest_len, rest_len, &what)?;
+        let (extra, strings) = rest.split_at(extra_len as usize);
+        let (id, name) = strings.split_at(id_len as usize);
+        let extra_u64 = |field: usize| extra.get(field..field + 8).map(|b| be64(b, 0));
+        list.push(Snapshot {
+            id: String::from_utf8_lossy(id).into_owned(),
+            name: String::from_utf8_lossy(name).into_owned(),
+            l1_table_offset: be64(&head, 0),
+            l1_size: be32(&head, 8),
+            date_sec: be32(&head, 16),
+            disk_size: extra_u64(8),
+            vm_state_size: extra_u64(0).unwrap_or(u64::from(be32(&head, 32))),
+        });
+        // Entries are padded to 8 bytes. The offsets stay far below u64::MAX: each entry adds at
+        // most 40 + 1024 + 2 * 65535 bytes, 65536 times.
+        at += (ENTRY_HEADER_LEN as u64 + rest_len).div_ceil(8) * 8;
+    }
+    Ok(list)
+}
+
+/// The snapshot `wanted` names: by id first, then by name, as qemu-img looks them up.
+pub fn find<'a>(path: &std::path::Path, list: &'a [Snapshot], wanted: &str) -> Result<&'a Snapshot> {
+    if let Some(s) = list.iter().find(|s| s.id == wanted).or_else(|| list.iter().find(|s| s.name == wanted)) {
+        return Ok(s);
+    }
+    let have = if list.is_empty() {
+        "the image has no internal snapshots".to_string()
+    } else {
+        let names: Vec<String> = list.iter().map(|s| format!("{} (id {})", s.name, s.id)).collect();
+        format!("the image has: {}", names.join(", "))
+    };
+    Err(Error::Usage(format!("{}: no internal snapshot named or numbered '{wanted}'; {have}", path.display())))
+}
+
+/// One line describing `s` for `info`.
+pub fn describe(s: &Snapshot, current_size: u64) -> String {
+    format!(
+        "id {}, name '{}', disk size {} bytes, taken {} UTC, vm state {} bytes",
+        s.id,
+        s.name,
+        s.disk_size.unwrap_or(current_size),
+        utc_date(u64::from(s.date_sec)),
+        s.vm_state_size
+    )
+}
+
+/// `secs` since 1970 as "YYYY-MM-DD HH:MM:SS" (UTC), by the civil-from-days algorithm.
+fn utc_date(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::utc_date(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc_date(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc_date(1_700_000_000), "2023-11-14 22:13:20");
+    }
+}
