@@ -1,0 +1,99 @@
+//! Issue 3's command-line contract: `cat` matches qemu-img on the shipped fixture, files with no
+//! known signature are raw (and `info` says so), `--format` forces a format, and every bad input
+//! gets a one-line error naming the file, a non-zero exit and no panic.
+
+mod common;
+use common::*;
+
+fn stderr_of(args: &[&str]) -> (i32, String) {
+    let out = vdmount().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "vdmount {args:?} panicked: {err}");
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// A refusal: non-zero exit, one line on stderr, naming `name`.
+fn assert_refused(args: &[&str], name: &str, why: &str) {
+    let (code, err) = stderr_of(args);
+    assert_ne!(code, 0, "vdmount {args:?} succeeded");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("vdmount: "), "{err}");
+    assert!(err.contains(name), "error does not name {name}: {err}");
+    assert!(err.to_lowercase().contains(why), "error does not say '{why}': {err}");
+}
+
+#[test]
+fn fixture_cat_matches_qemu_img() {
+    let fixture = repo().join("fixtures/e2e.qcow2");
+    assert_eq!(vdmount_cat_sha256(&fixture, &[]).unwrap(), qemu_raw_sha256(&fixture, None));
+}
+
+#[test]
+fn unknown_magic_is_raw_like_qemu() {
+    let dir = scratch();
+    let img = dir.path().join("plain.bin");
+    make_source_disk(&img, 3 << 20, 7);
+    assert_eq!(vdmount_cat_sha256(&img, &[]).unwrap(), qemu_raw_sha256(&img, None));
+    let out = run_ok(vdmount().arg("info").arg(&img));
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(info.contains("format: raw"), "{info}");
+    assert!(info.contains("no known signature"), "{info}");
+}
+
+#[test]
+fn format_option_forces_and_refuses_wrong_magic() {
+    let dir = scratch();
+    let raw = dir.path().join("disk.raw");
+    make_source_disk(&raw, 1 << 20, 3);
+    let p = raw.to_str().unwrap();
+    assert_refused(&["cat", "--format", "qcow2", p], "disk.raw", "qcow2");
+    // Forcing raw on a qcow2 serves the container's bytes, as qemu-img -f raw does.
+    let fixture = repo().join("fixtures/e2e.qcow2");
+    assert_eq!(
+        vdmount_cat_sha256(&fixture, &["--format", "raw"]).unwrap(),
+        sha256_file(&fixture)
+    );
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors() {
+    let dir = scratch();
+    let d = dir.path();
+    let missing = d.join("missing.qcow2");
+    assert_refused(&["cat", missing.to_str().unwrap()], "missing.qcow2", "no such file");
+    assert_refused(&["info", missing.to_str().unwrap()], "missing.qcow2", "no such file");
+    assert_refused(&["info", d.to_str().unwrap()], d.to_str().unwrap(), "directory");
+    assert_refused(&["cat", d.to_str().unwrap()], d.to_str().unwrap(), "directory");
+
+    // A qcow2 cut short inside its metadata.
+    let fixture = std::fs::read(repo().join("fixtures/e2e.qcow2")).unwrap();
+    let cut = d.join("cut.qcow2");
+    std::fs::write(&cut, &fixture[..300]).unwrap();
+    assert_refused(&["cat", cut.to_str().unwrap()], "cut.qcow2", "");
+    // A qcow2 with a corrupt header (cluster_bits 99).
+    let mut bad = fixture.clone();
+    bad[20..24].copy_from_slice(&99u32.to_be_bytes());
+    let corrupt = d.join("corrupt.qcow2");
+    std::fs::write(&corrupt, &bad).unwrap();
+    assert_refused(&["info", corrupt.to_str().unwrap()], "corrupt.qcow2", "cluster");
+    // The server refuses before it touches any device.
+    assert_refused(&[corrupt.to_str().unwrap(), "/dev/abctl-none"], "corrupt.qcow2", "cluster");
+    assert_refused(&[missing.to_str().unwrap()], "missing.qcow2", "no such file");
+}
+
+#[test]
+fn server_names_a_missing_control_device() {
+    let fixture = repo().join("fixtures/e2e.qcow2");
+    let (code, err) = stderr_of(&[fixture.to_str().unwrap(), "/nonexistent/abctl9"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("/nonexistent/abctl9"), "{err}");
+}
+
+#[test]
+fn help_lists_the_fixed_commands() {
+    let out = run_ok(vdmount().arg("--help"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["cat", "info", "list", "CTLDEV", "--cow", "--format"] {
+        assert!(help.contains(word), "--help lacks {word}");
+    }
+}
