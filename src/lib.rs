@@ -13,3 +13,4 @@ pub mod cow;
 pub mod error;
 pub mod formats;
 pub mod limits;
+pub mod partitions;

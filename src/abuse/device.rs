@@ -60,8 +60,18 @@ pub fn find_free() -> io::Result<PathBuf> {
 
 /// /dev/abuseN for /dev/abctlN.
 pub fn block_device_for(ctl: &Path) -> Option<PathBuf> {
-    let name = ctl.file_name()?.to_str()?;
-    let n = name.strip_prefix("abctl")?;
-    n.parse::<u32>().ok()?;
-    Some(PathBuf::from(format!("/dev/abuse{n}")))
+    index_of(ctl).map(|n| PathBuf::from(format!("/dev/abuse{n}")))
+}
+
+/// N of /dev/abctlN.
+pub fn index_of(ctl: &Path) -> Option<u32> {
+    ctl.file_name()?.to_str()?.strip_prefix("abctl")?.parse().ok()
+}
+
+/// N of a device named any way a user might: N, /dev/abuseN, /dev/abuseNpM, /dev/abctlN.
+pub fn index_from_name(name: &str) -> Option<u32> {
+    let base = name.rsplit('/').next()?;
+    let digits = base.strip_prefix("abuse").or_else(|| base.strip_prefix("abctl")).unwrap_or(base);
+    let digits = digits.split('p').next()?;
+    digits.parse().ok()
 }

@@ -1,8 +1,18 @@
 //! `vdmount cat IMAGE`: the whole virtual disk, as raw bytes, to standard output.
+//!
+//! Several reader threads read ahead in large chunks (so both cores decompress compressed
+//! images), and the main thread writes the chunks out in order. Buffers come from a fixed pool,
+//! so memory stays at READERS × POOL_PER_READER × CHUNK plus the cache whatever the disk size.
 
 use super::ImageArgs;
 use crate::error::{Error, Result};
-use std::io::Write;
+use crate::formats::DiskImage;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct CatArgs {
@@ -10,26 +20,147 @@ pub struct CatArgs {
     pub image: ImageArgs,
 }
 
-/// Bytes read from the image per step: large enough that per-call costs vanish.
-const CHUNK: usize = 4 << 20;
+/// Bytes read from the image per step: large enough that per-call costs vanish, small enough
+/// that a buffer stays warm in the CPU cache between the read and the write.
+const CHUNK: usize = 1 << 20;
+/// Most reader threads, whatever the core count.
+const MAX_READERS: usize = 8;
+/// Buffers per reader: one being filled, one waiting to be written.
+const POOL_PER_READER: usize = 2;
+
+/// A chunk as a reader hands it to the writer: its index, and its bytes (or the read's error).
+type Filled = (u64, Result<Vec<u8>>);
 
 pub fn run(args: &CatArgs) -> Result<()> {
     let disk = args.image.open()?;
     let size = disk.virtual_size();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut buf = vec![0u8; CHUNK];
-    let mut offset = 0u64;
-    while offset < size {
-        let n = (size - offset).min(CHUNK as u64) as usize;
-        disk.read_at(&mut buf[..n], offset)?;
-        if let Err(e) = out.write_all(&buf[..n]) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(Error::Usage(format!("writing to standard output: {e}")));
-        }
-        offset += n as u64;
+    let chunks = size.div_ceil(CHUNK as u64);
+    let readers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, MAX_READERS);
+
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
+    for _ in 0..readers * POOL_PER_READER {
+        let _ = free_tx.send(vec![0u8; CHUNK]);
     }
-    out.flush().map_err(|e| Error::Usage(format!("writing to standard output: {e}")))
+    let free_rx = Mutex::new(free_rx);
+    let (filled_tx, filled_rx) = sync_channel::<Filled>(readers * POOL_PER_READER);
+    let next = AtomicU64::new(0);
+
+    std::thread::scope(|s| {
+        for _ in 0..readers {
+            let filled_tx = filled_tx.clone();
+            let (disk, free_rx, next) = (&disk, &free_rx, &next);
+            s.spawn(move || read_chunks(&**disk, size, chunks, next, free_rx, filled_tx));
+        }
+        drop(filled_tx);
+        // Returning drops the channel ends the readers wait on, so they stop too.
+        write_in_order(chunks, size, filled_rx, free_tx)
+    })
+}
+
+/// A reader thread: takes a free buffer, then the next chunk index, fills it, hands it on.
+/// Taking the buffer first means whoever holds the lowest unwritten index has a buffer for it,
+/// so the writer can never wait forever while every buffer waits behind it.
+fn read_chunks(
+    disk: &dyn DiskImage,
+    size: u64,
+    chunks: u64,
+    next: &AtomicU64,
+    free_rx: &Mutex<Receiver<Vec<u8>>>,
+    filled_tx: SyncSender<Filled>,
+) {
+    loop {
+        let buf = match free_rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut buf) = buf else { return };
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        if index >= chunks {
+            return;
+        }
+        let offset = index * CHUNK as u64;
+        let len = (size - offset).min(CHUNK as u64) as usize;
+        buf.truncate(len);
+        let result = disk.read_at(&mut buf, offset).map(|()| buf);
+        if filled_tx.send((index, result)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The main thread: writes chunks to standard output in index order, returning each buffer to
+/// the pool once written.
+fn write_in_order(chunks: u64, size: u64, filled_rx: Receiver<Filled>, free_tx: Sender<Vec<u8>>) -> Result<()> {
+    let mut out = stdout_file();
+    let mut progress = Progress::new(size);
+    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut written = 0u64;
+    while written < chunks {
+        let Ok((index, result)) = filled_rx.recv() else {
+            return Err(Error::Usage("internal error: the reader threads stopped early".into()));
+        };
+        waiting.insert(index, result?);
+        while let Some(mut buf) = waiting.remove(&written) {
+            if let Err(e) = out.write_all(&buf) {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(()); // `vdmount cat img | head -c ...`: the reader has what it wanted
+                }
+                return Err(Error::Usage(format!("writing to standard output: {e}")));
+            }
+            written += 1;
+            progress.update(written * CHUNK as u64);
+            buf.resize(CHUNK, 0);
+            let _ = free_tx.send(buf);
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Standard output as a plain file: no line buffering, no lock, one write(2) per chunk.
+fn stdout_file() -> std::mem::ManuallyDrop<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop never closes it.
+    std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) })
+}
+
+/// A one-line progress report on standard error, only when standard error is a terminal.
+struct Progress {
+    total: u64,
+    start: Instant,
+    last: Instant,
+    shown: bool,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let now = Instant::now();
+        Progress { total, start: now, last: now, shown: false, enabled: std::io::stderr().is_terminal() }
+    }
+
+    fn update(&mut self, done: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last = Instant::now();
+        let done = done.min(self.total);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let eta = (self.total - done) as f64 / rate.max(1.0);
+        let pct = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
+        eprint!(
+            "\r{:.1} / {:.1} GiB  {pct:.0}%  {:.0} MB/s  {eta:.0} s left   ",
+            done as f64 / (1u64 << 30) as f64,
+            self.total as f64 / (1u64 << 30) as f64,
+            rate / 1e6
+        );
+        self.shown = true;
+    }
+
+    fn finish(&self) {
+        if self.shown {
+            eprintln!();
+        }
+    }
 }

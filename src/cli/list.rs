@@ -54,15 +54,15 @@ pub fn run(args: &ListArgs) -> Result<()> {
             continue;
         }
         let alive = st.server_pid > 0 && std::path::Path::new(&format!("/proc/{}", st.server_pid)).exists();
-        rows.push((n, st, alive));
+        rows.push((n, st, alive, super::record::load(n).map(|r| r.image.display().to_string())));
     }
     if args.json {
         let objs: Vec<String> = rows
             .iter()
-            .map(|(n, st, alive)| {
+            .map(|(n, st, alive, image)| {
                 format!(
-                    "{{\"device\":\"/dev/abuse{n}\",\"control\":\"/dev/abctl{n}\",\"state\":\"{}\",\"mode\":\"{}\",\"size\":{},\"block_size\":{},\"server_pid\":{},\"server_alive\":{alive},\"openers\":{},\"pending\":{},\"in_flight\":{},\"completed\":{},\"errors\":{}}}",
-                    state_name(st.state), mode(st), st.size, st.block_size, st.server_pid, st.openers, st.pending,
+                    "{{\"device\":\"/dev/abuse{n}\",\"image\":{},\"control\":\"/dev/abctl{n}\",\"state\":\"{}\",\"mode\":\"{}\",\"size\":{},\"block_size\":{},\"server_pid\":{},\"server_alive\":{alive},\"openers\":{},\"pending\":{},\"in_flight\":{},\"completed\":{},\"errors\":{}}}",
+                    json_string(image.as_deref()), state_name(st.state), mode(st), st.size, st.block_size, st.server_pid, st.openers, st.pending,
                     st.in_flight, st.completed, st.errors
                 )
             })
@@ -70,12 +70,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
         println!("[{}]", objs.join(",\n "));
         return Ok(());
     }
-    println!("{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}", "DEVICE", "STATE", "MODE", "SIZE", "BLOCK", "SERVER", "OPENERS", "PENDING", "ERRORS");
-    for (n, st, alive) in rows {
+    println!("{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  IMAGE", "DEVICE", "STATE", "MODE", "SIZE", "BLOCK", "SERVER", "OPENERS", "PENDING", "ERRORS");
+    for (n, st, alive, image) in rows {
         let server = if st.server_pid > 0 { format!("{}{}", st.server_pid, if alive { "" } else { "(gone)" }) } else { "-".into() };
         println!(
-            "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}",
-            format!("/dev/abuse{n}"), state_name(st.state), mode(&st), st.size, st.block_size, server, st.openers, st.pending, st.errors
+            "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  {}",
+            format!("/dev/abuse{n}"), state_name(st.state), mode(&st), st.size, st.block_size, server, st.openers, st.pending, st.errors,
+            image.as_deref().unwrap_or("-")
         );
     }
     Ok(())
@@ -88,5 +89,23 @@ fn mode(st: &AbuseStatus) -> &'static str {
         "read-only"
     } else {
         "cow"
+    }
+}
+
+fn json_string(s: Option<&str>) -> String {
+    match s {
+        None => "null".into(),
+        Some(s) => {
+            let escaped: String = s
+                .chars()
+                .flat_map(|c| match c {
+                    '"' => vec!['\\', '"'],
+                    '\\' => vec!['\\', '\\'],
+                    c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32).chars().collect(),
+                    c => vec![c],
+                })
+                .collect();
+            format!("\"{escaped}\"")
+        }
     }
 }

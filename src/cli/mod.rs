@@ -1,9 +1,12 @@
 //! The `vdmount` command line: `vdmount IMAGE [CTLDEV]`, `vdmount cat IMAGE`,
 //! `vdmount info IMAGE`. These names are fixed: other tooling calls them.
 
+mod attach;
 mod cat;
+mod detach;
 mod info;
 mod list;
+mod record;
 mod serve;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
@@ -48,6 +51,8 @@ enum Command {
     Info(info::InfoArgs),
     /// List the abuse devices: state, mode, size, serving process, open count, errors.
     List(list::ListArgs),
+    /// Stop serving a device (refused while it is mounted or open, unless --lazy).
+    Detach(detach::DetachArgs),
 }
 
 /// Options every command that opens an image takes.
@@ -86,6 +91,7 @@ pub fn main() -> i32 {
         Some(Command::Cat(a)) => cat::run(&a),
         Some(Command::Info(a)) => info::run(&a),
         Some(Command::List(a)) => list::run(&a),
+        Some(Command::Detach(a)) => detach::run(&a),
         None => serve::run(&cli.serve),
     };
     match result {

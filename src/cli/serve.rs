@@ -1,7 +1,8 @@
 //! `vdmount IMAGE [CTLDEV]`: serve IMAGE on /dev/abuseN until SIGINT or SIGTERM, read-only
 //! unless --cow.
 
-use super::ImageArgs;
+use super::record::{self, Record};
+use super::{attach, ImageArgs};
 use crate::abuse::backend::{Backend, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server::{self, Stats};
@@ -29,6 +30,10 @@ pub struct ServeArgs {
     /// Worker threads answering requests.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub threads: u32,
+    /// Stay in the foreground (default: return once the device and its partitions exist, and
+    /// keep serving in the background, logging to /run/vdmount/abuseN.log).
+    #[arg(long)]
+    pub foreground: bool,
     /// Seconds the device waits for a new server if this one dies, before failing I/O
     /// (default: the module's reconnect_timeout_ms).
     #[arg(long, value_name = "SECONDS")]
@@ -124,14 +129,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         return Err(Error::Usage("no IMAGE given; see vdmount --help".into()));
     };
     let disk = image.open()?;
-    let backend: Box<dyn Backend> = if args.cow {
-        Box::new(CowOverlay::new(disk, None)?)
-    } else {
-        Box::new(ReadOnly(disk))
-    };
+    let parts = attach::read_partitions(disk.as_ref());
     let ctl = match &args.ctldev {
         Some(p) => p.clone(),
         None => device::find_free().map_err(|e| device_error(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
+    };
+    let index = device::index_of(&ctl);
+    if args.reattach {
+        check_reattach(index, &image.image, args.cow)?;
+    }
+    let backend: Box<dyn Backend> = if args.cow {
+        Box::new(CowOverlay::new(disk.clone(), None)?)
+    } else {
+        Box::new(ReadOnly(disk.clone()))
     };
     let dev = ControlDevice::open(&ctl).map_err(|e| device_error(&ctl, "cannot open", e))?;
     let block_size = backend.block_size();
@@ -157,16 +167,158 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     set_handler(libc::SIGINT, on_stop_signal);
     set_handler(libc::SIGTERM, on_stop_signal);
     set_handler(libc::SIGUSR1, on_wake_signal);
-    dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
-    let bdev = device::block_device_for(&ctl).map(|p| p.display().to_string()).unwrap_or_else(|| "the device".into());
-    let mode = if args.cow { "copy-on-write: writes go to a temporary overlay" } else { "read-only" };
-    eprintln!("vdmount: serving {} on {bdev} ({mode}); stop with Ctrl-C", image.image.display());
+    let mode = if args.cow { "cow" } else { "read-only" };
 
+    if args.foreground {
+        dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
+        let me = std::process::id();
+        if let Some(n) = index {
+            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.into(), pid: me });
+            // The partition scan needs this process serving, so report from a side thread.
+            let (disk, parts, path, writable) = (disk.clone(), parts.clone(), image.image.clone(), args.cow);
+            std::thread::spawn(move || {
+                if attach::wait_for_nodes(n, &parts, &mut || true) {
+                    print!("{}", attach::describe(n, &path, disk.as_ref(), writable, me, &parts));
+                }
+            });
+        }
+        let r = serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads);
+        if let Some(n) = index {
+            record::remove(n);
+        }
+        return r;
+    }
+
+    // The background server sets the device up itself (the kernel records the server's pid)
+    // and tells the foreground process how that went through a pipe.
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe2 fills the array on success.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(Error::Device(format!("cannot create a pipe: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: no other thread exists yet (the cache and readers start none), so the child
+    // inherits a consistent process.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::Device(format!("cannot start the background server: {}", std::io::Error::last_os_error()))),
+        0 => {
+            // SAFETY: descriptors this process owns.
+            unsafe { libc::close(pipe[0]) };
+            become_daemon(index);
+            let setup_errno = match dev.setup(&setup) {
+                Ok(()) => 0i32,
+                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            };
+            // SAFETY: writes 4 bytes from a local to our end of the pipe.
+            unsafe {
+                libc::write(pipe[1], (&setup_errno as *const i32).cast(), 4);
+                libc::close(pipe[1]);
+            }
+            if setup_errno != 0 {
+                std::process::exit(super::EXIT_DEVICE);
+            }
+            if let Some(n) = index {
+                record::save(&Record { index: n, image: absolute(&image.image), mode: mode.into(), pid: std::process::id() });
+            }
+            let code = match serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("vdmount: {e}");
+                    super::exit_code(&e)
+                }
+            };
+            if let Some(n) = index {
+                record::remove(n);
+            }
+            std::process::exit(code);
+        }
+        pid => {
+            let mut setup_errno = -1i32;
+            // SAFETY: reads at most 4 bytes into a local; our copy of the write end is closed
+            // first so a dead child gives end-of-file.
+            let got = unsafe {
+                libc::close(pipe[1]);
+                let got = libc::read(pipe[0], (&mut setup_errno as *mut i32).cast(), 4);
+                libc::close(pipe[0]);
+                got
+            };
+            if got != 4 {
+                return Err(Error::Device(format!("{}: the background server died while setting up", ctl.display())));
+            }
+            if setup_errno != 0 {
+                return Err(device_error(&ctl, "cannot set up the device", std::io::Error::from_raw_os_error(setup_errno)));
+            }
+            let Some(n) = index else { return Ok(()) };
+            let mut alive = || {
+                let mut status = 0;
+                // SAFETY: waitpid on our own child.
+                unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
+            };
+            if !attach::wait_for_nodes(n, &parts, &mut alive) {
+                return Err(Error::Device(format!(
+                    "/dev/abuse{n} or its partitions did not appear; see {}",
+                    record::log_path(n).display()
+                )));
+            }
+            print!("{}", attach::describe(n, &image.image, disk.as_ref(), args.cow, pid as u32, &parts));
+            Ok(())
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// A new server may take over only the image and mode the dead one served: the kernel checks
+/// size and mode; the record says which image it was.
+fn check_reattach(index: Option<u32>, image: &Path, cow: bool) -> Result<()> {
+    let Some(rec) = index.and_then(record::load) else { return Ok(()) };
+    if rec.mode == "cow" {
+        return Err(Error::Device(format!(
+            "/dev/abuse{}: its server kept writes in an ephemeral overlay that died with it, so no new server \
+             can serve that disk; unmount it and run: vdmount detach /dev/abuse{}",
+            rec.index, rec.index
+        )));
+    }
+    if cow || absolute(image) != rec.image {
+        return Err(Error::Device(format!(
+            "/dev/abuse{} was serving {} ({}); reattach with the same image and mode",
+            rec.index,
+            rec.image.display(),
+            rec.mode
+        )));
+    }
+    Ok(())
+}
+
+/// Detaches from the terminal: own session, stdio to /run/vdmount/abuseN.log (or /dev/null).
+fn become_daemon(index: Option<u32>) {
+    // SAFETY: plain syscalls on descriptors this process owns.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let log = index
+            .map(record::log_path)
+            .and_then(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
+            .map(|p| libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644))
+            .filter(|&fd| fd >= 0)
+            .unwrap_or(null);
+        libc::dup2(null, 0);
+        libc::dup2(log, 1);
+        libc::dup2(log, 2);
+    }
+    let _ = std::env::set_current_dir("/");
+}
+
+/// Serves until a stop signal, then removes the device; if it is still open, says so and
+/// keeps serving (a second signal leaves it waiting for a new server instead).
+fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backend, threads: u32) -> Result<()> {
+    let bdev = device::block_device_for(ctl).map(|p| p.display().to_string()).unwrap_or_else(|| "the device".into());
     let stats = Stats::default();
     loop {
-        let served = serve_with_workers(&dev, backend.as_ref(), args.threads, &stats);
+        let served = serve_with_workers(dev, backend, threads, &stats);
         eprintln!("vdmount: {}", stats.summary());
-        served.map_err(|e| device_error(&ctl, "serving requests", e))?;
+        served.map_err(|e| device_error(ctl, "serving requests", e))?;
         match dev.reset() {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && SIGNALS.load(Ordering::SeqCst) < 2 => {
@@ -181,7 +333,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 eprintln!("vdmount: leaving {bdev} to wait for a new server: vdmount --reattach IMAGE {}", ctl.display());
                 return Ok(());
             }
-            Err(e) => return Err(device_error(&ctl, "cannot reset the device", e)),
+            Err(e) => return Err(device_error(ctl, "cannot reset the device", e)),
         }
     }
 }

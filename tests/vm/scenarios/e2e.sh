@@ -5,7 +5,7 @@ set -e
 fail() { echo "e2e: $*"; exit 1; }
 insmod /abuse.ko max_part=15 || fail "insmod"
 [ -c /dev/abctl0 ] || fail "no /dev/abctl0"
-timeout 120 vdmount /fixtures/e2e.qcow2 /dev/abctl0 &
+timeout 120 vdmount --foreground /fixtures/e2e.qcow2 /dev/abctl0 &
 server=$!
 i=0
 while [ ! -b /dev/abuse0p1 ]; do

@@ -5,7 +5,7 @@
 set -e
 fail() { echo "fuzz: $*"; exit 1; }
 insmod /abuse.ko max_part=15
-vdmount /fixtures/e2e.qcow2 /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground /fixtures/e2e.qcow2 /dev/abctl0 2>/tmp/server.log &
 server=$!
 while [ ! -b /dev/abuse0p1 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
 # Someone else's device: every control ioctl from a non-server is refused.

@@ -7,7 +7,7 @@ fail() { echo "ops: $*"; [ -f /tmp/server.log ] && cat /tmp/server.log; exit 1; 
 insmod /abuse.ko max_part=15
 /opt/bin/dd if=/dev/urandom of=/tmp/img.raw bs=1M count=16 status=none
 before=$(sha256sum /tmp/img.raw | cut -d' ' -f1)
-vdmount --cow /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground --cow /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
 server=$!
 while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
 [ "$(cat /sys/block/abuse0/ro)" = 0 ] || fail "cow device is read-only"
@@ -41,7 +41,7 @@ done
 [ "$(sha256sum /tmp/img.raw | cut -d' ' -f1)" = "$before" ] || fail "the image file changed"
 
 # Read-only: the block layer refuses discard and writes before they reach the server.
-vdmount /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
 server=$!
 while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
 [ "$(cat /sys/block/abuse0/ro)" = 1 ] || fail "read-only device not marked ro"

@@ -10,7 +10,7 @@ mkdir -p /tmp/src
 want=$(sha256sum /tmp/src/big | cut -d' ' -f1)
 /opt/bin/mke2fs -q -t ext4 -d /tmp/src /tmp/fs.raw 40M || fail "mkfs"
 rm /tmp/src/big
-vdmount /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+vdmount --foreground /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
 server=$!
 while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
 mount -o ro /dev/abuse0 /mnt || fail "mount"
@@ -22,7 +22,7 @@ for i in $(seq 1 20); do
 	sleep 0.$((i % 4 + 1))
 	kill -9 $server
 	wait $server 2>/dev/null || true
-	vdmount --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+	vdmount --foreground --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
 	server=$!
 	wait $reader
 	[ "$(cat /tmp/sum.rc)" = 0 ] || fail "round $i: reader failed: $(cat /tmp/sum.err)"

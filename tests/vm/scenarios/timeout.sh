@@ -4,7 +4,7 @@
 set -e
 fail() { echo "timeout: $*"; exit 1; }
 insmod /abuse.ko max_part=15 reconnect_timeout_ms=1500
-vdmount /fixtures/e2e.qcow2 /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground /fixtures/e2e.qcow2 /dev/abctl0 2>/tmp/server.log &
 server=$!
 while [ ! -b /dev/abuse0p1 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
 /opt/bin/dd if=/dev/abuse0 of=/dev/null bs=4k count=16 iflag=direct status=none || fail "read while served"
@@ -18,7 +18,7 @@ fi
 grep -q 'Input/output error' /tmp/dd.err || fail "expected EIO, got: $(cat /tmp/dd.err)"
 vdmount list --json | tee /tmp/list.json
 grep -q '"state":"failed-no-server"' /tmp/list.json || fail "status does not report the timeout"
-vdmount --reattach /fixtures/e2e.qcow2 /dev/abctl0 2>>/tmp/server.log &
+vdmount --foreground --reattach /fixtures/e2e.qcow2 /dev/abctl0 2>>/tmp/server.log &
 server=$!
 sleep 1
 /opt/bin/dd if=/dev/abuse0 of=/dev/null bs=4k count=16 skip=200 iflag=direct status=none || fail "read after a late reattach"

@@ -1,0 +1,73 @@
+//! After ABUSE_SETUP: wait until /dev/abuseN and each of its partitions exist, then tell the
+//! user what appeared and how to mount it. Partitions are read from the image itself, so we
+//! know which nodes to wait for instead of sleeping and hoping.
+
+use crate::formats::DiskImage;
+use crate::partitions::{self, Partition};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long the kernel gets to create the device and partition nodes.
+const NODE_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits for the nodes; false if they did not all appear in time (or `alive` said the server died).
+pub fn wait_for_nodes(index: u32, parts: &[Partition], alive: &mut dyn FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        let disk_ok = Path::new(&format!("/dev/abuse{index}")).exists();
+        let parts_ok = parts.iter().all(|p| {
+            Path::new(&format!("/dev/abuse{index}p{}", p.number)).exists()
+                && Path::new(&format!("/sys/block/abuse{index}/abuse{index}p{}", p.number)).exists()
+        });
+        if disk_ok && parts_ok {
+            return true;
+        }
+        if start.elapsed() > NODE_WAIT || !alive() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn read_partitions(disk: &dyn DiskImage) -> Vec<Partition> {
+    partitions::read_table(disk).unwrap_or_default()
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut v, mut u) = (bytes as f64, 0);
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// The lines printed when a device is up: the device, each partition, the mount line.
+pub fn describe(index: u32, image: &Path, disk: &dyn DiskImage, writable: bool, pid: u32, parts: &[Partition]) -> String {
+    let info = disk.info();
+    let mode = if writable { "copy-on-write" } else { "read-only" };
+    let mut out = format!(
+        "/dev/abuse{index}: {} ({}, {}, {mode}), served by pid {pid}\n",
+        image.display(),
+        info.format,
+        human(disk.virtual_size())
+    );
+    for p in parts {
+        let fs = match (&p.filesystem, &p.label) {
+            (Some(fs), Some(l)) => format!("{fs} \"{l}\""),
+            (Some(fs), None) => fs.clone(),
+            _ => "-".into(),
+        };
+        out += &format!("  /dev/abuse{index}p{:<3} start {:>12}  size {:>10}  {:<28} {fs}\n", p.number, p.start, human(p.size), p.kind);
+    }
+    let ro = if writable { "" } else { "-o ro " };
+    let target = parts.iter().find(|p| p.filesystem.as_deref().is_some_and(|f| f != "swap" && f != "LVM2_member"));
+    match target {
+        Some(p) => out += &format!("mount:  mount {ro}/dev/abuse{index}p{} /mnt\n", p.number),
+        None if parts.is_empty() => out += &format!("mount:  mount {ro}/dev/abuse{index} /mnt\n"),
+        None => {}
+    }
+    out += &format!("detach: vdmount detach /dev/abuse{index}\n");
+    out
+}
