@@ -97,3 +97,27 @@ fn help_lists_the_fixed_commands() {
         assert!(help.contains(word), "--help lacks {word}");
     }
 }
+
+/// Every option and subcommand `--help` shows is in man/vdmount.1.
+#[test]
+fn man_page_covers_every_option() {
+    let man = std::fs::read_to_string(repo().join("man/vdmount.1")).unwrap().replace("\\-", "-");
+    let mut missing = Vec::new();
+    for sub in ["", "cat", "info", "list", "detach"] {
+        let mut cmd = vdmount();
+        if !sub.is_empty() {
+            cmd.arg(sub);
+            if !man.contains(&format!("B {sub}")) && !man.contains(&format!("B{sub}")) {
+                missing.push(format!("subcommand {sub}"));
+            }
+        }
+        let help = String::from_utf8(run_ok(cmd.arg("--help")).stdout).unwrap();
+        for word in help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
+            let word = word.trim_end_matches(|c: char| !c.is_alphanumeric());
+            if word.starts_with("--") && word.len() > 2 && !man.contains(word) {
+                missing.push(format!("{sub} {word}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "man/vdmount.1 lacks: {missing:?}");
+}

@@ -8,11 +8,19 @@ use crate::formats::ImageInfo;
 pub struct InfoArgs {
     #[command(flatten)]
     pub image: ImageArgs,
+    /// Print JSON (the same facts, the backing chain nested under "backing").
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
     let disk = args.image.open()?;
-    print!("{}", render(&disk.info()));
+    if args.json {
+        let json = serde_json::to_string_pretty(&disk.info()).map_err(|e| crate::error::Error::Usage(e.to_string()))?;
+        println!("{json}");
+    } else {
+        print!("{}", render(&disk.info()));
+    }
     Ok(())
 }
 

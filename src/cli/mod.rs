@@ -4,6 +4,7 @@
 mod attach;
 mod cat;
 mod detach;
+mod harden;
 mod info;
 mod list;
 mod record;
@@ -53,6 +54,11 @@ enum Command {
     List(list::ListArgs),
     /// Stop serving a device (refused while it is mounted or open, unless --lazy).
     Detach(detach::DetachArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Options every command that opens an image takes.
@@ -92,6 +98,10 @@ pub fn main() -> i32 {
         Some(Command::Info(a)) => info::run(&a),
         Some(Command::List(a)) => list::run(&a),
         Some(Command::Detach(a)) => detach::run(&a),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdmount", &mut std::io::stdout());
+            Ok(())
+        }
         None => serve::run(&cli.serve),
     };
     match result {

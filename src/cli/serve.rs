@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Worker threads answering requests.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub threads: u32,
+    /// Lock the server's memory (mlockall), so answering a request never waits for paging.
+    #[arg(long)]
+    pub mlock: bool,
     /// Stay in the foreground (default: return once the device and its partitions exist, and
     /// keep serving in the background, logging to /run/vdmount/abuseN.log).
     #[arg(long)]
@@ -170,6 +173,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let mode = if args.cow { "cow" } else { "read-only" };
 
     if args.foreground {
+        super::harden::harden(args.mlock);
         dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
         let me = std::process::id();
         if let Some(n) = index {
@@ -204,6 +208,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             // SAFETY: descriptors this process owns.
             unsafe { libc::close(pipe[0]) };
             become_daemon(index);
+            super::harden::harden(args.mlock);
             let setup_errno = match dev.setup(&setup) {
                 Ok(()) => 0i32,
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO),

@@ -35,7 +35,7 @@ pub trait DiskImage: Send + Sync {
 }
 
 /// A description of one image for `info`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
     /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "raw").
