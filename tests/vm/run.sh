@@ -40,6 +40,7 @@ for k in "${kvers[@]}"; do
 		secs=$(since "$t0")
 		if [ $rc = 0 ]; then
 			echo "PASS vm/$k/$s (${secs}s)"; passed=$((passed + 1))
+			grep -a -o '@@BENCH [^@]*@@' "$log" | sed 's/^/    /' || true
 		else
 			echo "FAIL vm/$k/$s (${secs}s, rc=$rc): $(grep -a -m1 -o '@@VDM-RESULT: [^@]*@@' "$log" || echo 'no result marker')"
 			echo "---- last lines of $log"; tail -40 "$log"; echo "----"
