@@ -33,6 +33,7 @@ copy_bin() {
 	done
 }
 for t in /bin/dd /sbin/blkdiscard /sbin/mke2fs; do copy_bin "$t"; done
+"$HERE/make-4kn-vhdx.sh" "$R/fixtures/4kn.vhdx" 2>/dev/null
 cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
 
 # The kernel's own modules, in dependency order (modules built in print no insmod line).

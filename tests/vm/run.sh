@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 [ ${#scenarios[@]} -gt 0 ] || for f in "$HERE"/scenarios/*.sh; do
-	case "$(basename "$f")" in demo.sh) ;; *) scenarios+=("$(basename "$f" .sh)");; esac
+	case "$(basename "$f")" in demo.sh|bench-*) ;; *) scenarios+=("$(basename "$f" .sh)");; esac
 done
 [ ${#kvers[@]} -gt 0 ] || for d in /lib/modules/*/build; do kvers+=("$(basename "$(dirname "$d")")"); done
 [ ${#kvers[@]} -gt 0 ] || { echo "no kernels with headers under /lib/modules: run tests/vm/setup-host.sh" >&2; exit 1; }

@@ -18,6 +18,7 @@ echo "e2e: /dev/abuse0p1 after $i polls; size $(cat /sys/block/abuse0/size) sect
 mount -t ext4 -o ro /dev/abuse0p1 /mnt || fail "mount"
 (cd /mnt && sha256sum -c /fixtures/e2e.sha256) || fail "checksums"
 [ "$(cat /mnt/README.txt)" = "Hello from inside a qcow2 image." ] || fail "README.txt content"
+if rmmod abuse 2>/dev/null; then fail "rmmod succeeded with a mounted device"; fi
 umount /mnt
 kill -TERM $server
 wait $server || fail "vdmount exited with status $? after SIGTERM"

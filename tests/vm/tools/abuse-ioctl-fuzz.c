@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,9 @@ int main(int argc, char **argv)
 		snprintf(cmd, sizeof(cmd), "dd if=%s of=/dev/null bs=4096 count=64 2>/dev/null", argv[2]);
 		_exit(system(cmd) == 0 ? 0 : 1);
 	}
+	/* poll() says when there is a request to fetch. */
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	CHECK(poll(&pfd, 1, 10000) == 1 && (pfd.revents & POLLIN), "poll() did not report a pending request");
 	struct abuse_request req[4];
 	int n = 0;
 	for (int tries = 0; tries < 200 && n <= 0; tries++) {

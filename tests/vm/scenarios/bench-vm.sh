@@ -1,0 +1,64 @@
+#!/bin/sh
+# Issue 10, in-VM part (driven by bench/vm.sh, never by tests/vm/run.sh): the same image served
+# by vdmount (/dev/abuse0) and by qemu-nbd + nbd.ko (/dev/nbd0), and its raw copy on loop,
+# read with O_DIRECT by vmbench: 1 MiB sequential, 4 KiB random at QD1 and QD32.
+# Virtio disks: vda = the raw copy, then one per image; names and byte sizes come from the
+# kernel command line (vdm_bench=raw:SIZE,qcow2:SIZE,...). Results: "@@BENCH key value@@".
+set -e
+fail() { echo "bench: $*"; exit 1; }
+spec=$(sed -n 's/.*vdm_bench=\([^ ]*\).*/\1/p' /proc/cmdline)
+secs=$(sed -n 's/.*vdm_bench_secs=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -n "$spec" ] || fail "no vdm_bench= on the kernel command line"
+insmod /abuse.ko max_part=15 || fail "insmod abuse"
+insmod /mods/nbd.ko nbds_max=2 || fail "insmod nbd"
+mkdir -p /var/lock
+mount -o remount,size=90% /tmp
+
+# Copy every image into RAM (tmpfs) so that no path pays for virtio.
+i=0
+for item in $(echo "$spec" | tr , ' '); do
+	name=${item%%:*} size=${item#*:}
+	dev=/dev/vd$(echo abcdefgh | cut -c$((i + 1)))
+	/opt/bin/dd if="$dev" of="/tmp/$name" bs=1M count="$size" iflag=count_bytes status=none ||
+		fail "copying $dev"
+	i=$((i + 1))
+done
+ls -l /tmp
+
+# run DEV LABEL: the three measurements on DEV.
+run() {
+	echo "@@BENCH $2.seq $(/opt/bin/vmbench seq "$1")@@"
+	echo "@@BENCH $2.qd1 $(/opt/bin/vmbench rand "$1" 1 "$secs")@@"
+	echo "@@BENCH $2.qd32 $(/opt/bin/vmbench rand "$1" 32 "$secs")@@"
+}
+
+losetup -r /dev/loop0 /tmp/raw || fail "losetup"
+run /dev/loop0 loop
+losetup -d /dev/loop0
+
+for item in $(echo "$spec" | tr , ' '); do
+	name=${item%%:*}
+	[ "$name" = raw ] && continue
+	fmt=${name%%-*}
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	vdmount --foreground "/tmp/$name" /dev/abctl0 >/tmp/vdm.log 2>&1 &
+	server=$!
+	n=0
+	while [ ! -b /dev/abuse0p1 ]; do
+		n=$((n + 1)); [ $n -le 600 ] || fail "no /dev/abuse0p1 for $name"
+		kill -0 $server 2>/dev/null || { cat /tmp/vdm.log; fail "vdmount exited early"; }
+		sleep 0.05
+	done
+	echo "@@BENCH $name.abuse.attach_s $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print b - a }')@@"
+	run /dev/abuse0 "$name.abuse"
+	kill -TERM $server
+	wait $server || fail "vdmount exit status $?"
+
+	case $fmt in vmdk) qfmt=vmdk;; vhd) qfmt=vpc;; vhdx) qfmt=vhdx;; *) qfmt=qcow2;; esac
+	/opt/bin/qemu-nbd -r -f $qfmt -c /dev/nbd0 "/tmp/$name" || fail "qemu-nbd $name"
+	run /dev/nbd0 "$name.nbd"
+	/opt/bin/qemu-nbd -d /dev/nbd0 >/dev/null
+	sleep 0.5
+done
+rmmod abuse
+echo "bench: ok"
