@@ -65,6 +65,12 @@ impl Cache {
         self.inner.get_or_insert_with(&key, || load().map(Arc::from))
     }
 
+    /// The entry for `key` if it is cached; never loads. For readers that can do without
+    /// caching (a whole compressed cluster read straight into the caller's buffer).
+    pub fn get(&self, key: &Key) -> Option<Arc<[u8]>> {
+        self.inner.get(key)
+    }
+
     /// Bytes held now (for `info --verbose` and the memory tests).
     pub fn weight(&self) -> u64 {
         self.inner.weight()

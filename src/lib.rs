@@ -10,6 +10,7 @@ pub mod abuse;
 pub mod cache;
 pub mod cli;
 pub mod cow;
+pub mod cow_qcow2;
 pub mod error;
 pub mod formats;
 pub mod limits;

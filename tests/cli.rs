@@ -101,13 +101,15 @@ fn help_lists_the_fixed_commands() {
 /// Every option and subcommand `--help` shows is in man/vdmount.1.
 #[test]
 fn man_page_covers_every_option() {
-    let man = std::fs::read_to_string(repo().join("man/vdmount.1")).unwrap().replace("\\-", "-");
+    let man = std::fs::read_to_string(repo().join("man/vdmount.1")).unwrap();
+    // Compare plain text: drop roff escapes for dashes and fonts.
+    let man = ["\\fB", "\\fI", "\\fR", "\\fP"].iter().fold(man.replace("\\-", "-"), |m, f| m.replace(f, ""));
     let mut missing = Vec::new();
     for sub in ["", "cat", "info", "list", "detach"] {
         let mut cmd = vdmount();
         if !sub.is_empty() {
             cmd.arg(sub);
-            if !man.contains(&format!("B {sub}")) && !man.contains(&format!("B{sub}")) {
+            if !man.contains(&format!("vdmount {sub}")) {
                 missing.push(format!("subcommand {sub}"));
             }
         }

@@ -28,6 +28,10 @@ pub trait Backend: Send + Sync {
     fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<()> {
         Err(errno(libc::EOPNOTSUPP))
     }
+    /// Called once when serving ends: leave everything durable and tidy.
+    fn close(&self) -> Result<()> {
+        self.flush()
+    }
 }
 
 /// An error that carries just an errno for the kernel.

@@ -8,6 +8,7 @@ mod harden;
 mod info;
 mod list;
 mod record;
+mod sandbox;
 mod serve;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};

@@ -7,7 +7,11 @@ use crate::abuse::backend::{Backend, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server::{self, Stats};
 use crate::abuse::uapi::*;
+use crate::cache::Cache;
 use crate::cow::CowOverlay;
+use crate::cow_qcow2::Qcow2Overlay;
+use crate::formats::{DiskImage, OpenOptions};
+use std::sync::Arc;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -19,10 +23,12 @@ pub struct ServeArgs {
     /// Control device to serve on (default: the first free /dev/abctlN).
     #[arg(value_name = "CTLDEV")]
     pub ctldev: Option<PathBuf>,
-    /// Accept writes into an ephemeral overlay (an unlinked temporary file in $TMPDIR) that is
-    /// gone when the server stops; the image itself is never written.
-    #[arg(long)]
-    pub cow: bool,
+    /// Accept writes: into an ephemeral overlay (an unlinked temporary file in $TMPDIR) gone when
+    /// the server stops, or with --cow=FILE into FILE, a qcow2 overlay backed by IMAGE (created if
+    /// missing, continued if it exists) that qemu-img and vdmount can open later. The image itself
+    /// is never written.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    pub cow: Option<Option<PathBuf>>,
     /// Take over CTLDEV from a server that died (kill -9, OOM): the new server must serve the
     /// same size and mode; requests the old one left unanswered are served by this one.
     #[arg(long, requires = "ctldev")]
@@ -33,6 +39,9 @@ pub struct ServeArgs {
     /// Lock the server's memory (mlockall), so answering a request never waits for paging.
     #[arg(long)]
     pub mlock: bool,
+    /// Do not restrict the server's system calls with seccomp once it is set up.
+    #[arg(long)]
+    pub no_seccomp: bool,
     /// Stay in the foreground (default: return once the device and its partitions exist, and
     /// keep serving in the background, logging to /run/vdmount/abuseN.log).
     #[arg(long)]
@@ -138,14 +147,20 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         None => device::find_free().map_err(|e| device_error(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
     };
     let index = device::index_of(&ctl);
-    if args.reattach {
-        check_reattach(index, &image.image, args.cow)?;
-    }
-    let backend: Box<dyn Backend> = if args.cow {
-        Box::new(CowOverlay::new(disk.clone(), None)?)
-    } else {
-        Box::new(ReadOnly(disk.clone()))
+    let mode = match &args.cow {
+        None => "read-only".to_string(),
+        Some(None) => "cow".to_string(),
+        Some(Some(file)) => format!("cow={}", absolute(file).display()),
     };
+    if args.reattach {
+        check_reattach(index, &image.image, &mode)?;
+    }
+    let backend: Box<dyn Backend> = match &args.cow {
+        None => Box::new(ReadOnly(disk.clone())),
+        Some(None) => Box::new(CowOverlay::new(disk.clone(), None)?),
+        Some(Some(file)) => Box::new(open_overlay_file(file, &image.image, disk.clone())?),
+    };
+    let writable = args.cow.is_some();
     let dev = ControlDevice::open(&ctl).map_err(|e| device_error(&ctl, "cannot open", e))?;
     let block_size = backend.block_size();
     let size = backend.size().div_ceil(block_size as u64) * block_size as u64;
@@ -170,23 +185,23 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     set_handler(libc::SIGINT, on_stop_signal);
     set_handler(libc::SIGTERM, on_stop_signal);
     set_handler(libc::SIGUSR1, on_wake_signal);
-    let mode = if args.cow { "cow" } else { "read-only" };
 
     if args.foreground {
         super::harden::harden(args.mlock);
         dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
         let me = std::process::id();
         if let Some(n) = index {
-            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.into(), pid: me });
+            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: me });
             // The partition scan needs this process serving, so report from a side thread.
-            let (disk, parts, path, writable) = (disk.clone(), parts.clone(), image.image.clone(), args.cow);
+            let (disk, parts, path) = (disk.clone(), parts.clone(), image.image.clone());
             std::thread::spawn(move || {
                 if attach::wait_for_nodes(n, &parts, &mut || true) {
                     print!("{}", attach::describe(n, &path, disk.as_ref(), writable, me, &parts));
                 }
             });
         }
-        let r = serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads);
+        sandbox(args.no_seccomp);
+        let r = serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
         if let Some(n) = index {
             record::remove(n);
         }
@@ -222,9 +237,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 std::process::exit(super::EXIT_DEVICE);
             }
             if let Some(n) = index {
-                record::save(&Record { index: n, image: absolute(&image.image), mode: mode.into(), pid: std::process::id() });
+                record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: std::process::id() });
             }
-            let code = match serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads) {
+            sandbox(args.no_seccomp);
+            let code = match serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("vdmount: {e}");
@@ -264,7 +280,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     record::log_path(n).display()
                 )));
             }
-            print!("{}", attach::describe(n, &image.image, disk.as_ref(), args.cow, pid as u32, &parts));
+            print!("{}", attach::describe(n, &image.image, disk.as_ref(), writable, pid as u32, &parts));
             Ok(())
         }
     }
@@ -275,8 +291,8 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// A new server may take over only the image and mode the dead one served: the kernel checks
-/// size and mode; the record says which image it was.
-fn check_reattach(index: Option<u32>, image: &Path, cow: bool) -> Result<()> {
+/// size and mode; the record says which image and overlay it was.
+fn check_reattach(index: Option<u32>, image: &Path, mode: &str) -> Result<()> {
     let Some(rec) = index.and_then(record::load) else { return Ok(()) };
     if rec.mode == "cow" {
         return Err(Error::Device(format!(
@@ -285,7 +301,7 @@ fn check_reattach(index: Option<u32>, image: &Path, cow: bool) -> Result<()> {
             rec.index, rec.index
         )));
     }
-    if cow || absolute(image) != rec.image {
+    if rec.mode != mode || absolute(image) != rec.image {
         return Err(Error::Device(format!(
             "/dev/abuse{} was serving {} ({}); reattach with the same image and mode",
             rec.index,
@@ -294,6 +310,25 @@ fn check_reattach(index: Option<u32>, image: &Path, cow: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// --cow=FILE: continue FILE if it exists (it must be an overlay of IMAGE), else create it.
+fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Result<Qcow2Overlay> {
+    if !file.exists() {
+        return Qcow2Overlay::create(file, disk.clone(), image, &disk.info().format);
+    }
+    // Read its backing file name with our own qcow2 reader, without following it.
+    let overlay_info = crate::formats::open(file, &OpenOptions::new(Cache::new(16 << 20)))?.info();
+    let backing = overlay_info.backing.map(|b| absolute(&b.path));
+    if backing.as_deref() != Some(absolute(image).as_path()) {
+        return Err(Error::Usage(format!(
+            "{}: is an overlay of {}, not of {}; give its own image, or another FILE",
+            file.display(),
+            backing.map_or("nothing".into(), |b| b.display().to_string()),
+            image.display()
+        )));
+    }
+    Qcow2Overlay::open(file, disk)
 }
 
 /// Detaches from the terminal: own session, stdio to /run/vdmount/abuseN.log (or /dev/null).
@@ -313,6 +348,15 @@ fn become_daemon(index: Option<u32>) {
         libc::dup2(log, 2);
     }
     let _ = std::env::set_current_dir("/");
+}
+
+/// The seccomp filter, unless the user turned it off; a failure to apply it is reported.
+fn sandbox(off: bool) {
+    if !off {
+        if let Err(e) = super::sandbox::restrict() {
+            eprintln!("vdmount: warning: cannot apply the seccomp filter: {e}");
+        }
+    }
 }
 
 /// Serves until a stop signal, then removes the device; if it is still open, says so and

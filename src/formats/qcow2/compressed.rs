@@ -32,9 +32,18 @@ pub fn decompress(
 ) -> Result<Vec<u8>> {
     // One byte of room past the cluster tells over-long output from exact output.
     let mut out = vec![0u8; cluster_size + 1];
+    decompress_into(kind, input, &mut out, path, host)?;
+    out.truncate(cluster_size);
+    Ok(out)
+}
+
+/// Decompresses `input` into `out`, which is one cluster plus one byte long (the extra byte
+/// tells over-long output from exact output); the cluster is `out[..out.len() - 1]`.
+pub fn decompress_into(kind: Compression, input: &[u8], out: &mut [u8], path: &Path, host: u64) -> Result<()> {
+    let cluster_size = out.len().saturating_sub(1);
     let produced = match kind {
-        Compression::Zlib => inflate(input, &mut out),
-        Compression::Zstd => unzstd(input, &mut out),
+        Compression::Zlib => inflate(input, out),
+        Compression::Zstd => unzstd(input, out),
     }
     .map_err(|why| {
         Error::corrupt(path, format!("compressed cluster at offset {host} ({} bytes): {} data is invalid: {why}", input.len(), kind.name()))
@@ -48,15 +57,27 @@ pub fn decompress(
             ),
         ));
     }
-    out.truncate(cluster_size);
-    Ok(out)
+    Ok(())
+}
+
+// Decompressor state is tens of KiB to set up: each thread keeps one of each and resets it.
+thread_local! {
+    static INFLATER: std::cell::RefCell<flate2::Decompress> = std::cell::RefCell::new(flate2::Decompress::new(false));
+    static UNZSTD: std::cell::RefCell<Option<zstd::stream::raw::Decoder<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Raw deflate into `out`; returns the bytes produced. Input may have trailing padding (qcow2
 /// rounds compressed sizes to sectors), so running out of input is not an error by itself.
 fn inflate(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
-    use flate2::{Decompress, FlushDecompress, Status};
-    let mut d = Decompress::new(false);
+    INFLATER.with(|cell| {
+        let mut d = cell.borrow_mut();
+        d.reset(false);
+        inflate_with(&mut d, input, out)
+    })
+}
+
+fn inflate_with(d: &mut flate2::Decompress, input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    use flate2::{FlushDecompress, Status};
     loop {
         let (in_before, out_before) = (d.total_in() as usize, d.total_out() as usize);
         let (Some(src), Some(dst)) = (input.get(in_before..), out.get_mut(out_before..)) else {
@@ -74,7 +95,21 @@ fn inflate(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
 /// (qemu's rule: a frame still open when the cluster is full means the data is damaged).
 fn unzstd(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
     use zstd::stream::raw::{Decoder, Operation};
-    let mut d = Decoder::new().map_err(|e| e.to_string())?;
+    UNZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match &mut *slot {
+            Some(d) => {
+                d.reinit().map_err(|e| e.to_string())?;
+                d
+            }
+            None => slot.insert(Decoder::new().map_err(|e| e.to_string())?),
+        };
+        unzstd_with(d, input, out)
+    })
+}
+
+fn unzstd_with(d: &mut zstd::stream::raw::Decoder<'static>, input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+    use zstd::stream::raw::Operation;
     let (mut read, mut written) = (0usize, 0usize);
     loop {
         let (Some(src), Some(dst)) = (input.get(read..), out.get_mut(written..)) else {

@@ -1,7 +1,7 @@
 //! A qcow2 image (versions 2 and 3): L1 table in memory, L2 tables and decompressed clusters
 //! through the shared cache, unallocated clusters from the backing file.
 
-use super::compressed::decompress;
+use super::compressed::{decompress, decompress_into};
 use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
 use super::read::{read_mapped, ClusterMap, Extent};
@@ -188,6 +188,33 @@ impl ClusterMap for Qcow2 {
             let mut input = vec![0u8; len as usize];
             self.file.read_data_at(&mut input, host)?;
             decompress(self.header.compression, &input, self.layout.cluster_size() as usize, &self.file.path, host)
+        })
+    }
+
+    fn whole_compressed_cluster(&self, host: u64, len: u64, out: &mut [u8]) -> Result<bool> {
+        if out.len() as u64 != self.layout.cluster_size() {
+            return Ok(false);
+        }
+        if let Some(cached) = self.cache.get(&Key { file: self.file.id, kind: Kind::Cluster, offset: host }) {
+            if cached.len() != out.len() {
+                return Ok(false);
+            }
+            out.copy_from_slice(&cached);
+            return Ok(true);
+        }
+        // Per-thread buffers: no allocation per cluster. `len` is at most two clusters (the
+        // entry's sector count field is cluster_bits - 8 bits wide), so these stay small.
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        SCRATCH.with(|cell| {
+            let (input, cluster) = &mut *cell.borrow_mut();
+            input.resize(len as usize, 0);
+            self.file.read_data_at(input, host)?;
+            cluster.resize(out.len() + 1, 0);
+            decompress_into(self.header.compression, input, cluster, &self.file.path, host)?;
+            out.copy_from_slice(&cluster[..out.len()]);
+            Ok(true)
         })
     }
 }

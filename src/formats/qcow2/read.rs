@@ -42,6 +42,12 @@ pub trait ClusterMap {
     fn backing(&self) -> Option<&Arc<dyn DiskImage>>;
     /// The decompressed cluster stored as `len` bytes at `host` (through the shared cache).
     fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>>;
+    /// Decompresses the cluster stored as `len` bytes at `host` straight into `out` if `out` is
+    /// exactly one cluster and the reader can, without filling the cache with clusters a
+    /// sequential reader will not read again; false if it did not.
+    fn whole_compressed_cluster(&self, _host: u64, _len: u64, _out: &mut [u8]) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Implements `DiskImage::read_at` for a reader of virtual size `size`.
@@ -65,6 +71,10 @@ pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) 
                 None => part.fill(0),
             },
             Extent::Compressed { host, len: clen, skip } => {
+                if skip == 0 && m.whole_compressed_cluster(host, clen, part)? {
+                    done += len;
+                    continue;
+                }
                 let cluster = m.compressed_cluster(host, clen)?;
                 let src = usize::try_from(skip)
                     .ok()

@@ -235,6 +235,12 @@ impl VmdkImage {
                 Mapping::Zero => piece.fill(0),
                 Mapping::Data { offset } => file.read_data_at(piece, offset + in_grain)?,
                 Mapping::Compressed { offset } => {
+                    if let Some(s) = sparse.filter(|_| in_grain == 0) {
+                        if s.whole_compressed_grain(offset, piece)? {
+                            done += take;
+                            continue;
+                        }
+                    }
                     let data = match sparse {
                         Some(s) => s.compressed_grain(offset)?,
                         None => {

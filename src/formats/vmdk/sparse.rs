@@ -9,7 +9,6 @@ use crate::formats::image_file::{le16, le32, le64, ImageFile};
 use crate::limits::{
     self, MAX_CLUSTER_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
-use std::io::Read;
 use std::sync::Arc;
 
 pub const SECTOR: u64 = 512;
@@ -246,7 +245,48 @@ impl SparseExtent {
         )
     }
 
+    /// Decompresses the grain at `offset` straight into `out` if `out` is exactly one grain,
+    /// without filling the cache with grains a sequential reader will not read again; false if
+    /// `out` is not one grain.
+    pub fn whole_compressed_grain(&self, offset: u64, out: &mut [u8]) -> Result<bool> {
+        if out.len() as u64 != self.grain_bytes {
+            return Ok(false);
+        }
+        let key = Key { file: self.file.id, kind: Kind::Cluster, offset };
+        if let Some(cached) = self.cache.get(&key) {
+            if cached.len() != out.len() {
+                return Ok(false);
+            }
+            out.copy_from_slice(&cached);
+            return Ok(true);
+        }
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        SCRATCH.with(|cell| {
+            let (input, grain) = &mut *cell.borrow_mut();
+            grain.resize(out.len() + 1, 0);
+            let n = self.inflate_into(offset, input, grain)?;
+            out[..n].copy_from_slice(&grain[..n]);
+            out[n..].fill(0);
+            Ok(true)
+        })
+    }
+
     fn inflate(&self, offset: u64) -> Result<Vec<u8>> {
+        let mut input = Vec::new();
+        let mut out = vec![0u8; self.grain_bytes as usize + 1];
+        let n = self.inflate_into(offset, &mut input, &mut out)?;
+        // A short last grain reads as zeros after its end.
+        out[n..].fill(0);
+        out.truncate(self.grain_bytes as usize);
+        Ok(out)
+    }
+
+    /// Inflates the grain at `offset` into `out` (one grain plus one byte, to tell over-long
+    /// output from exact output), reading the compressed bytes into `input`; returns the bytes
+    /// produced, at most one grain.
+    fn inflate_into(&self, offset: u64, input: &mut Vec<u8>, out: &mut [u8]) -> Result<usize> {
         let path = &self.file.path;
         let (data_off, len) = if self.markers {
             let mut marker = [0u8; 12];
@@ -268,27 +308,49 @@ impl SparseExtent {
                 (self.grain_bytes * 2).min(self.file.size.saturating_sub(offset)),
             )
         };
-        let mut compressed = vec![0u8; len as usize];
+        input.resize(len as usize, 0);
         self.file
-            .read_exact_at(&mut compressed, data_off, "a compressed grain")?;
-        let mut out = Vec::with_capacity(self.grain_bytes as usize);
-        let mut z = flate2::read::ZlibDecoder::new(&compressed[..]).take(self.grain_bytes + 1);
-        z.read_to_end(&mut out).map_err(|e| {
+            .read_exact_at(input, data_off, "a compressed grain")?;
+        let n = inflate_zlib(input, out).map_err(|e| {
             Error::corrupt(
                 path,
                 format!("compressed grain at offset {offset} does not inflate: {e}"),
             )
         })?;
-        if out.len() as u64 > self.grain_bytes {
+        if n as u64 > self.grain_bytes {
             return Err(Error::corrupt(
                 path,
                 format!("compressed grain at offset {offset} inflates to more than the grain size ({} bytes)", self.grain_bytes),
             ));
         }
-        // A short last grain reads as zeros after its end.
-        out.resize(self.grain_bytes as usize, 0);
-        Ok(out)
+        Ok(n)
     }
+}
+
+/// Inflates one zlib stream from `input` into `out`; returns the bytes produced. A stream that
+/// stops early (truncated input) gives what it produced, as a reader of the stream would; the
+/// caller zero-fills the rest of the grain. Each thread reuses one decompressor: its state is
+/// tens of KiB to set up.
+fn inflate_zlib(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, flate2::DecompressError> {
+    use flate2::{Decompress, FlushDecompress, Status};
+    thread_local! {
+        static INFLATER: std::cell::RefCell<Decompress> = std::cell::RefCell::new(Decompress::new(true));
+    }
+    INFLATER.with(|cell| {
+        let d = &mut *cell.borrow_mut();
+        d.reset(true);
+        loop {
+            let (in_before, out_before) = (d.total_in() as usize, d.total_out() as usize);
+            let (Some(src), Some(dst)) = (input.get(in_before..), out.get_mut(out_before..)) else {
+                return Ok(out_before);
+            };
+            let status = d.decompress(src, dst, FlushDecompress::Finish)?;
+            let (in_after, out_after) = (d.total_in() as usize, d.total_out() as usize);
+            if status == Status::StreamEnd || out_after >= out.len() || (in_after == in_before && out_after == out_before) {
+                return Ok(out_after);
+            }
+        }
+    })
 }
 
 /// The real header of a streamOptimized file whose first header says "grain directory at end":

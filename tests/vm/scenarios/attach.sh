@@ -14,6 +14,10 @@ cat /tmp/out0
 grep -q '^/dev/abuse0: /tmp/a.qcow2 (qcow2' /tmp/out0 || fail "first attach did not pick abuse0"
 grep -q 'abuse0p1 .*ext4 "vdm-e2e"' /tmp/out0 || fail "partition line lacks ext4 label"
 grep -q 'mount -o ro /dev/abuse0p1 /mnt' /tmp/out0 || fail "no mount line"
+# The background server is sandboxed: seccomp filter on, its own mount namespace.
+pid=$(sed -n 's/.*served by pid \([0-9]*\).*/\1/p' /tmp/out0)
+grep -q '^Seccomp:.*2' /proc/$pid/status || fail "server $pid has no seccomp filter"
+[ "$(readlink /proc/$pid/ns/mnt)" != "$(readlink /proc/self/ns/mnt)" ] || fail "server shares our mount namespace"
 vdmount /fixtures/e2e.qcow2 >/tmp/out1 || fail "second attach"
 [ -b /dev/abuse1p1 ] || fail "no /dev/abuse1p1 when vdmount returned"
 grep -q '^/dev/abuse1:' /tmp/out1 || fail "second attach did not pick abuse1"

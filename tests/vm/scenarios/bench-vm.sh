@@ -56,6 +56,12 @@ for item in $(echo "$spec" | tr , ' '); do
 
 	case $fmt in vmdk) qfmt=vmdk;; vhd) qfmt=vpc;; vhdx) qfmt=vhdx;; *) qfmt=qcow2;; esac
 	/opt/bin/qemu-nbd -r -f $qfmt -c /dev/nbd0 "/tmp/$name" || fail "qemu-nbd $name"
+	# The size is set asynchronously after qemu-nbd -c returns.
+	n=0
+	while [ "$(cat /sys/block/nbd0/size)" = 0 ]; do
+		n=$((n + 1)); [ $n -le 200 ] || fail "/dev/nbd0 has no size"
+		sleep 0.05
+	done
 	run /dev/nbd0 "$name.nbd"
 	/opt/bin/qemu-nbd -d /dev/nbd0 >/dev/null
 	sleep 0.5
