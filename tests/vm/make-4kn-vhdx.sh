@@ -8,7 +8,8 @@ set -euo pipefail
 OUT=$1
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 mkdir "$T/files"; echo "hello from a 4Kn disk" >"$T/files/hello.txt"
-mkfs.ext4 -q -b 4096 -L vdm-4kn -d "$T/files" "$T/part.img" 8M
+truncate -s 8M "$T/part.img"
+mkfs.ext4 -q -b 4096 -L vdm-4kn -d "$T/files" "$T/part.img"
 truncate -s 16M "$T/disk.raw"
 # GPT for 4096-byte sectors, written here (sfdisk 2.38 cannot use another sector size).
 python3 - "$T/disk.raw" <<'PY'

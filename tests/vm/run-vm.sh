@@ -9,9 +9,14 @@ accel=tcg cpu=max
 if [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; }; then
 	accel=kvm cpu=host   # a PVM-only /dev/kvm (kvm_pvm) hangs Debian kernels: not used
 fi
+extra=()
+# SCRATCH=FILE: a raw file attached as a writable virtio disk with serial "scratch", for data
+# that must survive the VM (the power-cut test).
+[ -n "${SCRATCH:-}" ] && extra+=(-drive "file=$SCRATCH,format=raw,if=none,id=scratch,cache=unsafe"
+	-device virtio-blk-pci,drive=scratch,serial=scratch)
 timeout -k 5 "$TIMEOUT" qemu-system-x86_64 -nodefaults -no-user-config -machine pc \
 	-accel "$accel" -cpu "$cpu" -smp 2 -m 1024 -display none -no-reboot -serial stdio \
-	-kernel "$KERNEL" -initrd "$INITRD" \
+	-kernel "$KERNEL" -initrd "$INITRD" "${extra[@]}" \
 	-append "console=ttyS0 panic=-1 quiet hung_task_timeout_secs=60 vdm_test=$TEST" \
 	</dev/null >"$LOG" 2>&1
 rc=$?
