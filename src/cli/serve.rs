@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Default, Clone)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub image: Option<ImageArgs>,
@@ -30,8 +30,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
     pub cow: Option<Option<PathBuf>>,
     /// Take over CTLDEV from a server that died (kill -9, OOM): the new server must serve the
-    /// same size and mode; requests the old one left unanswered are served by this one.
-    #[arg(long, requires = "ctldev")]
+    /// same image and mode; requests the old one left unanswered are served by this one.
+    /// `vdmount --reattach /dev/abuseN` finds the image and mode in /run/vdmount by itself.
+    #[arg(long)]
     pub reattach: bool,
     /// Worker threads answering requests.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -137,9 +138,15 @@ fn serve_with_workers(dev: &ControlDevice, backend: &dyn Backend, threads: u32, 
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
+    if let Some(resolved) = reattach_from_record(args)? {
+        return run(&resolved);
+    }
     let Some(image) = &args.image else {
         return Err(Error::Usage("no IMAGE given; see vdmount --help".into()));
     };
+    if args.reattach && args.ctldev.is_none() {
+        return Err(Error::Usage("--reattach needs the device: vdmount --reattach /dev/abuseN, or IMAGE /dev/abctlN".into()));
+    }
     let disk = image.open()?;
     let parts = attach::read_partitions(disk.as_ref());
     let ctl = match &args.ctldev {
@@ -288,6 +295,28 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// `vdmount --reattach DEV`: the image, mode and overlay come from what the dead server left in
+/// /run/vdmount, so the user needs to remember nothing.
+fn reattach_from_record(args: &ServeArgs) -> Result<Option<ServeArgs>> {
+    let Some(given) = args.image.as_ref().filter(|_| args.reattach && args.ctldev.is_none()) else { return Ok(None) };
+    let name = given.image.to_string_lossy();
+    if !name.starts_with("/dev/abuse") && !name.starts_with("/dev/abctl") {
+        return Ok(None);
+    }
+    let n = device::index_from_name(&name).ok_or_else(|| Error::Usage(format!("{name}: not an abuse device")))?;
+    let rec = record::load(n).ok_or_else(|| {
+        Error::Device(format!("/dev/abuse{n}: no record of what it served in /run/vdmount; give it: vdmount --reattach IMAGE /dev/abctl{n}"))
+    })?;
+    let mut image = given.clone();
+    image.image = rec.image.clone();
+    let cow = match rec.mode.as_str() {
+        "read-only" => None,
+        "cow" => Some(None),
+        m => Some(Some(PathBuf::from(m.strip_prefix("cow=").unwrap_or(m)))),
+    };
+    Ok(Some(ServeArgs { image: Some(image), ctldev: Some(PathBuf::from(format!("/dev/abctl{n}"))), cow, ..args.clone() }))
 }
 
 /// A new server may take over only the image and mode the dead one served: the kernel checks

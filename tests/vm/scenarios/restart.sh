@@ -22,7 +22,12 @@ for i in $(seq 1 20); do
 	sleep 0.$((i % 4 + 1))
 	kill -9 $server
 	wait $server 2>/dev/null || true
-	vdmount --foreground --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+	# Odd rounds name the image; even rounds let vdmount find it in /run/vdmount.
+	if [ $((i % 2)) = 1 ]; then
+		vdmount --foreground --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+	else
+		vdmount --foreground --reattach /dev/abuse0 2>>/tmp/server.log &
+	fi
 	server=$!
 	wait $reader
 	[ "$(cat /tmp/sum.rc)" = 0 ] || fail "round $i: reader failed: $(cat /tmp/sum.err)"
