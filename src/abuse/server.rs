@@ -89,7 +89,15 @@ pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_
     if req.op == ABUSE_OP_WRITE && req.flags & ABUSE_REQ_FUA != 0 {
         stats.fua.fetch_add(1, Ordering::Relaxed);
     }
+    // The kernel never sends a request past the end of the device; a buggy or hostile one fails
+    // instead of reading zeros, growing the overlay, or overflowing an offset in the backend.
+    let ranged = matches!(req.op, ABUSE_OP_READ | ABUSE_OP_WRITE | ABUSE_OP_DISCARD | ABUSE_OP_WRITE_ZEROES);
+    // The device is the virtual size rounded up to whole blocks (its tail reads as zeros).
+    let bs = backend.block_size().max(1) as u64;
+    let device_size = backend.size().div_ceil(bs) * bs;
+    let in_range = req.offset.checked_add(req.length as u64).is_some_and(|end| end <= device_size);
     let result = match req.op {
+        _ if ranged && !in_range => Err(super::backend::errno(libc::EINVAL)),
         ABUSE_OP_READ if len <= slot.len() => backend.read(&mut slot[..len], req.offset),
         ABUSE_OP_WRITE => match write_payload(write_area, req) {
             Some(data) => backend.write(data, req.offset, req.flags & ABUSE_REQ_FUA != 0),

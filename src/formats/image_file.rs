@@ -17,23 +17,27 @@ pub struct ImageFile {
 }
 
 impl ImageFile {
-    /// Opens `path` read-only; it must be a regular file or a block device.
+    /// Opens `path` read-only; it must be a regular file or a block device. The type is checked
+    /// before opening: opening a FIFO blocks until a writer comes, and opening some character
+    /// devices has side effects (a watchdog arms itself), so an image naming one as its backing
+    /// file must not get that far. The open is non-blocking and the type is checked again on the
+    /// open file, in case the path changed in between.
     pub fn open(path: &Path) -> Result<ImageFile> {
-        let file = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        let before = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
+        check_file_type(path, &before)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(path)
+            .map_err(|e| Error::io(path, "cannot open", e))?;
         let meta = file.metadata().map_err(|e| Error::io(path, "cannot stat", e))?;
-        let ft = meta.file_type();
+        check_file_type(path, &meta)?;
         use std::os::unix::fs::FileTypeExt;
-        let size = if ft.is_file() {
-            meta.len()
-        } else if ft.is_block_device() {
+        let size = if meta.file_type().is_block_device() {
             block_device_size(&file).map_err(|e| Error::io(path, "cannot get the block device's size", e))?
-        } else if ft.is_dir() {
-            return Err(Error::unsupported(path, "is a directory, not a disk image"));
         } else {
-            return Err(Error::unsupported(
-                path,
-                "is not a regular file or block device (a FIFO, socket or character device cannot hold a disk image)",
-            ));
+            meta.len()
         };
         Ok(ImageFile { path: path.to_path_buf(), file, size, id: new_file_id() })
     }
@@ -74,9 +78,35 @@ impl ImageFile {
     /// Reads a whole structure of `len` bytes into a new buffer, checking `len` against `limit`.
     pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
         crate::limits::check(&self.path, &format!("size of {what}"), len, limit)?;
+        // Checked against the file before allocating: a tiny file cannot make us allocate `limit`.
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(Error::corrupt(
+                &self.path,
+                format!(
+                    "{what} at offset {offset} ({len} bytes) lies past the end of the file ({} bytes); the image is truncated or corrupt",
+                    self.size
+                ),
+            ));
+        }
         let mut v = vec![0u8; len as usize];
         self.read_exact_at(&mut v, offset, what)?;
         Ok(v)
+    }
+}
+
+/// Refuses anything but a regular file or a block device.
+fn check_file_type(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    if ft.is_file() || ft.is_block_device() {
+        Ok(())
+    } else if ft.is_dir() {
+        Err(Error::unsupported(path, "is a directory, not a disk image"))
+    } else {
+        Err(Error::unsupported(
+            path,
+            "is not a regular file or block device (a FIFO, socket or character device cannot hold a disk image)",
+        ))
     }
 }
 

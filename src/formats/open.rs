@@ -119,12 +119,16 @@ fn open_in_chain(
             limit: MAX_CHAIN_DEPTH as u64,
         });
     }
+    // A backing file that cannot be opened (missing, a folder, a FIFO, a device) is named with
+    // the image that asked for it, so the user knows which file to look at.
+    let child = chain.paths.last().map(|p| p.display().to_string()).unwrap_or_default();
     let file = ImageFile::open(path).map_err(|e| match (top, e) {
         (false, Error::Io { path, context, source }) => Error::Io {
-            context: format!("{context} (backing file of {})", chain.paths.last().unwrap().display()),
+            context: format!("{context} (backing file of {child})"),
             path,
             source,
         },
+        (false, Error::Unsupported { path, msg }) => Error::Unsupported { msg: format!("{msg} (backing file of {child})"), path },
         (_, e) => e,
     })?;
     let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());

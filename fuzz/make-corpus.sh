@@ -1,0 +1,145 @@
+#!/bin/bash
+# Regenerates the committed seed corpus (fuzz/corpus/) from small images made with qemu-img and
+# the smallest third-party fixtures. Seeds are kept tiny (1 MiB virtual disks, small clusters, a
+# few KiB of data) so each fuzz exec is fast; the whole corpus stays well under 2 MB.
+#   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd and
+#                               open_vhdx are symlinks to it: forcing a format on another
+#                               format's seed is a useful mutation start too)
+#   fuzz/corpus/vmdk_descriptor/ descriptor texts
+#   fuzz/corpus/serve_batch/     byte strings the `arbitrary` crate turns into request lists
+set -euo pipefail
+FUZZ=$(cd "$(dirname "$0")" && pwd)
+REPO=$(dirname "$FUZZ")
+CORPUS=$FUZZ/corpus
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cd "$W"
+
+rm -rf "$CORPUS"
+mkdir -p "$CORPUS/open_and_read" "$CORPUS/vmdk_descriptor" "$CORPUS/serve_batch"
+IMG=$CORPUS/open_and_read
+
+# A 1 MiB source disk with data in a few places, the rest zeros.
+python3 - <<'EOF'
+data = bytearray(1 << 20)
+for at, n in [(0, 4096), (70000, 3000), (600 << 10, 8192), ((1 << 20) - 2048, 2048)]:
+    for i in range(n):
+        data[at + i] = (at // 512 + i * 7) & 0xff
+open("src.raw", "wb").write(data)
+EOF
+
+write_data() { # image format: the same few writes with qemu-io
+	qemu-io -f "$2" -c 'write -P 0x5a 4k 8k' -c 'write -P 0xa5 900k 3k' "$1" >/dev/null
+}
+
+# qcow2: v3 and v2, small clusters, compression (zlib, zstd), extended L2, a backing name, a snapshot.
+qemu-img create -q -f qcow2 -o cluster_size=512 "$IMG/qcow2-v3-c512.qcow2" 1M
+write_data "$IMG/qcow2-v3-c512.qcow2" qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4096,compat=0.10 "$IMG/qcow2-v2-c4k.qcow2" 1M
+write_data "$IMG/qcow2-v2-c4k.qcow2" qcow2
+qemu-img convert -c -O qcow2 -o cluster_size=4096 src.raw "$IMG/qcow2-zlib.qcow2"
+qemu-img convert -c -O qcow2 -o cluster_size=4096,compression_type=zstd src.raw "$IMG/qcow2-zstd.qcow2"
+qemu-img create -q -f qcow2 -o cluster_size=16384,extended_l2=on "$IMG/qcow2-extl2.qcow2" 1M
+qemu-io -f qcow2 -c 'write -P 0x11 1k 1k' -c 'write -P 0x22 40k 2k' "$IMG/qcow2-extl2.qcow2" >/dev/null
+# The child keeps naming its base, which is not in the corpus (a missing backing file).
+qemu-img create -q -f qcow2 -o cluster_size=512 missing-base.qcow2 1M
+qemu-img create -q -f qcow2 -o cluster_size=512 -b missing-base.qcow2 -F qcow2 child.qcow2 1M
+write_data child.qcow2 qcow2
+mv child.qcow2 "$IMG/qcow2-backing.qcow2"
+qemu-img create -q -f qcow2 -o cluster_size=512 "$IMG/qcow2-snapshot.qcow2" 1M
+write_data "$IMG/qcow2-snapshot.qcow2" qcow2
+qemu-img snapshot -c first "$IMG/qcow2-snapshot.qcow2"
+qemu-io -f qcow2 -c 'write -P 0x77 8k 1k' "$IMG/qcow2-snapshot.qcow2" >/dev/null
+
+# VMDK: monolithicSparse, streamOptimized, and descriptors (flat, split sparse).
+qemu-img convert -O vmdk src.raw "$IMG/vmdk-sparse.vmdk"
+qemu-img convert -O vmdk -o subformat=streamOptimized src.raw "$IMG/vmdk-stream.vmdk"
+qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 1M
+qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse split.vmdk 1M
+cp flat.vmdk "$IMG/vmdk-flat-descriptor.vmdk"
+cp split.vmdk "$IMG/vmdk-split-descriptor.vmdk"
+for d in flat.vmdk split.vmdk "$REPO"/fixtures/third-party/vmdk-esxi-vmfs-thick/vmfs_thick.vmdk \
+	"$REPO"/fixtures/third-party/vmdk-ws17-t4-vmfs-thin/image_t4.vmdk \
+	"$REPO"/fixtures/third-party/vmdk-vdiskmanager-twoGbMaxExtentSparse/twoGbMaxExtentSparse.vmdk; do
+	cp "$d" "$CORPUS/vmdk_descriptor/$(basename "$d" .vmdk).txt"
+done
+cp "$REPO/fixtures/third-party/vmdk-ws17-t4-vmfs-thin/image_t4.vmdk" "$IMG/vmdk-vmfs-descriptor.vmdk"
+# The descriptor embedded in a sparse extent (sector 1 on, NUL padded).
+python3 -c "import sys; d=open(sys.argv[1],'rb').read()[512:512*21]; open(sys.argv[2],'wb').write(d.split(b'\0')[0])" \
+	"$IMG/vmdk-sparse.vmdk" "$CORPUS/vmdk_descriptor/embedded.txt"
+xz -dc "$REPO/fixtures/third-party/vmdk-plaso-v1/image.vmdk.xz" >"$IMG/vmdk-plaso-v1.vmdk"
+cp "$REPO/fixtures/third-party/qcow2-cs16384-cpoff-l2on/image_cs-16384_cp-off_l2-on.qcow2" "$IMG/qcow2-thirdparty-extl2.qcow2"
+
+# VHD: fixed (64 KiB disk), and dynamic with its data block cut short (qemu's blocks are 2 MiB):
+# the file is cut 16 KiB into the first data block and the footer appended again, so every
+# structure is whole and reads past the end of the file are zeros.
+qemu-img create -q -f vpc -o subformat=fixed "$IMG/vhd-fixed.vhd" 64K
+qemu-io -f vpc -c 'write -P 0x5a 4k 8k' "$IMG/vhd-fixed.vhd" >/dev/null
+qemu-img create -q -f vpc dyn.vhd 4M
+qemu-io -f vpc -c 'write -P 0x5a 4k 8k' -c 'write -P 0xa5 2100k 3k' dyn.vhd >/dev/null
+python3 - dyn.vhd "$IMG/vhd-dynamic.vhd" <<'EOF'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+footer = d[-512:]
+table = struct.unpack(">Q", d[512 + 16:512 + 24])[0]
+first = min(e for e in struct.unpack(">8I", d[table:table + 32]) if e != 0xffffffff) * 512
+open(sys.argv[2], "wb").write(d[:first + 512 + 16384] + footer)
+EOF
+
+# VHDX: qemu lays regions out at 1 MiB steps (8 MiB file). This moves the BAT and metadata to
+# 1 MiB and 1 MiB + 64 KiB (its table and items fit in 128 KiB), drops the (empty) log and recomputes the checksums: a 1.2 MiB seed.
+qemu-img create -q -f vhdx -o block_size=1M,log_size=1M big.vhdx 4M
+qemu-io -f vhdx -c 'write -P 0x5a 4k 8k' big.vhdx >/dev/null
+python3 - big.vhdx "$IMG/vhdx-dynamic.vhdx" <<'EOF'
+import struct, sys
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+d = bytearray(open(sys.argv[1], "rb").read())
+out = bytearray(d[:1 << 20])
+BAT = bytes.fromhex("6677c22d23f600429d64115e9bfd4a08")
+# Headers at 64 and 128 KiB: no log.
+for h in (64 << 10, 128 << 10):
+    hdr = bytearray(out[h:h + 4096])
+    hdr[48:64] = bytes(16)                      # log GUID
+    struct.pack_into("<IQ", hdr, 68, 0, 0)      # log length, log offset
+    struct.pack_into("<I", hdr, 4, 0)
+    struct.pack_into("<I", hdr, 4, crc32c(hdr))
+    out[h:h + 4096] = hdr
+# Region tables at 192 and 256 KiB.
+new_at = {}
+for r in (192 << 10, 256 << 10):
+    rt = bytearray(out[r:r + 65536])
+    count = struct.unpack_from("<I", rt, 8)[0]
+    for i in range(count):
+        e = 16 + 32 * i
+        off, length = struct.unpack_from("<QI", rt, e + 16)
+        at, length = ((1 << 20), 65536) if bytes(rt[e:e + 16]) == BAT else ((1 << 20) + 65536, 131072)
+        new_at[off] = (at, length)
+        struct.pack_into("<QI", rt, e + 16, at, length)
+    struct.pack_into("<I", rt, 4, 0)
+    struct.pack_into("<I", rt, 4, crc32c(rt))
+    out[r:r + 65536] = rt
+out += bytes(3 * 65536)
+for old, (at, length) in new_at.items():
+    out[at:at + length] = d[old:old + length]
+open(sys.argv[2], "wb").write(out)
+EOF
+
+# serve_batch: a few deterministic byte strings (arbitrary turns them into request lists).
+python3 - "$CORPUS/serve_batch" <<'EOF'
+import random, sys
+r = random.Random(9)
+for i in range(8):
+    open(f"{sys.argv[1]}/seed-{i}", "wb").write(bytes(r.randrange(256) for _ in range(64 + 64 * i)))
+EOF
+
+cd "$CORPUS"
+for t in open_qcow2 open_vmdk open_vhd open_vhdx; do ln -sfn open_and_read "$t"; done
+du -sh --apparent-size "$CORPUS"

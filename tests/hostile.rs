@@ -1,0 +1,781 @@
+//! Hostile images: valid images made at test time with qemu-img, then truncated, given a wrong
+//! magic or version, byte-flipped, or patched with absurd sizes; and backing chains that loop,
+//! run too deep or end in a folder, a FIFO or a device. Each case runs `vdmount cat` as a child
+//! with a 1 GiB address-space limit and a 10 s timeout: it must succeed or fail cleanly (one line
+//! on stderr starting "vdmount: " and naming the file), never panic, die of a signal or hang.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const MEMORY_LIMIT: u64 = 1 << 30;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `vdmount cat [args] image` under the limits; `Err` says what was wrong with the outcome.
+/// `names` must all appear in the message if vdmount refuses the image.
+fn cat_is_clean(image: &Path, args: &[&str], names: &[&str]) -> Result<(), String> {
+    let err_path = image.with_extension("stderr");
+    let err_file = std::fs::File::create(&err_path).unwrap();
+    let mut cmd = vdmount();
+    cmd.arg("cat").args(args).arg(image).stdout(Stdio::piped()).stderr(err_file);
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: MEMORY_LIMIT, rlim_max: MEMORY_LIMIT };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn vdmount");
+    // Count what cat writes, so a timeout on a huge but valid sparse disk that is still streaming
+    // fast can be told from a hang.
+    let streamed = Arc::new(AtomicU64::new(0));
+    let mut out = child.stdout.take().unwrap();
+    let counter = streamed.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    reader.join().unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&err_path);
+    let Some(status) = status else {
+        let n = streamed.load(Ordering::Relaxed);
+        // 100 MiB in 10 s: a valid (if huge) disk being read, not a hang.
+        if n > 100 << 20 {
+            return Ok(());
+        }
+        return Err(format!("timed out after {TIMEOUT:?} having written {n} bytes; stderr: {stderr}"));
+    };
+    if stderr.contains("panicked") {
+        return Err(format!("panicked: {}", stderr.trim()));
+    }
+    if let Some(sig) = status.signal() {
+        return Err(format!("killed by signal {sig}; stderr: {}", stderr.trim()));
+    }
+    if status.success() {
+        return Ok(());
+    }
+    let msg = stderr.trim_end();
+    if msg.lines().count() != 1 || !msg.starts_with("vdmount: ") {
+        return Err(format!("exit {status} without a one-line \"vdmount: \" message: {msg:?}"));
+    }
+    for name in names {
+        if !msg.contains(name) {
+            return Err(format!("the message does not name {name}: {msg}"));
+        }
+    }
+    Ok(())
+}
+
+/// One hostile variant of an image, kept as its differences from the valid image (a length and
+/// patches), not a copy: hundreds of copies of a multi-MiB image would make every fork slow.
+struct Case {
+    label: String,
+    len: usize,
+    patches: Vec<(usize, Vec<u8>)>,
+}
+
+impl Case {
+    fn new(base: &[u8], label: impl Into<String>, bytes: Vec<u8>) -> Case {
+        let mut patches: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (i, b) in bytes.iter().enumerate() {
+            if base.get(i) == Some(b) {
+                continue;
+            }
+            match patches.last_mut() {
+                Some((at, run)) if *at + run.len() == i => run.push(*b),
+                _ => patches.push((i, vec![*b])),
+            }
+        }
+        Case { label: label.into(), len: bytes.len(), patches }
+    }
+
+    fn bytes(&self, base: &[u8]) -> Vec<u8> {
+        let mut b = base[..self.len.min(base.len())].to_vec();
+        b.resize(self.len, 0);
+        for (at, run) in &self.patches {
+            b[*at..*at + run.len()].copy_from_slice(run);
+        }
+        b
+    }
+}
+
+/// Writes each case beside the image (same name, so the message must name it) and checks it;
+/// returns the failures.
+fn run_cases(dir: &Path, file_name: &str, format: &str, base: &[u8], cases: Vec<Case>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let path = dir.join(file_name);
+    for case in &cases {
+        std::fs::write(&path, case.bytes(base)).unwrap();
+        let start = Instant::now();
+        // Forced format, so a broken signature cannot turn the case into a raw read...
+        if let Err(e) = cat_is_clean(&path, &["--format", format], &[file_name]) {
+            failures.push(format!("{file_name} [{}] --format {format}: {e}", case.label));
+        }
+        // ...and detected, as a user would run it.
+        if let Err(e) = cat_is_clean(&path, &[], &[file_name]) {
+            failures.push(format!("{file_name} [{}]: {e}", case.label));
+        }
+        if start.elapsed() > Duration::from_secs(1) {
+            eprintln!("slow: {file_name} [{}] took {:?}", case.label, start.elapsed());
+        }
+    }
+    eprintln!("{file_name}: {} cases, {} failures", cases.len(), failures.len());
+    failures
+}
+
+/// A deterministic xorshift stream.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn be64(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
+}
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn patched(base: &[u8], label: impl Into<String>, at: usize, value: &[u8]) -> Case {
+    let mut bytes = base.to_vec();
+    if at + value.len() <= bytes.len() {
+        bytes[at..at + value.len()].copy_from_slice(value);
+    }
+    Case::new(base, label, bytes)
+}
+
+/// The generic cases: cut at each structure offset (at its start and 1 byte in), cut at 20
+/// random points, and `flips` variants with 1-8 random bytes changed in the first 64 KiB (and in
+/// each structure).
+fn generic_cases(base: &[u8], structures: &[(&str, u64)], seed: u64, flips: usize) -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut rng = Rng(seed | 1);
+    for (name, at) in structures {
+        for cut in [*at, at + 1, at + 8] {
+            if (cut as usize) < base.len() {
+                cases.push(Case::new(base, format!("cut at {cut} ({name})"), base[..cut as usize].to_vec()));
+            }
+        }
+    }
+    for _ in 0..20 {
+        let cut = rng.below(base.len() as u64) as usize;
+        cases.push(Case::new(base, format!("cut at {cut}"), base[..cut].to_vec()));
+    }
+    cases.push(Case::new(base, "empty file", Vec::new()));
+    for i in 0..flips {
+        let mut bytes = base.to_vec();
+        // Most flips in the first 64 KiB, the rest near a structure.
+        let (start, span) = match structures.get(i % (structures.len() + 3)) {
+            Some((_, at)) if (*at as usize) < bytes.len() => (*at as usize, 4096),
+            _ => (0, 65536),
+        };
+        let n = 1 + rng.below(8);
+        let mut what = Vec::new();
+        for _ in 0..n {
+            let at = (start + rng.below(span) as usize).min(bytes.len().saturating_sub(1));
+            let v = match rng.below(4) {
+                0 => 0xff,
+                1 => 0x00,
+                _ => rng.next() as u8,
+            };
+            if let Some(b) = bytes.get_mut(at) {
+                *b = v;
+            }
+            what.push(format!("{at}={v:#x}"));
+        }
+        cases.push(Case::new(base, format!("flip {}", what.join(",")), bytes));
+    }
+    cases
+}
+
+/// A scratch folder with a deterministic 2 MiB source disk.
+fn source() -> (tempfile::TempDir, PathBuf) {
+    let dir = scratch();
+    let src = dir.path().join("source.raw");
+    make_source_disk(&src, 2 << 20, 9);
+    (dir, src)
+}
+
+fn make(dir: &Path, src: &Path, name: &str, fmt: &str, opts: &[&str]) -> Vec<u8> {
+    let out = dir.join(name);
+    let mut args = vec!["convert", "-f", "raw", "-O", fmt];
+    args.extend_from_slice(opts);
+    let (s, o) = (src.to_str().unwrap(), out.to_str().unwrap());
+    args.extend_from_slice(&[s, o]);
+    qemu_img(&args);
+    std::fs::read(&out).unwrap()
+}
+
+fn assert_none(failures: Vec<String>) {
+    assert!(failures.is_empty(), "{} hostile cases failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+// ---------------------------------------------------------------- qcow2
+
+fn qcow2_cases(base: &[u8], seed: u64) -> Vec<Case> {
+    let l1 = be64(base, 40);
+    let l2 = be64(base, l1 as usize) & 0x00ff_ffff_ffff_fe00;
+    let refcount_table = be64(base, 48);
+    let refcount_block = be64(base, refcount_table as usize);
+    let structures = [
+        ("header", 0),
+        ("header extensions", 72),
+        ("L1 table", l1),
+        ("first L2 table", l2),
+        ("refcount table", refcount_table),
+        ("first refcount block", refcount_block),
+    ];
+    let mut cases = generic_cases(base, &structures, seed, 60);
+    cases.push(patched(base, "wrong magic", 0, b"QFI\0"));
+    for v in [0u32, 4, 0xffff_ffff] {
+        cases.push(patched(base, format!("version {v}"), 4, &v.to_be_bytes()));
+    }
+    for size in [1u64 << 63, 1 << 62, u64::MAX, (1 << 62) + 511] {
+        cases.push(patched(base, format!("virtual size {size}"), 24, &size.to_be_bytes()));
+    }
+    for bits in [0u32, 8, 22, 31, 63, 0xffff_ffff] {
+        cases.push(patched(base, format!("cluster_bits {bits}"), 20, &bits.to_be_bytes()));
+    }
+    for n in [0xffff_ffffu32, 1 << 31, 1 << 28] {
+        cases.push(patched(base, format!("l1_size {n}"), 36, &n.to_be_bytes()));
+        cases.push(patched(base, format!("refcount_table_clusters {n}"), 56, &n.to_be_bytes()));
+        cases.push(patched(base, format!("nb_snapshots {n}"), 60, &n.to_be_bytes()));
+    }
+    for off in [1u64 << 63, u64::MAX - 511, 1 << 40] {
+        cases.push(patched(base, format!("l1_table_offset {off}"), 40, &off.to_be_bytes()));
+        cases.push(patched(base, format!("snapshots_offset {off}"), 64, &off.to_be_bytes()));
+        cases.push(patched(base, format!("backing_file_offset {off}"), 8, &off.to_be_bytes()));
+    }
+    let mut with_backing = base.to_vec();
+    with_backing[8..16].copy_from_slice(&100u64.to_be_bytes());
+    with_backing[16..20].copy_from_slice(&0x8000_0000u32.to_be_bytes());
+    cases.push(Case::new(base, "backing name of 2^31 bytes", with_backing));
+    if be32(base, 4) >= 3 {
+        for len in [0u32, 8, 0xffff_ffff] {
+            cases.push(patched(base, format!("header_length {len}"), 100, &len.to_be_bytes()));
+        }
+        cases.push(patched(base, "all incompatible feature bits", 72, &u64::MAX.to_be_bytes()));
+    }
+    // An L1 entry and an L2 entry pointing far past the end of the file and into the header.
+    cases.push(patched(base, "L1[0] past the end", l1 as usize, &(0x8000_00ff_ffff_0000u64).to_be_bytes()));
+    cases.push(patched(base, "L1[0] at the header", l1 as usize, &(0x8000_0000_0000_0000u64).to_be_bytes()));
+    cases.push(patched(base, "L2[0] past the end", l2 as usize, &(0x8000_00ff_ffff_0000u64).to_be_bytes()));
+    cases.push(patched(base, "L2[0] compressed, huge", l2 as usize, &(0x7fff_ffff_ffff_ffffu64).to_be_bytes()));
+    cases
+}
+
+#[test]
+fn hostile_qcow2() {
+    let (dir, src) = source();
+    let mut failures = Vec::new();
+    let v3 = make(dir.path(), &src, "v3.qcow2", "qcow2", &["-o", "cluster_size=4096"]);
+    failures.extend(run_cases(dir.path(), "v3.qcow2", "qcow2", &v3, qcow2_cases(&v3, 1)));
+    let v2 = make(dir.path(), &src, "v2.qcow2", "qcow2", &["-o", "compat=0.10"]);
+    failures.extend(run_cases(dir.path(), "v2.qcow2", "qcow2", &v2, qcow2_cases(&v2, 2)));
+    let zlib = make(dir.path(), &src, "compressed.qcow2", "qcow2", &["-c", "-o", "cluster_size=4096"]);
+    failures.extend(run_cases(dir.path(), "compressed.qcow2", "qcow2", &zlib, qcow2_cases(&zlib, 3)));
+    assert_none(failures);
+}
+
+// ---------------------------------------------------------------- VMDK
+
+fn kdmv_cases(base: &[u8], seed: u64) -> Vec<Case> {
+    // streamOptimized writes its grain directory last: the header says "at the end" and the
+    // footer (a header copy 1 KiB before the end) has the real offsets.
+    let header = if le64(base, 56) == u64::MAX { &base[base.len() - 1024..] } else { base };
+    let gd = le64(header, 56) * 512;
+    let rgd = le64(header, 48).wrapping_mul(512);
+    let gt = le32(base, gd as usize) as u64 * 512;
+    let desc = le64(base, 28) * 512;
+    let mut structures = vec![("header", 0), ("descriptor", desc), ("grain directory", gd), ("first grain table", gt)];
+    if rgd != 0 && rgd < base.len() as u64 {
+        structures.push(("redundant grain directory", rgd));
+    }
+    if base.len() >= 1536 && &base[base.len() - 1536 + 512..base.len() - 1536 + 516] == b"KDMV" {
+        // streamOptimized: the footer header, one sector before the end-of-stream marker.
+        structures.push(("footer", base.len() as u64 - 1024));
+    }
+    let mut cases = generic_cases(base, &structures, seed, 60);
+    cases.push(patched(base, "wrong magic", 0, b"KDMW"));
+    for v in [0u32, 4, 0xffff_ffff] {
+        cases.push(patched(base, format!("version {v}"), 4, &v.to_le_bytes()));
+    }
+    for cap in [u64::MAX, 1 << 54, (1 << 63) / 512] {
+        cases.push(patched(base, format!("capacity {cap} sectors"), 12, &cap.to_le_bytes()));
+    }
+    for grain in [0u64, 3, 1 << 40, u64::MAX] {
+        cases.push(patched(base, format!("grain size {grain}"), 20, &grain.to_le_bytes()));
+    }
+    for v in [u64::MAX, 1 << 50] {
+        cases.push(patched(base, format!("descriptor offset {v}"), 28, &v.to_le_bytes()));
+        cases.push(patched(base, format!("descriptor size {v}"), 36, &v.to_le_bytes()));
+        cases.push(patched(base, format!("gd offset {v}"), 56, &v.to_le_bytes()));
+        cases.push(patched(base, format!("rgd offset {v}"), 48, &v.to_le_bytes()));
+        cases.push(patched(base, format!("overhead {v}"), 64, &v.to_le_bytes()));
+    }
+    for n in [0u32, 1, 0xffff_ffff] {
+        cases.push(patched(base, format!("GTEs per GT {n}"), 44, &n.to_le_bytes()));
+    }
+    cases.push(patched(base, "GD[0] past the end", gd as usize, &0xffff_fff0u32.to_le_bytes()));
+    cases.push(patched(base, "GT[0] past the end", gt as usize, &0xffff_fff0u32.to_le_bytes()));
+    cases.push(patched(base, "GT[0] at the header", gt as usize, &1u32.to_le_bytes()));
+    cases
+}
+
+/// Cases for a text descriptor: the generic ones plus absurd extent lines.
+fn descriptor_cases(base: &[u8], seed: u64) -> Vec<Case> {
+    let text = String::from_utf8_lossy(base).into_owned();
+    let mut cases = generic_cases(base, &[("descriptor", 0)], seed, 30);
+    let mut variant = |label: &str, from: &str, to: &str| {
+        cases.push(Case::new(base, label, text.replacen(from, to, 1).into_bytes()));
+    };
+    variant("extent of 2^63 sectors", "RW 4096 FLAT", "RW 9223372036854775807 FLAT");
+    variant("extent of 2^64-1 sectors", "RW 4096 FLAT", "RW 18446744073709551615 FLAT");
+    variant("extent offset 2^63", "flat.vmdk\" 0", "flat.vmdk\" 9223372036854775807");
+    variant("extent naming a folder", "\"disk-flat.vmdk\"", "\".\"");
+    variant("extent naming /dev/zero", "\"disk-flat.vmdk\"", "\"/dev/zero\"");
+    variant("extent naming itself", "\"disk-flat.vmdk\"", "\"disk.vmdk\"");
+    variant("extent naming a missing file", "\"disk-flat.vmdk\"", "\"missing.vmdk\"");
+    variant("parent naming itself", "createType", "parentFileNameHint=\"disk.vmdk\"\nparentCID=12345678\ncreateType");
+    variant("wrong version", "version=1", "version=99");
+    variant("unknown createType", "monolithicFlat", "vmfsRawDeviceMap");
+    let many: String = (0..5000).map(|_| "RW 1 ZERO\n").collect();
+    variant("5000 extents", "# The Disk Data Base", &format!("{many}# The Disk Data Base"));
+    cases
+}
+
+#[test]
+fn hostile_vmdk() {
+    let (dir, src) = source();
+    let mut failures = Vec::new();
+    let sparse = make(dir.path(), &src, "sparse.vmdk", "vmdk", &[]);
+    failures.extend(run_cases(dir.path(), "sparse.vmdk", "vmdk", &sparse, kdmv_cases(&sparse, 4)));
+    let stream = make(dir.path(), &src, "stream.vmdk", "vmdk", &["-o", "subformat=streamOptimized"]);
+    failures.extend(run_cases(dir.path(), "stream.vmdk", "vmdk", &stream, kdmv_cases(&stream, 5)));
+    make(dir.path(), &src, "disk.vmdk", "vmdk", &["-o", "subformat=monolithicFlat"]);
+    let desc = std::fs::read(dir.path().join("disk.vmdk")).unwrap();
+    assert!(String::from_utf8_lossy(&desc).contains("RW 4096 FLAT \"disk-flat.vmdk\" 0"), "unexpected descriptor");
+    failures.extend(run_cases(dir.path(), "disk.vmdk", "vmdk", &desc, descriptor_cases(&desc, 6)));
+    assert_none(failures);
+}
+
+// ---------------------------------------------------------------- VHD
+
+/// Sets the VHD checksum (ones' complement of the byte sum, field excluded) of `b[..len]`.
+fn vhd_checksum(b: &mut [u8], field: usize) {
+    b[field..field + 4].fill(0);
+    let sum: u32 = b.iter().fold(0u32, |s, x| s.wrapping_add(*x as u32));
+    b[field..field + 4].copy_from_slice(&(!sum).to_be_bytes());
+}
+
+/// `base` with footer field `at` set to `value` in every footer copy, checksums fixed.
+fn vhd_footer_patch(base: &[u8], label: String, at: usize, value: &[u8]) -> Case {
+    let mut bytes = base.to_vec();
+    let tail = bytes.len() - 512;
+    let copies: Vec<usize> = if &bytes[..8] == b"conectix" { vec![0, tail] } else { vec![tail] };
+    for c in copies {
+        let f = &mut bytes[c..c + 512];
+        f[at..at + value.len()].copy_from_slice(value);
+        vhd_checksum(f, 64);
+    }
+    Case::new(base, label, bytes)
+}
+
+fn vhd_cases(base: &[u8], seed: u64) -> Vec<Case> {
+    let footer_at = base.len() as u64 - 512;
+    let mut structures = vec![("footer", footer_at)];
+    let dynamic = &base[..8] == b"conectix";
+    let header_at = if dynamic { be64(base, 16) } else { 0 };
+    let mut table_at = 0;
+    if dynamic {
+        table_at = be64(base, header_at as usize + 16);
+        let first = (0..be32(base, header_at as usize + 28) as usize)
+            .map(|i| be32(base, table_at as usize + 4 * i))
+            .find(|e| *e != 0xffff_ffff)
+            .unwrap_or(0) as u64
+            * 512;
+        structures.extend([("footer copy", 0), ("dynamic header", header_at), ("block allocation table", table_at), ("first block", first)]);
+    }
+    let mut cases = generic_cases(base, &structures, seed, 60);
+    let mut wrong = base.to_vec();
+    let n = wrong.len();
+    wrong[n - 512..n - 504].copy_from_slice(b"conectiy");
+    if dynamic {
+        wrong[..8].copy_from_slice(b"conectiy");
+    }
+    cases.push(Case::new(base, "wrong magic", wrong));
+    cases.push(vhd_footer_patch(base, "footer version 2.0".into(), 12, &0x0002_0000u32.to_be_bytes()));
+    for size in [1u64 << 63, u64::MAX, 1 << 62] {
+        cases.push(vhd_footer_patch(base, format!("current size {size}"), 48, &size.to_be_bytes()));
+        cases.push(vhd_footer_patch(base, format!("original size {size}"), 40, &size.to_be_bytes()));
+    }
+    cases.push(vhd_footer_patch(base, "CHS 65535/255/255".into(), 56, &[0xff, 0xff, 0xff, 0xff]));
+    for t in [0u32, 1, 5, 0xffff_ffff] {
+        cases.push(vhd_footer_patch(base, format!("disk type {t}"), 60, &t.to_be_bytes()));
+    }
+    if dynamic {
+        cases.push(vhd_footer_patch(base, "data offset 2^63".into(), 16, &(1u64 << 63).to_be_bytes()));
+        let header_patch = |label: String, at: usize, value: &[u8]| {
+            let mut bytes = base.to_vec();
+            let h = &mut bytes[header_at as usize..header_at as usize + 1024];
+            h[at..at + value.len()].copy_from_slice(value);
+            vhd_checksum(h, 36);
+            Case::new(base, label, bytes)
+        };
+        cases.push(header_patch("dynamic header version 2.0".into(), 24, &0x0002_0000u32.to_be_bytes()));
+        for n in [0xffff_ffffu32, 1 << 31, 0] {
+            cases.push(header_patch(format!("max table entries {n}"), 28, &n.to_be_bytes()));
+        }
+        for bs in [0u32, 511, 1 << 31, 0xffff_ffff, 4096] {
+            cases.push(header_patch(format!("block size {bs}"), 32, &bs.to_be_bytes()));
+        }
+        for off in [1u64 << 63, u64::MAX, 1 << 40] {
+            cases.push(header_patch(format!("table offset {off}"), 16, &off.to_be_bytes()));
+        }
+        cases.push(patched(base, "BAT[0] past the end", table_at as usize, &0xffff_fff0u32.to_be_bytes()));
+        cases.push(patched(base, "BAT[0] at the header", table_at as usize, &0u32.to_be_bytes()));
+    }
+    cases
+}
+
+#[test]
+fn hostile_vhd() {
+    let (dir, src) = source();
+    let mut failures = Vec::new();
+    let fixed = make(dir.path(), &src, "fixed.vhd", "vpc", &["-o", "subformat=fixed"]);
+    failures.extend(run_cases(dir.path(), "fixed.vhd", "vhd", &fixed, vhd_cases(&fixed, 7)));
+    let dynamic = make(dir.path(), &src, "dynamic.vhd", "vpc", &[]);
+    failures.extend(run_cases(dir.path(), "dynamic.vhd", "vhd", &dynamic, vhd_cases(&dynamic, 8)));
+    assert_none(failures);
+}
+
+// ---------------------------------------------------------------- VHDX
+
+const REGION_BAT: [u8; 16] = [0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08];
+const ITEM_FILE_PARAMETERS: [u8; 16] = [0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b];
+const ITEM_VIRTUAL_SIZE: [u8; 16] = [0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8];
+const ITEM_LOGICAL_SECTOR: [u8; 16] = [0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f];
+
+/// Sets the CRC-32C checksum at offset 4 of a VHDX header or region table.
+fn vhdx_checksum(b: &mut [u8]) {
+    b[4..8].fill(0);
+    let c = crc32c::crc32c(b);
+    b[4..8].copy_from_slice(&c.to_le_bytes());
+}
+
+struct VhdxLayout {
+    bat: u64,
+    metadata: u64,
+    /// (GUID, file offset) of each metadata item.
+    items: Vec<([u8; 16], u64)>,
+    log: u64,
+}
+
+fn vhdx_layout(b: &[u8]) -> VhdxLayout {
+    let rt = 192 << 10;
+    let (mut bat, mut metadata) = (0, 0);
+    for i in 0..le32(b, rt + 8) as usize {
+        let e = rt + 16 + 32 * i;
+        let off = le64(b, e + 16);
+        if b[e..e + 16] == REGION_BAT {
+            bat = off;
+        } else {
+            metadata = off;
+        }
+    }
+    let m = metadata as usize;
+    let items = (0..u16::from_le_bytes([b[m + 10], b[m + 11]]) as usize)
+        .map(|i| {
+            let e = m + 32 + 32 * i;
+            (b[e..e + 16].try_into().unwrap(), metadata + le32(b, e + 16) as u64)
+        })
+        .collect();
+    VhdxLayout { bat, metadata, items, log: le64(b, (64 << 10) + 72) }
+}
+
+fn vhdx_cases(base: &[u8], seed: u64) -> Vec<Case> {
+    let l = vhdx_layout(base);
+    let item = |guid: [u8; 16]| l.items.iter().find(|(g, _)| *g == guid).map(|(_, at)| *at as usize).unwrap();
+    let structures = [
+        ("file identifier", 0),
+        ("header 1", 64 << 10),
+        ("header 2", 128 << 10),
+        ("region table 1", 192 << 10),
+        ("region table 2", 256 << 10),
+        ("log", l.log),
+        ("metadata", l.metadata),
+        ("BAT", l.bat),
+    ];
+    let mut cases = generic_cases(base, &structures, seed, 60);
+    cases.push(patched(base, "wrong magic", 0, b"vhdxfilf"));
+    let both_headers = |label: String, at: usize, value: &[u8]| {
+        let mut bytes = base.to_vec();
+        for h in [64usize << 10, 128 << 10] {
+            let hdr = &mut bytes[h..h + 4096];
+            hdr[at..at + value.len()].copy_from_slice(value);
+            vhdx_checksum(hdr);
+        }
+        Case::new(base, label, bytes)
+    };
+    cases.push(both_headers("header version 2".into(), 66, &2u16.to_le_bytes()));
+    cases.push(both_headers("log version 7".into(), 64, &7u16.to_le_bytes()));
+    cases.push(both_headers("log of 4 GiB at 2^63".into(), 68, &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0x80]));
+    cases.push(both_headers("log GUID set, log all zeros".into(), 48, &[1; 16]));
+    let both_tables = |label: String, entry_field: usize, value: &[u8]| {
+        let mut bytes = base.to_vec();
+        for r in [192usize << 10, 256 << 10] {
+            let rt = &mut bytes[r..r + 65536];
+            rt[16 + entry_field..16 + entry_field + value.len()].copy_from_slice(value);
+            vhdx_checksum(rt);
+        }
+        Case::new(base, label, bytes)
+    };
+    for (label, field, value) in [
+        ("region 0 offset 2^63", 16, (1u64 << 63).to_le_bytes().to_vec()),
+        ("region 0 offset 0", 16, 0u64.to_le_bytes().to_vec()),
+        ("region 0 length 2^32-1", 24, 0xffff_ffffu32.to_le_bytes().to_vec()),
+        ("region 1 length 2^32-1", 56, 0xffff_ffffu32.to_le_bytes().to_vec()),
+        ("region 1 at region 0", 48, le64(base, (192 << 10) + 32).to_le_bytes().to_vec()),
+    ] {
+        cases.push(both_tables(label.into(), field, &value));
+    }
+    let mut count = base.to_vec();
+    for r in [192usize << 10, 256 << 10] {
+        count[r + 8..r + 12].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
+        vhdx_checksum(&mut count[r..r + 65536]);
+    }
+    cases.push(Case::new(base, "region count 2^32-1", count));
+    let size_at = item(ITEM_VIRTUAL_SIZE);
+    for size in [1u64 << 63, u64::MAX, 1 << 62, 0, 513] {
+        cases.push(patched(base, format!("virtual size {size}"), size_at, &size.to_le_bytes()));
+    }
+    let params_at = item(ITEM_FILE_PARAMETERS);
+    for bs in [0u32, 1 << 31, 0xffff_ffff, 4096] {
+        cases.push(patched(base, format!("block size {bs}"), params_at, &bs.to_le_bytes()));
+    }
+    cases.push(patched(base, "has-parent flag without a parent", params_at + 4, &2u32.to_le_bytes()));
+    let sector_at = item(ITEM_LOGICAL_SECTOR);
+    for s in [0u32, 1, 8192, 0xffff_ffff] {
+        cases.push(patched(base, format!("logical sector size {s}"), sector_at, &s.to_le_bytes()));
+    }
+    let m = l.metadata as usize;
+    cases.push(patched(base, "metadata entry count 65535", m + 10, &0xffffu16.to_le_bytes()));
+    cases.push(patched(base, "metadata item 0 offset 2^32-1", m + 32 + 16, &0xffff_ffffu32.to_le_bytes()));
+    cases.push(patched(base, "metadata item 0 length 2^32-1", m + 32 + 20, &0xffff_ffffu32.to_le_bytes()));
+    let bat = l.bat as usize;
+    cases.push(patched(base, "BAT[0] fully present past the end", bat, &((0xffff_ffffu64 << 20) | 6).to_le_bytes()));
+    cases.push(patched(base, "BAT[0] at the header", bat, &6u64.to_le_bytes()));
+    cases.push(patched(base, "BAT[0] unknown state", bat, &(5u64 | (4 << 20)).to_le_bytes()));
+    cases
+}
+
+#[test]
+fn hostile_vhdx() {
+    let (dir, src) = source();
+    let vhdx = make(dir.path(), &src, "dynamic.vhdx", "vhdx", &["-o", "block_size=1M"]);
+    assert_none(run_cases(dir.path(), "dynamic.vhdx", "vhdx", &vhdx, vhdx_cases(&vhdx, 10)));
+}
+
+// ---------------------------------------------------------------- backing chains
+
+/// A qcow2 image `name` in `dir` naming `backing` (not checked) as its backing file.
+fn qcow2_child(dir: &Path, name: &str, backing: &str, backing_fmt: &str) -> PathBuf {
+    let path = dir.join(name);
+    qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", backing_fmt, path.to_str().unwrap(), "1M"]);
+    path
+}
+
+/// The image must be refused cleanly, naming `names`, with a message containing `needle`.
+fn refused(label: &str, image: &Path, names: &[&str], needle: &str) -> Option<String> {
+    if let Err(e) = cat_is_clean(image, &[], names) {
+        return Some(format!("{label}: {e}"));
+    }
+    let out = vdmount().arg("cat").arg(image).stdout(Stdio::null()).output().unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !msg.contains(needle) {
+        return Some(format!("{label}: expected a refusal mentioning {needle:?}, got {msg:?}"));
+    }
+    None
+}
+
+#[test]
+fn hostile_backing_chains() {
+    let dir = scratch();
+    let d = dir.path();
+    let mut failures = Vec::new();
+    let a = qcow2_child(d, "self.qcow2", "self.qcow2", "qcow2");
+    failures.extend(refused("A -> A", &a, &["self.qcow2"], "loop"));
+
+    let a = qcow2_child(d, "a.qcow2", "b.qcow2", "qcow2");
+    qcow2_child(d, "b.qcow2", "a.qcow2", "qcow2");
+    failures.extend(refused("A -> B -> A", &a, &["a.qcow2", "b.qcow2"], "loop"));
+
+    // A chain one longer than the limit: deep0 <- deep1 <- ... <- deepN.
+    let depth = vdmount::limits::MAX_CHAIN_DEPTH + 1;
+    qemu_img(&["create", "-q", "-f", "qcow2", d.join("deep0.qcow2").to_str().unwrap(), "1M"]);
+    for i in 1..depth {
+        qcow2_child(d, &format!("deep{i}.qcow2"), &format!("deep{}.qcow2", i - 1), "qcow2");
+    }
+    let top = format!("deep{}.qcow2", depth - 1);
+    failures.extend(refused("chain deeper than MAX_CHAIN_DEPTH", &d.join(&top), &[&top], "chain"));
+    // Exactly at the limit it opens.
+    let at_limit = format!("deep{}.qcow2", depth - 2);
+    if let Err(e) = vdmount_cat_sha256(&d.join(&at_limit), &[]) {
+        failures.push(format!("a chain of exactly MAX_CHAIN_DEPTH images was refused: {e}"));
+    }
+
+    std::fs::create_dir(d.join("folder")).unwrap();
+    let a = qcow2_child(d, "on-folder.qcow2", "folder", "raw");
+    failures.extend(refused("backing file is a folder", &a, &["on-folder.qcow2", "folder"], "directory"));
+
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+    let a = qcow2_child(d, "on-fifo.qcow2", "fifo", "raw");
+    failures.extend(refused("backing file is a FIFO", &a, &["on-fifo.qcow2", "fifo"], "FIFO"));
+
+    let a = qcow2_child(d, "on-null.qcow2", "/dev/null", "raw");
+    failures.extend(refused("backing file is /dev/null", &a, &["on-null.qcow2", "/dev/null"], "character device"));
+    let a = qcow2_child(d, "on-zero.qcow2", "/dev/zero", "raw");
+    failures.extend(refused("backing file is /dev/zero", &a, &["on-zero.qcow2", "/dev/zero"], "character device"));
+
+    // /proc/self/mem is a "regular" file of size 0: reading it as an empty raw disk is fine, but
+    // it must not hang or blow up.
+    let a = qcow2_child(d, "on-proc.qcow2", "/proc/self/mem", "raw");
+    if let Err(e) = cat_is_clean(&a, &[], &["on-proc.qcow2"]) {
+        failures.push(format!("backing file /proc/self/mem: {e}"));
+    }
+    assert_none(failures);
+}
+
+// ---------------------------------------------------------------- one bad request, not the server
+
+/// A backend whose reads fail in one range, like an image with one corrupt table.
+struct FailsInRange {
+    bad: std::ops::Range<u64>,
+}
+
+impl vdmount::abuse::backend::Backend for FailsInRange {
+    fn size(&self) -> u64 {
+        1 << 20
+    }
+    fn block_size(&self) -> u32 {
+        512
+    }
+    fn writable(&self) -> bool {
+        false
+    }
+    fn read(&self, buf: &mut [u8], offset: u64) -> vdmount::error::Result<()> {
+        if offset < self.bad.end && offset + buf.len() as u64 > self.bad.start {
+            return Err(vdmount::error::Error::corrupt(Path::new("bad.qcow2"), format!("L2 table at {offset} is corrupt")));
+        }
+        buf.fill(0xab);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_read_fails_one_request_and_the_next_one_works() {
+    use vdmount::abuse::server::{answer, Stats};
+    use vdmount::abuse::uapi::{AbuseRequest, ABUSE_OP_READ};
+    let backend = FailsInRange { bad: 8192..12288 };
+    let stats = Stats::default();
+    let mut slot = vec![0u8; 65536];
+    let read = |offset: u64, length: u32| AbuseRequest { offset, length, op: ABUSE_OP_READ, ..Default::default() };
+
+    let (result, data) = answer(&backend, &read(8192, 4096), &mut slot, &[], &stats);
+    assert_eq!(result, -libc::EIO, "a corrupt structure fails the request with EIO");
+    assert_eq!(data, 0);
+    let (result, data) = answer(&backend, &read(16384, 4096), &mut slot, &[], &stats);
+    assert_eq!(result, 0, "the next good read works");
+    assert_eq!(data, slot.as_ptr() as u64);
+    assert!(slot[..4096].iter().all(|b| *b == 0xab));
+    // Past the end of the device, and a length that overflows the offset: errors, not panics.
+    assert!(answer(&backend, &read(1 << 20, 512), &mut slot, &[], &stats).0 < 0);
+    assert!(answer(&backend, &read(u64::MAX - 100, 4096), &mut slot, &[], &stats).0 < 0);
+    assert_eq!(stats.errors.load(Ordering::Relaxed), 3);
+    // Many failures later the server still answers.
+    for _ in 0..1000 {
+        answer(&backend, &read(8192, 512), &mut slot, &[], &stats);
+    }
+    assert_eq!(answer(&backend, &read(0, 512), &mut slot, &[], &stats).0, 0);
+}
+
+/// Requests past the end of the device, or whose end overflows, over a `--cow` overlay: before
+/// answer() checked ranges, a read at 2^64-100 overflowed `offset + len` in the overlay (a panic
+/// in debug builds, a silent empty read in release) and a write-zeroes past the end grew the
+/// overlay file without bound.
+#[test]
+fn requests_past_the_end_fail_over_a_cow_overlay() {
+    use vdmount::abuse::server::{answer, Stats};
+    use vdmount::abuse::uapi::*;
+    let dir = scratch();
+    let raw = dir.path().join("disk.raw");
+    std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
+    let opts = vdmount::formats::OpenOptions::new(vdmount::cache::Cache::new(1 << 20));
+    let base = vdmount::formats::open(&raw, &opts).unwrap();
+    let cow = vdmount::cow::CowOverlay::new(base, Some(dir.path().to_path_buf())).unwrap();
+    let stats = Stats::default();
+    let mut slot = vec![0u8; 65536];
+    let area = vec![1u8; 65536];
+    let req = |op: u16, offset: u64, length: u32| AbuseRequest { offset, length, op, data: area.as_ptr() as u64, ..Default::default() };
+    for (op, offset, length) in [
+        (ABUSE_OP_READ, u64::MAX - 100, 4096),
+        (ABUSE_OP_READ, 1 << 20, 512),
+        (ABUSE_OP_READ, (1 << 20) - 512, 1024),
+        (ABUSE_OP_WRITE, u64::MAX - 100, 4096),
+        (ABUSE_OP_WRITE, 1 << 40, 4096),
+        (ABUSE_OP_WRITE_ZEROES, 1 << 40, u32::MAX),
+        (ABUSE_OP_DISCARD, u64::MAX - 10, 4096),
+    ] {
+        let (result, _) = answer(&cow, &req(op, offset, length), &mut slot, &area, &stats);
+        assert!(result < 0, "op {op} at {offset} ({length} bytes) past the end of a 1 MiB device gave {result}");
+    }
+    // In range, the overlay still works.
+    assert_eq!(answer(&cow, &req(ABUSE_OP_WRITE, 4096, 4096), &mut slot, &area, &stats).0, 0);
+    assert_eq!(answer(&cow, &req(ABUSE_OP_READ, 4096, 4096), &mut slot, &area, &stats).0, 0);
+    assert!(slot[..4096].iter().all(|b| *b == 1));
+    assert_eq!(answer(&cow, &req(ABUSE_OP_READ, 0, 4096), &mut slot, &area, &stats).0, 0);
+    assert!(slot[..4096].iter().all(|b| *b == 7));
+}
