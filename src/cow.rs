@@ -145,11 +145,43 @@ impl Backend for CowOverlay {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
-        // Zeros are written in bounded pieces: the range can be gigabytes.
-        const PIECE: u64 = 1 << 20;
-        let zeros = vec![0u8; PIECE as usize];
-        let mut pos = offset;
         let end = offset + len;
+        // Whole blocks become holes in the overlay (they read as zeros and take no space: a
+        // discard of gigabytes must not write gigabytes); partial blocks at the edges are
+        // written as zeros.
+        let first_whole = offset.div_ceil(BLOCK) * BLOCK;
+        let last_whole = (end / BLOCK) * BLOCK;
+        if first_whole < last_whole && self.punch_hole(first_whole, last_whole - first_whole).is_ok() {
+            for b in first_whole / BLOCK..last_whole / BLOCK {
+                self.mark_written(b);
+            }
+            self.zero_by_writing(offset, first_whole)?;
+            return self.zero_by_writing(last_whole, end);
+        }
+        self.zero_by_writing(offset, end)
+    }
+}
+
+impl CowOverlay {
+    fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on our own descriptor; KEEP_SIZE leaves the file's length alone.
+        let r = unsafe {
+            libc::fallocate(
+                self.overlay.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+
+    /// Zeros [start, end) through the normal write path, in bounded pieces.
+    fn zero_by_writing(&self, start: u64, end: u64) -> Result<()> {
+        const PIECE: u64 = 1 << 20;
+        let zeros = vec![0u8; PIECE.min(end.saturating_sub(start)) as usize];
+        let mut pos = start;
         while pos < end {
             let n = (end - pos).min(PIECE);
             self.write_blocks(&zeros[..n as usize], pos)?;

@@ -6,7 +6,7 @@ use super::backend::Backend;
 use super::device::ControlDevice;
 use super::uapi::*;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Requests fetched per call.
 pub const BATCH: usize = 16;
@@ -23,7 +23,38 @@ pub struct Stats {
     /// Writes that carried ABUSE_REQ_FUA.
     pub fua: AtomicU64,
     pub errors: AtomicU64,
-    errors_logged: AtomicU32,
+    log_limit: std::sync::Mutex<LogLimit>,
+}
+
+/// Failed requests are logged at most LOG_BURST times per LOG_WINDOW, then counted; the count
+/// is reported when the next window opens. One corrupt structure under a busy reader would
+/// otherwise flood the log.
+#[derive(Default)]
+struct LogLimit {
+    window_start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+const LOG_BURST: u32 = 10;
+const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Stats {
+    fn log_failure(&self, message: impl FnOnce() -> String) {
+        let mut l = self.log_limit.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if l.window_start.is_none_or(|t| now.duration_since(t) >= LOG_WINDOW) {
+            if l.suppressed > 0 {
+                eprintln!("vdmount: {} more failed requests were not logged", l.suppressed);
+            }
+            *l = LogLimit { window_start: Some(now), logged: 0, suppressed: 0 };
+        }
+        if l.logged < LOG_BURST {
+            l.logged += 1;
+            eprintln!("vdmount: {}", message());
+        } else {
+            l.suppressed += 1;
+        }
+    }
 }
 
 impl Stats {
@@ -114,9 +145,7 @@ pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_
         Err(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             // One bad structure fails one request; say so, but don't flood the log.
-            if stats.errors_logged.fetch_add(1, Ordering::Relaxed) < 20 {
-                eprintln!("vdmount: request op {} at offset {} ({len} bytes) failed: {e}", req.op, req.offset);
-            }
+            stats.log_failure(|| format!("request op {} at offset {} ({len} bytes) failed: {e}", req.op, req.offset));
             (-e.errno(), 0)
         }
     }

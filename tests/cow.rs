@@ -1,0 +1,65 @@
+//! The ephemeral `--cow` overlay against a model: the base with the same writes, discards and
+//! write-zeroes applied in memory. The base file itself must not change.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use vdmount::abuse::backend::Backend;
+use vdmount::cache::Cache;
+use vdmount::cow::CowOverlay;
+use vdmount::formats::{open, OpenOptions};
+
+#[test]
+fn overlay_matches_model_and_base_is_untouched() {
+    let dir = scratch();
+    let base = dir.path().join("base.raw");
+    make_source_disk(&base, 8 << 20, 11);
+    let before = sha256_file(&base);
+    let disk = open(&base, &OpenOptions::new(Cache::new(16 << 20))).unwrap();
+    let mut model = std::fs::read(&base).unwrap();
+    let cow = CowOverlay::new(Arc::clone(&disk), Some(dir.path().to_path_buf())).unwrap();
+
+    let mut x: u64 = 0x1234_5678;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    for round in 0..300 {
+        let len = 1 + next(200_000);
+        let off = next(model.len() as u64 - len);
+        let (o, l) = (off as usize, len as usize);
+        match round % 4 {
+            0 | 1 => {
+                let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(round as u8)).collect();
+                cow.write(&data, off, round % 8 == 0).unwrap();
+                model[o..o + l].copy_from_slice(&data);
+            }
+            2 => {
+                cow.discard(off, len).unwrap();
+                model[o..o + l].fill(0);
+            }
+            _ => {
+                cow.write_zeroes(off, len).unwrap();
+                model[o..o + l].fill(0);
+            }
+        }
+    }
+    cow.flush().unwrap();
+    // Whole-disk and unaligned reads both equal the model.
+    let mut all = vec![0u8; model.len()];
+    cow.read(&mut all, 0).unwrap();
+    assert!(all == model, "overlay view differs from the model");
+    for _ in 0..200 {
+        let len = 1 + next(70_000) as usize;
+        let off = next((model.len() - len) as u64) as usize;
+        let mut buf = vec![0u8; len];
+        cow.read(&mut buf, off as u64).unwrap();
+        assert!(buf == model[off..off + len], "read at {off}+{len} differs");
+    }
+    assert_eq!(sha256_file(&base), before, "the base image changed");
+    // The overlay file was unlinked at creation: nothing is left in the folder but the base.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("base.raw")]);
+}
