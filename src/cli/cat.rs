@@ -93,14 +93,17 @@ fn read_chunks(
 fn write_in_order(chunks: u64, size: u64, filled_rx: Receiver<Filled>, free_tx: Sender<Vec<u8>>) -> Result<()> {
     let mut out = stdout_file();
     let mut progress = Progress::new(size);
-    let mut waiting: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    // Results, errors included, are taken in disk order: the error reported is the first one on
+    // the disk, whatever thread hit it first, and everything before it has been written.
+    let mut waiting: BTreeMap<u64, Result<Vec<u8>>> = BTreeMap::new();
     let mut written = 0u64;
     while written < chunks {
         let Ok((index, result)) = filled_rx.recv() else {
             return Err(Error::Usage("internal error: the reader threads stopped early".into()));
         };
-        waiting.insert(index, result?);
-        while let Some(mut buf) = waiting.remove(&written) {
+        waiting.insert(index, result);
+        while let Some(ready) = waiting.remove(&written) {
+            let mut buf = ready?;
             if let Err(e) = out.write_all(&buf) {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(()); // `vdmount cat img | head -c ...`: the reader has what it wanted
