@@ -17,7 +17,7 @@ fi
 
 echo "== cargo test"
 log=$(mktemp)
-cargo test --release --locked 2>&1 | tee "$log"
+cargo test --release --locked --no-fail-fast 2>&1 | tee "$log"
 cargo_rc=${PIPESTATUS[0]}
 p=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\1/p' "$log" | awk '{s += $1} END {print s + 0}')
 f=$(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed.*/\2/p' "$log" | awk '{s += $1} END {print s + 0}')
