@@ -65,15 +65,15 @@ fn gpt(disk: &dyn DiskImage, ss: u64) -> Result<Vec<Partition>> {
             continue;
         }
         let (first, last) = (le64(e, 32), le64(e, 40));
-        if last < first {
-            continue;
-        }
+        // Entries come from the image: an entry ending before it starts, or past any disk, is
+        // skipped rather than trusted.
+        let Some(sectors) = last.checked_sub(first).and_then(|n| n.checked_add(1)) else { continue };
         let name: Vec<u16> = e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&c| c != 0).collect();
         let name = String::from_utf16_lossy(&name);
         parts.push(Partition {
             number: i as u32 + 1,
             start: first.saturating_mul(ss),
-            size: (last - first + 1).saturating_mul(ss),
+            size: sectors.saturating_mul(ss),
             kind: format!("{}{}", gpt_type(&e[0..16]), if name.is_empty() { String::new() } else { format!(" \"{name}\"") }),
             filesystem: None,
             label: None,
