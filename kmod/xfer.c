@@ -6,33 +6,61 @@
  * generation it was handed out with, or it is refused with EINVAL and ends nothing.
  */
 #include <linux/blk-mq.h>
+#include <linux/gfp.h>
 #include <linux/highmem.h>
+#include <linux/mm.h>
 #include <linux/uaccess.h>
 #include "abuse_dev.h"
 
-/* Copies a request's data between its pages and a server buffer. */
+/*
+ * Copies a request's data between its pages and a server buffer. A page that belongs to the
+ * slab allocator (jbd2 writes 1 KiB journal blocks from its own caches, for one) may not be
+ * copied to or from user space directly: hardened usercopy refuses slab objects outside a
+ * cache's whitelist, with a BUG. Those segments go through a bounce page instead.
+ */
 static int abuse_copy(struct request *rq, void __user *ubuf, bool to_server)
 {
+	struct page *bounce = NULL;
 	struct req_iterator iter;
 	struct bio_vec bv;
 	size_t done = 0;
+	int ret = 0;
 
 	rq_for_each_segment(bv, rq, iter) {
 		void *kaddr = bvec_kmap_local(&bv);
+		void *kbuf = kaddr;	/* the kernel side of the user copy */
 		unsigned long left;
 
+		if (PageSlab(bv.bv_page)) {
+			if (!bounce)
+				bounce = alloc_page(GFP_NOIO);
+			if (!bounce) {
+				kunmap_local(kaddr);
+				ret = -ENOMEM;
+				break;
+			}
+			kbuf = page_address(bounce);
+			if (to_server)
+				memcpy(kbuf, kaddr, bv.bv_len);
+		}
 		if (to_server) {
-			left = copy_to_user(ubuf + done, kaddr, bv.bv_len);
+			left = copy_to_user(ubuf + done, kbuf, bv.bv_len);
 		} else {
-			left = copy_from_user(kaddr, ubuf + done, bv.bv_len);
+			left = copy_from_user(kbuf, ubuf + done, bv.bv_len);
+			if (!left && kbuf != kaddr)
+				memcpy(kaddr, kbuf, bv.bv_len);
 			flush_dcache_page(bv.bv_page);
 		}
 		kunmap_local(kaddr);
-		if (left)
-			return -EFAULT;
+		if (left) {
+			ret = -EFAULT;
+			break;
+		}
 		done += bv.bv_len;
 	}
-	return 0;
+	if (bounce)
+		__free_page(bounce);
+	return ret;
 }
 
 void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t status)

@@ -40,6 +40,10 @@ impl CowOverlay {
         // Unlinked at once: nothing is left behind, whatever happens to the server.
         let _ = std::fs::remove_file(&path);
         let size = base.virtual_size();
+        // As long as the disk from the start (sparse: no space used), so a block marked written
+        // always lies inside the file, holes punched by discard included.
+        let block_end = size.div_ceil(BLOCK) * BLOCK;
+        overlay.set_len(block_end).map_err(|e| Error::io(&path, "cannot size the copy-on-write overlay", e))?;
         Ok(CowOverlay { base, size, overlay, overlay_path: path, written: RwLock::new(HashMap::new()), rmw: Mutex::new(()) })
     }
 

@@ -63,3 +63,17 @@ fn overlay_matches_model_and_base_is_untouched() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("base.raw")]);
 }
+
+/// A discard past everything written so far (a hole beyond the overlay's data) reads as zeros.
+#[test]
+fn discard_beyond_written_data_reads_zeros() {
+    let dir = scratch();
+    let base = dir.path().join("base.raw");
+    make_source_disk(&base, 4 << 20, 5);
+    let disk = open(&base, &OpenOptions::new(Cache::new(16 << 20))).unwrap();
+    let cow = CowOverlay::new(disk, Some(dir.path().to_path_buf())).unwrap();
+    cow.discard(3 << 20, 1 << 20).unwrap();
+    let mut buf = vec![0xffu8; 1 << 20];
+    cow.read(&mut buf, 3 << 20).unwrap();
+    assert!(buf.iter().all(|&b| b == 0), "discarded tail does not read as zeros");
+}
