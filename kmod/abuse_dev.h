@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* abuse.ko internals shared by main.c (module, char devices), disk.c (block device lifecycle,
- * blk-mq) and xfer.c (handing requests to the server and taking its answers). */
+ * blk-mq), xfer.c (handing requests to the server and taking its answers) and extents.c (reads
+ * answered as file ranges). */
 #ifndef ABUSE_DEV_H
 #define ABUSE_DEV_H
 
@@ -63,6 +64,9 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st);
 /* xfer.c */
 long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __user *uarg);
 void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t status);
+
+/* extents.c */
+int abuse_read_extents(struct request *rq, const struct abuse_extent __user *uext, u32 n);
 
 static inline struct request *abuse_cmd_rq(struct abuse_cmd *cmd)
 {

@@ -79,8 +79,11 @@ void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t s
 	}
 }
 
+static void abuse_unfetch(struct abuse_dev *ad, struct request *rq);
+
 /* Returns 0 when the request was answered, -EFAULT when it was ended with an I/O error because
- * its data could not be read, -EINVAL when the completion was refused and ended nothing. */
+ * its data could not be read, -EINVAL when the completion was refused and ended nothing, -EINTR
+ * when the server was killed while the kernel read its extents (the request is queued again). */
 static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const struct abuse_completion *c)
 {
 	struct abuse_cmd *cmd;
@@ -88,7 +91,10 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const str
 	blk_status_t status = BLK_STS_OK;
 	int ret = 0;
 
-	if (c->reserved)
+	if (c->flags & ~ABUSE_CPL_FLAGS)
+		return -EINVAL;
+	if ((c->flags & ABUSE_CPL_EXTENTS) ? !c->n_extents || c->n_extents > ABUSE_MAX_EXTENTS
+					   : c->n_extents)
 		return -EINVAL;
 	spin_lock_irq(&ad->queue_lock);
 	rq = c->tag < ad->cfg.queue_depth && ad->inflight ? ad->inflight[c->tag] : NULL;
@@ -105,7 +111,23 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const str
 		status = BLK_STS_IOERR;
 	} else if (c->result) {
 		status = errno_to_blk_status(c->result);
-	} else if (req_op(rq) == REQ_OP_READ && abuse_copy(rq, u64_to_user_ptr(c->data), false)) {
+	} else if (req_op(rq) != REQ_OP_READ) {
+		if (c->flags & ABUSE_CPL_EXTENTS)
+			status = BLK_STS_IOERR;	/* only reads have data to describe */
+	} else if (c->flags & ABUSE_CPL_EXTENTS) {
+		int err = abuse_read_extents(rq, u64_to_user_ptr(c->data), c->n_extents);
+
+		if (err == -EINTR) {
+			/* The server is being killed mid-read: the next one answers instead. */
+			abuse_unfetch(ad, rq);
+			wake_up(&ad->wait);
+			return -EINTR;
+		}
+		if (err == -EFAULT)
+			ret = -EFAULT;
+		if (err)
+			status = err == -EFAULT ? BLK_STS_IOERR : errno_to_blk_status(err);
+	} else if (abuse_copy(rq, u64_to_user_ptr(c->data), false)) {
 		status = BLK_STS_IOERR;
 		ret = -EFAULT;
 	}
@@ -172,7 +194,7 @@ static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfe
 	if (x->data_len < ad->cfg.max_io_bytes)
 		return -EINVAL;
 	if ((x->flags & ABUSE_XFER_WAIT) &&
-	    wait_event_interruptible(ad->wait, abuse_can_fetch(ad, file)))
+	    wait_event_interruptible_exclusive(ad->wait, abuse_can_fetch(ad, file)))
 		return -EINTR;	/* not -ERESTARTSYS: a restart would resend the completions */
 
 	while (x->n_requests < max) {

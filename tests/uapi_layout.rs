@@ -21,7 +21,8 @@ int main(void) {
     S(abuse_request) O(abuse_request, offset) O(abuse_request, length) O(abuse_request, op)
     O(abuse_request, flags) O(abuse_request, tag) O(abuse_request, gen) O(abuse_request, data)
     S(abuse_completion) O(abuse_completion, tag) O(abuse_completion, gen) O(abuse_completion, result)
-    O(abuse_completion, reserved) O(abuse_completion, data)
+    O(abuse_completion, flags) O(abuse_completion, n_extents) O(abuse_completion, data)
+    S(abuse_extent) O(abuse_extent, offset) O(abuse_extent, length) O(abuse_extent, fd)
     S(abuse_xfer) O(abuse_xfer, completions) O(abuse_xfer, requests) O(abuse_xfer, data)
     O(abuse_xfer, data_len) O(abuse_xfer, n_completions) O(abuse_xfer, max_requests) O(abuse_xfer, flags)
     O(abuse_xfer, n_requests) O(abuse_xfer, n_completed) O(abuse_xfer, reserved)
@@ -36,6 +37,7 @@ int main(void) {
     N(ABUSE_FLAG_DISCARD) N(ABUSE_FLAG_WRITE_ZEROES)
     N(ABUSE_OP_READ) N(ABUSE_OP_WRITE) N(ABUSE_OP_FLUSH) N(ABUSE_OP_DISCARD) N(ABUSE_OP_WRITE_ZEROES)
     N(ABUSE_REQ_FUA) N(ABUSE_REQ_NOUNMAP) N(ABUSE_XFER_WAIT)
+    N(ABUSE_CPL_EXTENTS) N(ABUSE_MAX_EXTENTS) N(ABUSE_EXTENT_ZERO)
     N(ABUSE_STATE_FREE) N(ABUSE_STATE_SERVING) N(ABUSE_STATE_WAITING) N(ABUSE_STATE_DEAD)
     return 0;
 }
@@ -76,12 +78,13 @@ fn rust_mirror_matches_c_header() {
     rust_layout!(r;
         AbuseSetup as "abuse_setup" { version, flags, size, block_size, queue_depth, max_io_bytes, reconnect_timeout_ms, reserved }
         AbuseRequest as "abuse_request" { offset, length, op, flags, tag, gen, data }
-        AbuseCompletion as "abuse_completion" { tag, gen, result, reserved, data }
+        AbuseCompletion as "abuse_completion" { tag, gen, result, flags, n_extents, data }
+        AbuseExtent as "abuse_extent" { offset, length, fd }
         AbuseXfer as "abuse_xfer" { completions, requests, data, data_len, n_completions, max_requests, flags, n_requests, n_completed, reserved }
         AbuseStatus as "abuse_status" { version, index, state, flags, size, block_size, queue_depth, max_io_bytes,
             reconnect_timeout_ms, pending, in_flight, completed, errors, server_pid, openers, reserved }
     );
-    let nums: [(&str, u64); 28] = [
+    let nums: [(&str, u64); 31] = [
         ("ABUSE_SETUP", ABUSE_SETUP), ("ABUSE_XFER", ABUSE_XFER), ("ABUSE_STATUS", ABUSE_STATUS),
         ("ABUSE_RESET", ABUSE_RESET), ("ABUSE_CTL_GET_FREE", ABUSE_CTL_GET_FREE),
         ("ABUSE_ABI_VERSION", ABUSE_ABI_VERSION.into()), ("ABUSE_MAX_QUEUE_DEPTH", ABUSE_MAX_QUEUE_DEPTH.into()),
@@ -94,6 +97,9 @@ fn rust_mirror_matches_c_header() {
         ("ABUSE_OP_WRITE_ZEROES", ABUSE_OP_WRITE_ZEROES.into()),
         ("ABUSE_REQ_FUA", ABUSE_REQ_FUA.into()), ("ABUSE_REQ_NOUNMAP", ABUSE_REQ_NOUNMAP.into()),
         ("ABUSE_XFER_WAIT", ABUSE_XFER_WAIT.into()),
+        ("ABUSE_CPL_EXTENTS", ABUSE_CPL_EXTENTS.into()), ("ABUSE_MAX_EXTENTS", ABUSE_MAX_EXTENTS.into()),
+        // Negative in C; both sides compare it as the unsigned long long the C cast gives.
+        ("ABUSE_EXTENT_ZERO", ABUSE_EXTENT_ZERO as i64 as u64),
         ("ABUSE_STATE_FREE", ABUSE_STATE_FREE.into()), ("ABUSE_STATE_SERVING", ABUSE_STATE_SERVING.into()),
         ("ABUSE_STATE_WAITING", ABUSE_STATE_WAITING.into()), ("ABUSE_STATE_DEAD", ABUSE_STATE_DEAD.into()),
         ("abuse_setup.version", 0), ("abuse_request.offset", 0),

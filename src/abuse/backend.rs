@@ -2,7 +2,7 @@
 //! answers reads and flushes; a copy-on-write overlay (src/cow.rs) answers them all.
 
 use crate::error::{Error, Result};
-use crate::formats::DiskImage;
+use crate::formats::{DiskImage, Extents};
 use std::io;
 use std::sync::Arc;
 
@@ -13,6 +13,11 @@ pub trait Backend: Send + Sync {
     /// Whether writes, discards and write-zeroes are accepted (the device is read-only if not).
     fn writable(&self) -> bool;
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    /// Describes what `read` would give as extents of open files, for the kernel to read
+    /// itself (see `DiskImage::map`); Ok(false) if it cannot, and then `read` answers.
+    fn map_read(&self, _offset: u64, _len: u64, _out: &mut Extents) -> Result<bool> {
+        Ok(false)
+    }
     /// With `fua`, the data is durable when this returns.
     fn write(&self, _data: &[u8], _offset: u64, _fua: bool) -> Result<()> {
         Err(errno(libc::EROFS))
@@ -54,5 +59,8 @@ impl Backend for ReadOnly {
     }
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.0.read_at(buf, offset)
+    }
+    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        self.0.map(offset, len, out)
     }
 }

@@ -3,6 +3,7 @@
 //! server makes about one system call per batch. Several threads can run it on one device.
 
 use super::backend::Backend;
+use crate::formats::{Extent, Extents};
 use super::device::ControlDevice;
 use super::uapi::*;
 use std::io;
@@ -22,6 +23,8 @@ pub struct Stats {
     pub ops: [AtomicU64; 5],
     /// Writes that carried ABUSE_REQ_FUA.
     pub fua: AtomicU64,
+    /// Reads answered with extents (the kernel read the image file itself).
+    pub described: AtomicU64,
     pub errors: AtomicU64,
     log_limit: std::sync::Mutex<LogLimit>,
 }
@@ -63,8 +66,8 @@ impl Stats {
         let total: u64 = o.iter().sum();
         let calls = self.calls.load(Ordering::Relaxed);
         format!(
-            "{total} requests (read {}, write {} of which fua {}, flush {}, discard {}, write-zeroes {}), {} failed, {calls} ABUSE_XFER calls ({:.2} per request)",
-            o[0], o[1], self.fua.load(Ordering::Relaxed), o[2], o[3], o[4],
+            "{total} requests (read {} of which {} as extents, write {} of which fua {}, flush {}, discard {}, write-zeroes {}), {} failed, {calls} ABUSE_XFER calls ({:.2} per request)",
+            o[0], self.described.load(Ordering::Relaxed), o[1], self.fua.load(Ordering::Relaxed), o[2], o[3], o[4],
             self.errors.load(Ordering::Relaxed),
             if total > 0 { calls as f64 / total as f64 } else { 0.0 }
         )
@@ -78,6 +81,9 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
     // One slot of MAX_IO_BYTES per request for read data; one area for write payloads.
     let mut read_area = vec![0u8; BATCH * MAX_IO_BYTES as usize];
     let mut write_area = vec![0u8; BATCH * MAX_IO_BYTES as usize];
+    // One extent list per request for reads the kernel reads itself, and its wire form.
+    let mut extents: Vec<Extents> = (0..BATCH).map(|_| Extents::new(ABUSE_MAX_EXTENTS as usize)).collect();
+    let mut wire: Vec<Vec<AbuseExtent>> = (0..BATCH).map(|_| Vec::with_capacity(ABUSE_MAX_EXTENTS as usize)).collect();
 
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -104,11 +110,55 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
             Err(e) => return Err(e),
         }
         for (i, req) in requests[..x.n_requests as usize].iter().enumerate() {
+            if let Some(n) = describe_read(backend, req, &mut extents[i], &mut wire[i], stats) {
+                let (flags, data) = (ABUSE_CPL_EXTENTS, wire[i].as_ptr() as u64);
+                completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, result: 0, flags, n_extents: n, data });
+                continue;
+            }
             let slot = &mut read_area[i * MAX_IO_BYTES as usize..(i + 1) * MAX_IO_BYTES as usize];
             let (result, data) = answer(backend, req, slot, &write_area, stats);
-            completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, result, reserved: 0, data });
+            completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, result, data, ..Default::default() });
         }
     }
+}
+
+/// For a read the backend can describe as extents of its files: fills `wire` with them for the
+/// kernel and returns how many. None for anything else (then `answer` answers, and counts it).
+pub fn describe_read(
+    backend: &dyn Backend,
+    req: &AbuseRequest,
+    extents: &mut Extents,
+    wire: &mut Vec<AbuseExtent>,
+    stats: &Stats,
+) -> Option<u16> {
+    if req.op != ABUSE_OP_READ || req.length == 0 || !in_range(backend, req) {
+        return None;
+    }
+    extents.clear();
+    // A failed lookup is left to `answer`, which reports it.
+    if !backend.map_read(req.offset, req.length.into(), extents).ok()? || extents.total() != u64::from(req.length) {
+        return None;
+    }
+    wire.clear();
+    for e in extents.as_slice() {
+        // Every extent is inside the request, so its length fits the wire's u32.
+        wire.push(match *e {
+            Extent::Data { fd, offset, len } => AbuseExtent { offset, length: len as u32, fd },
+            Extent::Zero { len } => AbuseExtent { offset: 0, length: len as u32, fd: ABUSE_EXTENT_ZERO },
+        });
+    }
+    stats.ops[ABUSE_OP_READ as usize].fetch_add(1, Ordering::Relaxed);
+    stats.described.fetch_add(1, Ordering::Relaxed);
+    Some(wire.len() as u16)
+}
+
+/// The kernel never sends a request past the end of the device; a buggy or hostile one fails
+/// instead of reading zeros, growing the overlay, or overflowing an offset in the backend.
+fn in_range(backend: &dyn Backend, req: &AbuseRequest) -> bool {
+    // The device is the virtual size rounded up to whole blocks (its tail reads as zeros).
+    let bs = backend.block_size().max(1) as u64;
+    let device_size = backend.size().div_ceil(bs) * bs;
+    req.offset.checked_add(req.length as u64).is_some_and(|end| end <= device_size)
 }
 
 /// The result (0 or -errno) and read-data address for one request (public for the fuzz target).
@@ -120,15 +170,9 @@ pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_
     if req.op == ABUSE_OP_WRITE && req.flags & ABUSE_REQ_FUA != 0 {
         stats.fua.fetch_add(1, Ordering::Relaxed);
     }
-    // The kernel never sends a request past the end of the device; a buggy or hostile one fails
-    // instead of reading zeros, growing the overlay, or overflowing an offset in the backend.
     let ranged = matches!(req.op, ABUSE_OP_READ | ABUSE_OP_WRITE | ABUSE_OP_DISCARD | ABUSE_OP_WRITE_ZEROES);
-    // The device is the virtual size rounded up to whole blocks (its tail reads as zeros).
-    let bs = backend.block_size().max(1) as u64;
-    let device_size = backend.size().div_ceil(bs) * bs;
-    let in_range = req.offset.checked_add(req.length as u64).is_some_and(|end| end <= device_size);
     let result = match req.op {
-        _ if ranged && !in_range => Err(super::backend::errno(libc::EINVAL)),
+        _ if ranged && !in_range(backend, req) => Err(super::backend::errno(libc::EINVAL)),
         ABUSE_OP_READ if len <= slot.len() => backend.read(&mut slot[..len], req.offset),
         ABUSE_OP_WRITE => match write_payload(write_area, req) {
             Some(data) => backend.write(data, req.offset, req.flags & ABUSE_REQ_FUA != 0),

@@ -2,7 +2,7 @@
 //! and offset is asserted at compile time below; tests/uapi_layout.rs also compares them with a
 //! C program compiled against the header.
 
-pub const ABUSE_ABI_VERSION: u32 = 1;
+pub const ABUSE_ABI_VERSION: u32 = 2;
 pub const ABUSE_MAX_QUEUE_DEPTH: u32 = 1024;
 pub const ABUSE_MAX_IO_BYTES: u32 = 1 << 20;
 
@@ -23,6 +23,10 @@ pub const ABUSE_REQ_FUA: u16 = 1 << 0;
 pub const ABUSE_REQ_NOUNMAP: u16 = 1 << 1;
 
 pub const ABUSE_XFER_WAIT: u32 = 1 << 0;
+
+pub const ABUSE_CPL_EXTENTS: u16 = 1 << 0;
+pub const ABUSE_MAX_EXTENTS: u32 = 256;
+pub const ABUSE_EXTENT_ZERO: i32 = -1;
 
 pub const ABUSE_STATE_FREE: u32 = 0;
 pub const ABUSE_STATE_SERVING: u32 = 1;
@@ -60,8 +64,17 @@ pub struct AbuseCompletion {
     pub tag: u32,
     pub gen: u32,
     pub result: i32,
-    pub reserved: u32,
+    pub flags: u16,
+    pub n_extents: u16,
     pub data: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AbuseExtent {
+    pub offset: u64,
+    pub length: u32,
+    pub fd: i32,
 }
 
 #[repr(C)]
@@ -121,7 +134,8 @@ macro_rules! assert_layout {
 assert_layout!(AbuseSetup, 64, version = 0, flags = 4, size = 8, block_size = 16, queue_depth = 20,
     max_io_bytes = 24, reconnect_timeout_ms = 28, reserved = 32);
 assert_layout!(AbuseRequest, 32, offset = 0, length = 8, op = 12, flags = 14, tag = 16, gen = 20, data = 24);
-assert_layout!(AbuseCompletion, 24, tag = 0, gen = 4, result = 8, reserved = 12, data = 16);
+assert_layout!(AbuseCompletion, 24, tag = 0, gen = 4, result = 8, flags = 12, n_extents = 14, data = 16);
+assert_layout!(AbuseExtent, 16, offset = 0, length = 8, fd = 12);
 assert_layout!(AbuseXfer, 64, completions = 0, requests = 8, data = 16, data_len = 24, n_completions = 32,
     max_requests = 36, flags = 40, n_requests = 44, n_completed = 48, reserved = 52);
 assert_layout!(AbuseStatus, 104, version = 0, index = 4, state = 8, flags = 12, size = 16, block_size = 24,

@@ -18,6 +18,11 @@ use std::time::{Duration, Instant};
 pub struct CatArgs {
     #[command(flatten)]
     pub image: ImageArgs,
+    /// Testing aid: read where the reader can describe the data as extents (as the server does
+    /// for abuse.ko) by reading those extents, in pieces of varied sizes, and report on stderr
+    /// how many bytes were described. The output must not change.
+    #[arg(long, hide = true)]
+    pub via_extents: bool,
 }
 
 /// Bytes read from the image per step: large enough that per-call costs vanish, small enough
@@ -44,17 +49,70 @@ pub fn run(args: &CatArgs) -> Result<()> {
     let free_rx = Mutex::new(free_rx);
     let (filled_tx, filled_rx) = sync_channel::<Filled>(readers * POOL_PER_READER);
     let next = AtomicU64::new(0);
+    let described = AtomicU64::new(0);
+    let via_extents = args.via_extents.then_some(&described);
 
     std::thread::scope(|s| {
         for _ in 0..readers {
             let filled_tx = filled_tx.clone();
             let (disk, free_rx, next) = (&disk, &free_rx, &next);
-            s.spawn(move || read_chunks(&**disk, size, chunks, next, free_rx, filled_tx));
+            s.spawn(move || read_chunks(&**disk, size, chunks, next, free_rx, filled_tx, via_extents));
         }
         drop(filled_tx);
         // Returning drops the channel ends the readers wait on, so they stop too.
         write_in_order(chunks, size, filled_rx, free_tx)
-    })
+    })?;
+    if args.via_extents {
+        eprintln!("vdmount: {} of {size} bytes described as extents", described.load(Ordering::Relaxed));
+    }
+    Ok(())
+}
+
+/// Fills `buf` (the disk from `offset`) as abuse.ko would see a server answer it: in requests
+/// of varied sizes, each described as extents and read with pread where the reader can,
+/// read with `read_at` where it cannot. Adds the described bytes to `described`.
+fn read_via_extents(disk: &dyn DiskImage, buf: &mut [u8], offset: u64, described: &AtomicU64) -> Result<()> {
+    use crate::abuse::uapi::ABUSE_MAX_EXTENTS;
+    use crate::formats::{Extent, Extents};
+    // Sizes that straddle clusters and grains in every way (all multiples of 512).
+    const PIECES: [usize; 6] = [4096, 66048, 524288, 1536, 126976, 512];
+    let mut extents = Extents::new(ABUSE_MAX_EXTENTS as usize);
+    let (mut done, mut i) = (0usize, (offset / 512) as usize);
+    while done < buf.len() {
+        let len = PIECES[i % PIECES.len()].min(buf.len() - done);
+        i += 1;
+        let piece = &mut buf[done..done + len];
+        let at = offset + done as u64;
+        extents.clear();
+        if disk.map(at, len as u64, &mut extents)? {
+            if extents.total() != len as u64 {
+                return Err(Error::Usage(format!("internal error: extents at {at} cover {} bytes, not {len}", extents.total())));
+            }
+            let mut pos = 0usize;
+            for e in extents.as_slice() {
+                let part = &mut piece[pos..pos + e.len() as usize];
+                match *e {
+                    Extent::Zero { .. } => part.fill(0),
+                    Extent::Data { fd, offset, .. } => pread_exact(fd, part, offset)
+                        .map_err(|e| Error::Usage(format!("reading extent at file offset {offset}: {e}")))?,
+                }
+                pos += part.len();
+            }
+            described.fetch_add(len as u64, Ordering::Relaxed);
+        } else {
+            disk.read_at(piece, at)?;
+        }
+        done += len;
+    }
+    Ok(())
+}
+
+/// What the kernel does with an extent: read it all, or fail (a short read is an error).
+fn pread_exact(fd: std::os::fd::RawFd, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    // SAFETY: the fd is the reader's open image file, borrowed for this call only; ManuallyDrop
+    // keeps the File from closing it.
+    let file = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    std::os::unix::fs::FileExt::read_exact_at(&*file, buf, offset)
 }
 
 /// A reader thread: takes a free buffer, then the next chunk index, fills it, hands it on.
@@ -67,6 +125,7 @@ fn read_chunks(
     next: &AtomicU64,
     free_rx: &Mutex<Receiver<Vec<u8>>>,
     filled_tx: SyncSender<Filled>,
+    via_extents: Option<&AtomicU64>,
 ) {
     loop {
         let buf = match free_rx.lock() {
@@ -81,7 +140,11 @@ fn read_chunks(
         let offset = index * CHUNK as u64;
         let len = (size - offset).min(CHUNK as u64) as usize;
         buf.truncate(len);
-        let result = disk.read_at(&mut buf, offset).map(|()| buf);
+        let result = match via_extents {
+            Some(described) => read_via_extents(disk, &mut buf, offset, described),
+            None => disk.read_at(&mut buf, offset),
+        }
+        .map(|()| buf);
         if filled_tx.send((index, result)).is_err() {
             return;
         }

@@ -2,6 +2,7 @@
 //! structure and which offset. Every format reader reads its files through this.
 
 use crate::cache::new_file_id;
+use super::extents::{Extent, Extents};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -14,6 +15,8 @@ pub struct ImageFile {
     pub size: u64,
     /// Cache key prefix for this file (see cache.rs).
     pub id: u64,
+    /// A regular file (not a block device): the kernel may read its extents (`map_data`).
+    regular: bool,
 }
 
 impl ImageFile {
@@ -39,7 +42,8 @@ impl ImageFile {
         } else {
             meta.len()
         };
-        Ok(ImageFile { path: path.to_path_buf(), file, size, id: new_file_id() })
+        let regular = meta.file_type().is_file();
+        Ok(ImageFile { path: path.to_path_buf(), file, size, id: new_file_id(), regular })
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` for the structure named `what`. Reading past
@@ -73,6 +77,17 @@ impl ImageFile {
         }
         tail.fill(0);
         Ok(())
+    }
+
+    /// Appends the extents `read_data_at` reads for `len` bytes at `offset`: the part inside the
+    /// file, then zeros. False for a block device: abuse.ko reads only regular files.
+    #[must_use]
+    pub fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+        use std::os::fd::AsRawFd;
+        let inside = self.size.saturating_sub(offset).min(len);
+        self.regular
+            && out.push(Extent::Data { fd: self.file.as_raw_fd(), offset, len: inside })
+            && out.push(Extent::Zero { len: len - inside })
     }
 
     /// Reads a whole structure of `len` bytes into a new buffer, checking `len` against `limit`.

@@ -1,6 +1,7 @@
 //! Image formats. Each reader turns reads of the virtual disk into reads of its image file(s);
 //! they all implement `DiskImage`, and `open` (open.rs) picks one by magic.
 
+pub mod extents;
 pub mod image_file;
 pub mod open;
 pub mod raw;
@@ -9,6 +10,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
+pub use extents::{Extent, Extents};
 pub use open::{open, open_backing, Chain, Format, OpenOptions};
 
 use crate::error::Result;
@@ -30,6 +32,15 @@ pub trait DiskImage: Send + Sync {
     /// special case in the child.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
 
+    /// Describes the bytes `read_at` would give for `[offset, offset + len)` as extents of the
+    /// image files (and zeros) appended to `out`, for the kernel to read itself. Ok(false) when
+    /// some part cannot be described (compressed data, a block device, more extents than `out`
+    /// holds): the caller then uses `read_at`, and ignores what was appended. Bytes past
+    /// `virtual_size()` are zeros, as for `read_at`. The default describes nothing.
+    fn map(&self, _offset: u64, _len: u64, _out: &mut Extents) -> Result<bool> {
+        Ok(false)
+    }
+
     /// What `vdmount info` shows about this image (and, through `backing`, its chain).
     fn info(&self) -> ImageInfo;
 }
@@ -50,6 +61,12 @@ pub struct ImageInfo {
     pub details: Vec<(String, String)>,
     /// The next layer down, for images with a backing file or parent.
     pub backing: Option<Box<ImageInfo>>,
+}
+
+/// How much of `len` bytes at `offset` lies before `size`: `map` implementations describe that
+/// part, then push `Extent::Zero` for the rest (as `clamp_to_size` does for `read_at`).
+pub fn len_inside(offset: u64, len: u64, size: u64) -> u64 {
+    size.saturating_sub(offset).min(len)
 }
 
 /// Fills the part of `buf` at or past `size` (for a read starting at `offset`) with zeros and

@@ -1,7 +1,7 @@
 //! Raw images: the file's bytes are the disk's bytes.
 
 use super::image_file::ImageFile;
-use super::{clamp_to_size, DiskImage, ImageInfo};
+use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents, ImageInfo};
 use crate::error::Result;
 
 pub struct RawImage {
@@ -22,6 +22,11 @@ impl DiskImage for RawImage {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let n = clamp_to_size(buf, offset, self.file.size);
         self.file.read_data_at(&mut buf[..n], offset)
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        let n = len_inside(offset, len, self.file.size);
+        Ok(self.file.map_data(offset, n, out) && out.push(Extent::Zero { len: len - n }))
     }
 
     fn info(&self) -> ImageInfo {

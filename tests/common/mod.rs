@@ -48,8 +48,31 @@ pub fn sha256_file(path: &Path) -> String {
     hex(&h.finalize())
 }
 
-/// SHA-256 of `vdmount cat IMAGE [args]` streamed from the child's stdout, or its stderr on failure.
+/// SHA-256 of `vdmount cat IMAGE [args]` streamed from the child's stdout, or its stderr on
+/// failure. On success the disk is read a second time the way abuse.ko gets it from the server
+/// (`cat --via-extents`: extents the kernel reads itself where the reader can describe them),
+/// and both must agree, so every oracle comparison checks both paths.
 pub fn vdmount_cat_sha256(image: &Path, args: &[&str]) -> Result<String, String> {
+    let sha = cat_sha256(image, args)?;
+    let mut via = args.to_vec();
+    via.push("--via-extents");
+    match cat_sha256(image, &via) {
+        Ok(s) if s == sha => Ok(sha),
+        Ok(s) => panic!("{}: read through extents gives {s}, read_at gives {sha}", image.display()),
+        Err(e) => panic!("{}: read through extents failed where read_at did not: {e}", image.display()),
+    }
+}
+
+/// Bytes of IMAGE that `cat --via-extents` could describe as extents, and the virtual size.
+pub fn described_bytes(image: &Path) -> (u64, u64) {
+    let out = run_ok(vdmount().args(["cat", "--via-extents"]).arg(image).stdout(std::process::Stdio::null()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let words: Vec<&str> = err.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "of").expect("a described-bytes line");
+    (words[at - 1].parse().unwrap(), words[at + 1].parse().unwrap())
+}
+
+fn cat_sha256(image: &Path, args: &[&str]) -> Result<String, String> {
     let mut child = vdmount()
         .arg("cat")
         .args(args)

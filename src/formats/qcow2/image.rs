@@ -4,7 +4,7 @@
 use super::compressed::{decompress, decompress_into};
 use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
-use super::read::{read_mapped, ClusterMap, Extent};
+use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
 use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_table};
 use crate::cache::{Cache, Key, Kind};
@@ -145,7 +145,7 @@ impl ClusterMap for Qcow2 {
         &self.file.path
     }
 
-    fn map(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
+    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
         let cluster_size = self.layout.cluster_size();
         let table_span = cluster_size / self.layout.entry_size() * cluster_size;
         let l1_index = guest / table_span;
@@ -240,6 +240,10 @@ impl DiskImage for Qcow2 {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         read_mapped(self, self.virtual_size, buf, offset)
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
+        map_mapped(self, self.virtual_size, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

@@ -51,6 +51,9 @@ impl DiskImage for Qcow2Image {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.inner().read_at(buf, offset)
     }
+    fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
+        self.inner().map(offset, len, out)
+    }
     fn info(&self) -> ImageInfo {
         self.inner().info()
     }

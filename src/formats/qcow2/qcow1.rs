@@ -2,7 +2,7 @@
 //! flags except "compressed", deflate-compressed clusters, and an optional backing file.
 
 use super::compressed::{decompress, Compression};
-use super::read::{read_mapped, ClusterMap, Extent};
+use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
 use super::{open_backing_layer, read_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
@@ -115,7 +115,7 @@ impl ClusterMap for Qcow1 {
         &self.file.path
     }
 
-    fn map(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
+    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
         let cluster_size = 1u64 << self.cluster_bits;
         let span = 1u64 << (self.cluster_bits + self.l2_bits);
         let l1_index = guest / span;
@@ -164,6 +164,10 @@ impl DiskImage for Qcow1 {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         read_mapped(self, self.virtual_size, buf, offset)
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
+        map_mapped(self, self.virtual_size, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

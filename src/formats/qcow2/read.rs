@@ -2,7 +2,7 @@
 //! guest bytes stored one way), and `read_mapped` fills the caller's buffer run by run.
 
 use super::super::image_file::ImageFile;
-use super::super::{clamp_to_size, DiskImage};
+use super::super::{clamp_to_size, len_inside, DiskImage, Extents};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ pub trait ClusterMap {
     fn path(&self) -> &std::path::Path;
     /// The extent holding guest byte `guest`, and how many guest bytes from there (at most
     /// `max_len`, at least 1) it covers.
-    fn map(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
+    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
     /// The file `Extent::Data` offsets refer to.
     fn data_file(&self) -> &ImageFile;
     fn backing(&self) -> Option<&Arc<dyn DiskImage>>;
@@ -57,7 +57,7 @@ pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) 
     while done < n {
         let guest = offset + done as u64;
         let want = (n - done) as u64;
-        let (extent, len) = m.map(guest, want)?;
+        let (extent, len) = m.lookup(guest, want)?;
         if len == 0 {
             return Err(Error::corrupt(m.path(), format!("internal error: empty mapping at guest offset {guest}")));
         }
@@ -88,4 +88,34 @@ pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) 
         done += len;
     }
     Ok(())
+}
+
+/// Implements `DiskImage::map` for a reader of virtual size `size`: as `read_mapped`, but
+/// describing each run instead of reading it. Compressed clusters cannot be described.
+pub fn map_mapped(m: &impl ClusterMap, size: u64, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+    let n = len_inside(offset, len, size);
+    let mut done = 0u64;
+    while done < n {
+        let guest = offset + done;
+        let want = n - done;
+        let (extent, run) = m.lookup(guest, want)?;
+        if run == 0 {
+            return Err(Error::corrupt(m.path(), format!("internal error: empty mapping at guest offset {guest}")));
+        }
+        let run = run.min(want);
+        let described = match extent {
+            Extent::Data { host } => m.data_file().map_data(host, run, out),
+            Extent::Zero => out.push(super::super::Extent::Zero { len: run }),
+            Extent::Backing => match m.backing() {
+                Some(b) => b.map(guest, run, out)?,
+                None => out.push(super::super::Extent::Zero { len: run }),
+            },
+            Extent::Compressed { .. } => false,
+        };
+        if !described {
+            return Ok(false);
+        }
+        done += run;
+    }
+    Ok(out.push(super::super::Extent::Zero { len: len - n }))
 }

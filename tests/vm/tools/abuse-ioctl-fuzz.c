@@ -3,8 +3,9 @@
  * Hostile-server test of abuse.ko, run inside the test VM: becomes the server of CTLDEV, then
  *  1. answers fetched requests with forged completions (unknown tag, wrong generation, a tag
  *     never handed out, a duplicate) and checks each is refused with EINVAL and ends nothing;
- *  2. throws random ioctls with random arguments and bad pointers at the device;
- *  3. answers every request it still holds correctly and resets the device.
+ *  2. answers one request in each form a completion can take, good and bad (extents
+ *     included), and checks which reads succeed;
+ *  3. throws random ioctls with random arguments and bad pointers at the device, and resets it.
  * The kernel must survive all of it (the scenario checks dmesg). Exit 0 when every refusal that
  * should happen happened.  Usage: abuse-ioctl-fuzz CTLDEV BLOCKDEV ITERATIONS
  */
@@ -35,6 +36,43 @@ static int xfer(int fd, struct abuse_completion *c, unsigned nc, struct abuse_re
 	};
 	int ret = ioctl(fd, ABUSE_XFER, &x);
 	return ret < 0 ? -errno : (int)x.n_requests;
+}
+
+/* Answers req in one of FORMS ways: a buffer, extents of zeros, or extents that are short of
+ * the request, run past it, name a bad fd, a pipe, the control device, a file that ends too
+ * early, or an unreadable address. A bad description ends the request with an error and the
+ * call goes on; an unreadable address stops the call with EFAULT. Either way the completion
+ * was taken: sending it again is refused. */
+#define FORMS 9
+static void answer_in_form(int fd, const struct abuse_request *req, int form)
+{
+	static int pipefd[2] = { -1, -1 }, tiny = -1;
+	__u32 len = req->length;
+	struct abuse_extent ext[2] = { { .length = len, .fd = ABUSE_EXTENT_ZERO } };
+	struct abuse_completion c = { .tag = req->tag, .gen = req->gen, .data = (uintptr_t)readbuf };
+	int want = 0, got;
+
+	if (pipefd[0] < 0) {
+		CHECK(pipe(pipefd) == 0, "pipe");
+		tiny = open("/tmp/abuse-fuzz-tiny", O_RDWR | O_CREAT | O_TRUNC, 0600);
+		CHECK(tiny >= 0 && write(tiny, "x", 1) == 1, "cannot make a 1-byte file");
+	}
+	if (form > 0) {
+		c.flags = ABUSE_CPL_EXTENTS; c.n_extents = 1; c.data = (uintptr_t)ext;
+	}
+	switch (form) {
+	case 2: ext[0].length = len / 2; break;					/* short of the request */
+	case 3: ext[0].length = len / 2; ext[1] = ext[0]; ext[1].length = len;
+		c.n_extents = 2; break;						/* past the request */
+	case 4: ext[0].fd = 9999; break;					/* not an open fd */
+	case 5: ext[0].fd = pipefd[0]; break;					/* would block forever */
+	case 6: ext[0].fd = fd; break;						/* a char device */
+	case 7: ext[0].fd = tiny; break;					/* past the file's end */
+	case 8: c.data = 16; want = -EFAULT; break;				/* unreadable extents */
+	}
+	got = xfer(fd, &c, 1, NULL, 0, 0);
+	CHECK(want ? got == want : got >= 0, "completion form %d: got %d", form, got);
+	CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "duplicate completion accepted (form %d)", form);
 }
 
 int main(int argc, char **argv)
@@ -83,8 +121,15 @@ int main(int argc, char **argv)
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with a wrong generation accepted");
 		c.gen = req[0].gen; c.tag = 1000000;
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with an out-of-range tag accepted");
-		c.tag = req[0].tag; c.reserved = 7;
-		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with reserved bits accepted");
+		c.tag = req[0].tag; c.flags = 0x80;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with an unknown flag accepted");
+		c.flags = 0; c.n_extents = 1;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "extent count without ABUSE_CPL_EXTENTS accepted");
+		c.flags = ABUSE_CPL_EXTENTS; c.n_extents = 0;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "ABUSE_CPL_EXTENTS with no extents accepted");
+		c.n_extents = ABUSE_MAX_EXTENTS + 1;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "more than ABUSE_MAX_EXTENTS extents accepted");
+		c.flags = 0; c.n_extents = 0;
 		/* A tag that is not in flight (queue depth 4: one of them is free). */
 		for (unsigned t = 0; t < 4; t++) {
 			int held = 0;
@@ -97,11 +142,43 @@ int main(int argc, char **argv)
 		struct abuse_xfer hx = { .n_completions = 1u << 31, .completions = (uintptr_t)&c };
 		CHECK(ioctl(fd, ABUSE_XFER, &hx) < 0 && errno == EINVAL, "huge completion count accepted");
 		/* The right answers are still accepted afterwards, and only once. */
-		for (int i = 0; i < n; i++) {
-			struct abuse_completion ok = { .tag = req[i].tag, .gen = req[i].gen, .data = (uintptr_t)readbuf };
-			CHECK(xfer(fd, &ok, 1, NULL, 0, 0) >= 0, "valid completion refused");
-			CHECK(xfer(fd, &ok, 1, NULL, 0, 0) == -EINVAL, "duplicate completion accepted");
+		for (int i = 0; i < n; i++)
+			answer_in_form(fd, &req[i], 0);
+	}
+	/* Serve the reader to its end, so what follows gets only the requests it expects. */
+	for (int round = 0; round < 500 && reader; round++) {
+		n = xfer(fd, NULL, 0, req, 4, 0);
+		for (int i = 0; i < n; i++)
+			answer_in_form(fd, &req[i], 0);
+		if (waitpid(reader, NULL, WNOHANG) == reader)
+			reader = 0;
+		else if (n <= 0)
+			usleep(20000);
+	}
+	CHECK(reader == 0, "the reader did not finish");
+
+	/* Every form of answer, each to a request of its own (a 4 KiB O_DIRECT read). */
+	for (int form = 0; form < FORMS; form++) {
+		pid_t one = fork();
+		if (one == 0) {
+			char cmd[256];
+			snprintf(cmd, sizeof(cmd), "dd if=%s of=/dev/null bs=4096 count=1 skip=%d iflag=direct 2>/dev/null",
+				 argv[2], 100 + form);
+			_exit(system(cmd) == 0 ? 0 : 1);
 		}
+		struct abuse_request r;
+		int got = 0;
+		for (int tries = 0; tries < 200 && got <= 0; tries++) {
+			got = xfer(fd, NULL, 0, &r, 1, 0);
+			if (got <= 0) usleep(20000);
+		}
+		CHECK(got == 1, "no request for form %d", form);
+		if (got == 1)
+			answer_in_form(fd, &r, form);
+		int st = 0;
+		waitpid(one, &st, 0);
+		/* Only the good forms may give the reader its data. */
+		CHECK((WIFEXITED(st) && WEXITSTATUS(st) == 0) == (form <= 1), "form %d: reader status %d", form, st);
 	}
 
 	/* Random ioctls: random numbers, random sizes, bad pointers, random structs. */
@@ -125,18 +202,6 @@ int main(int argc, char **argv)
 		ioctl(fd, cmd, arg);
 	}
 
-	/* Answer whatever arrived meanwhile, then let go. */
-	for (int round = 0; round < 100; round++) {
-		n = xfer(fd, NULL, 0, req, 4, 0);
-		for (int i = 0; i < n; i++) {
-			struct abuse_completion ok = { .tag = req[i].tag, .gen = req[i].gen, .data = (uintptr_t)readbuf };
-			xfer(fd, &ok, 1, NULL, 0, 0);
-		}
-		int st;
-		if (waitpid(reader, &st, WNOHANG) == reader) { reader = 0; break; }
-		usleep(20000);
-	}
-	CHECK(reader == 0, "the reader did not finish");
 	CHECK(ioctl(fd, ABUSE_RESET) == 0, "reset refused: %s", strerror(errno));
 	close(fd);
 	printf("abuse-ioctl-fuzz: %ld random ioctls, %d failures\n", iters, failures);

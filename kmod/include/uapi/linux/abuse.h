@@ -21,7 +21,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define ABUSE_ABI_VERSION	1
+#define ABUSE_ABI_VERSION	2	/* 2: completions may give read data as extents */
 
 /* Limits the module enforces on struct abuse_setup. */
 #define ABUSE_MAX_QUEUE_DEPTH	1024
@@ -69,13 +69,36 @@ struct abuse_request {
 	__u64 data;			/* ABUSE_OP_WRITE: address in the xfer data area holding the payload */
 };
 
-/* The server's answer to one request. */
+/* struct abuse_completion.flags */
+#define ABUSE_CPL_EXTENTS	(1U << 0) /* read: data points to n_extents struct abuse_extent */
+#define ABUSE_CPL_FLAGS		0x1U	  /* every flag above */
+
+/* Most extents one completion may give. */
+#define ABUSE_MAX_EXTENTS	256
+
+/*
+ * The server's answer to one request. A successful read gives its data either as a buffer
+ * (data: address of the length bytes read) or, with ABUSE_CPL_EXTENTS, as where the data lives:
+ * data points to n_extents extents whose lengths add up to the request's length, and the
+ * kernel reads them into the request itself (one copy fewer).
+ */
 struct abuse_completion {
 	__u32 tag;			/* from the request */
 	__u32 gen;			/* from the request */
 	__s32 result;			/* 0, or a negative errno */
-	__u32 reserved;			/* must be zero */
-	__u64 data;			/* ABUSE_OP_READ with result 0: address of the length bytes read */
+	__u16 flags;			/* ABUSE_CPL_* */
+	__u16 n_extents;		/* with ABUSE_CPL_EXTENTS: 1..ABUSE_MAX_EXTENTS, else 0 */
+	__u64 data;			/* ABUSE_OP_READ with result 0: see above */
+};
+
+/* struct abuse_extent.fd for a run of zeros. */
+#define ABUSE_EXTENT_ZERO	(-1)
+
+/* One piece of a read answered with ABUSE_CPL_EXTENTS. */
+struct abuse_extent {
+	__u64 offset;			/* byte offset in the file */
+	__u32 length;			/* bytes, at least 1 */
+	__s32 fd;			/* a regular file open for reading in the server, or ABUSE_EXTENT_ZERO */
 };
 
 /* struct abuse_xfer.flags */
