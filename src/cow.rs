@@ -4,7 +4,7 @@
 
 use crate::abuse::backend::Backend;
 use crate::error::{Error, Result};
-use crate::formats::DiskImage;
+use crate::formats::{DiskImage, Extent, Extents};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -62,6 +62,25 @@ impl CowOverlay {
         c[(i / 64) as usize] |= 1 << (i % 64);
     }
 
+    /// Calls `each(from_overlay, start, end)` for each run of `[offset, end)` whose blocks all
+    /// read from the same place, in order, until it returns false; returns what the last call did.
+    fn for_each_run(&self, offset: u64, end: u64, mut each: impl FnMut(bool, u64, u64) -> Result<bool>) -> Result<bool> {
+        let mut pos = offset;
+        while pos < end {
+            let from_overlay = self.is_written(pos / BLOCK);
+            let mut run_end = ((pos / BLOCK) + 1) * BLOCK;
+            while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
+                run_end += BLOCK;
+            }
+            let run_end = run_end.min(end);
+            if !each(from_overlay, pos, run_end)? {
+                return Ok(false);
+            }
+            pos = run_end;
+        }
+        Ok(true)
+    }
+
     fn io_err(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(&self.overlay_path, format!("{what} the copy-on-write overlay"), e)
     }
@@ -111,25 +130,27 @@ impl Backend for CowOverlay {
     }
 
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset + buf.len() as u64;
-        let mut pos = offset;
-        while pos < end {
-            // The longest run of blocks that all come from the same place.
-            let from_overlay = self.is_written(pos / BLOCK);
-            let mut run_end = ((pos / BLOCK) + 1) * BLOCK;
-            while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
-                run_end += BLOCK;
-            }
-            let run_end = run_end.min(end);
-            let piece = &mut buf[(pos - offset) as usize..(run_end - offset) as usize];
+        self.for_each_run(offset, offset + buf.len() as u64, |from_overlay, start, end| {
+            let piece = &mut buf[(start - offset) as usize..(end - offset) as usize];
             if from_overlay {
-                self.overlay.read_exact_at(piece, pos).map_err(|e| self.io_err("reading from", e))?;
+                self.overlay.read_exact_at(piece, start).map_err(|e| self.io_err("reading from", e))?;
             } else {
-                self.base.read_at(piece, pos)?;
+                self.base.read_at(piece, start)?;
             }
-            pos = run_end;
-        }
+            Ok(true)
+        })?;
         Ok(())
+    }
+
+    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        self.for_each_run(offset, offset + len, |from_overlay, start, end| {
+            if from_overlay {
+                Ok(out.push(Extent::Data { fd: self.overlay.as_raw_fd(), offset: start, len: end - start }))
+            } else {
+                self.base.map(start, end - start, out)
+            }
+        })
     }
 
     fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {

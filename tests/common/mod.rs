@@ -222,3 +222,23 @@ pub fn check_third_party(prefix: &str) -> Vec<String> {
     assert!(failures.is_empty(), "third-party {prefix} images:\n{}", failures.join("\n"));
     read
 }
+
+/// The bytes a list of extents describes, read the way abuse.ko reads them (a short read of a
+/// file range is an error there too).
+pub fn read_extents(extents: &[vdmount::formats::Extent]) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    for e in extents {
+        match *e {
+            vdmount::formats::Extent::Zero { len } => out.resize(out.len() + len as usize, 0),
+            vdmount::formats::Extent::Data { fd, offset, len } => {
+                let mut buf = vec![0u8; len as usize];
+                // SAFETY: the fd belongs to an image the caller holds open; ManuallyDrop keeps it open.
+                let f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                f.read_exact_at(&mut buf, offset).expect("reading an extent");
+                out.extend_from_slice(&buf);
+            }
+        }
+    }
+    out
+}
