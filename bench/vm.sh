@@ -2,14 +2,14 @@
 # In-VM comparison (issue 10): /dev/abuse0 (vdmount) against qemu-nbd + nbd.ko on the same
 # image, and loop on the raw copy, inside one QEMU VM (scenario tests/vm/scenarios/bench-vm.sh).
 #   bench/vm.sh DIR SIZE [KVER]     (called by bench/run.sh with BENCH_VM=1)
-# Env: BENCH_VM_FORMATS (qcow2 qcow2-zlib), BENCH_VM_SECS (5: seconds per random test).
+# Env: BENCH_VM_FORMATS (every bench format), BENCH_VM_SECS (5: seconds per random test).
 # Under TCG (no usable KVM here) absolute figures are 1-2 orders of magnitude below native:
 # only the ratios between paths in the same VM mean anything.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DIR=$1 SIZE=$2
 KVER=${3:-$(ls -d /lib/modules/*/build 2>/dev/null | sort -V | tail -1 | xargs dirname | xargs basename)}
-FORMATS=${BENCH_VM_FORMATS:-"qcow2 qcow2-zlib"}
+FORMATS=${BENCH_VM_FORMATS:-"qcow2 qcow2-zlib qcow2-zstd vmdk-sparse vmdk-stream vhd vhdx"}
 SECS=${BENCH_VM_SECS:-5}
 W=$DIR/vm
 mkdir -p "$W"
@@ -69,7 +69,7 @@ echo "In a VM ($accel, $KVER, 2 vCPUs; images in guest tmpfs; O_DIRECT reads by 
 echo
 echo "| image | test | /dev/abuse0 | qemu-nbd + nbd.ko | ratio (target) | loop on raw copy | vs loop (target) |"
 echo "|---|---|---|---|---|---|---|"
-for f in $FORMATS; do
+for f in raw $FORMATS; do
 	for t in seq qd1 qd32; do
 		a=$(val "$f.abuse.$t") n=$(val "$f.nbd.$t") l=$(val "loop.$t")
 		case $t in seq) unit="1M seq MB/s" target=" (≥0.8)" nt="";; qd1) unit="4K QD1 IOPS" target="" nt=" (≥3)";; qd32) unit="4K QD32 IOPS" target="" nt="";; esac

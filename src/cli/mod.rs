@@ -10,6 +10,7 @@ mod list;
 mod record;
 mod sandbox;
 mod serve;
+mod workers;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
 use crate::error::Error;

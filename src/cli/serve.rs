@@ -2,10 +2,10 @@
 //! unless --cow.
 
 use super::record::{self, Record};
-use super::{attach, ImageArgs};
+use super::{attach, workers, ImageArgs};
 use crate::abuse::backend::{Backend, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
-use crate::abuse::server::{self, Stats};
+use crate::abuse::server;
 use crate::abuse::uapi::*;
 use crate::cache::Cache;
 use crate::cow::CowOverlay;
@@ -14,7 +14,6 @@ use crate::formats::{DiskImage, OpenOptions};
 use std::sync::Arc;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 #[derive(clap::Args, Default, Clone)]
 pub struct ServeArgs {
@@ -53,40 +52,6 @@ pub struct ServeArgs {
     pub reconnect_timeout: Option<u32>,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-static SIGNALS: AtomicU32 = AtomicU32::new(0);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-    SIGNALS.fetch_add(1, Ordering::SeqCst);
-}
-
-/// SIGUSR1 only interrupts a worker's wait in the kernel, so it sees STOP.
-extern "C" fn on_wake_signal(_: libc::c_int) {}
-
-fn set_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
-    // SAFETY: the handlers only touch atomics. No SA_RESTART, so a waiting ABUSE_XFER returns
-    // EINTR and the loop looks at STOP.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = handler as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(sig, &sa, std::ptr::null_mut());
-    }
-}
-
-/// Workers leave SIGINT and SIGTERM to the main thread.
-fn block_stop_signals_in_this_thread() {
-    // SAFETY: plain signal-mask calls on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
 pub fn device_error(ctl: &Path, what: &str, e: std::io::Error) -> Error {
     let hint = match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENXIO) if ctl.starts_with("/dev") => {
@@ -99,42 +64,6 @@ pub fn device_error(ctl: &Path, what: &str, e: std::io::Error) -> Error {
         _ => "",
     };
     Error::Device(format!("{}: {what}: {e}{hint}", ctl.display()))
-}
-
-/// Runs `threads` copies of the service loop until STOP; the caller's thread is one of them.
-fn serve_with_workers(dev: &ControlDevice, backend: &dyn Backend, threads: u32, stats: &Stats) -> std::io::Result<()> {
-    let worker_ids = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (1..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    block_stop_signals_in_this_thread();
-                    // SAFETY: pthread_self has no preconditions.
-                    worker_ids.lock().unwrap().push(unsafe { libc::pthread_self() });
-                    server::serve(dev, backend, &STOP, stats)
-                })
-            })
-            .collect();
-        let mut result = server::serve(dev, backend, &STOP, stats);
-        STOP.store(true, Ordering::SeqCst);
-        // Interrupt the workers' waits until every one has seen STOP (a worker may only now be
-        // entering its wait, so once is not enough).
-        while !workers.iter().all(|w| w.is_finished()) {
-            for &id in worker_ids.lock().unwrap().iter() {
-                // SAFETY: the ids are of threads in this scope, which outlive the loop; SIGUSR1
-                // has a no-op handler.
-                unsafe { libc::pthread_kill(id, libc::SIGUSR1) };
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        for w in workers {
-            let r = w.join().unwrap_or_else(|_| Err(std::io::Error::other("a worker thread panicked")));
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
-    })
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
@@ -189,9 +118,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         reconnect_timeout_ms: args.reconnect_timeout.map_or(0, |s| s.saturating_mul(1000)),
         ..Default::default()
     };
-    set_handler(libc::SIGINT, on_stop_signal);
-    set_handler(libc::SIGTERM, on_stop_signal);
-    set_handler(libc::SIGUSR1, on_wake_signal);
+    workers::install_signal_handlers();
 
     if args.foreground {
         super::harden::harden(args.mlock);
@@ -208,7 +135,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             });
         }
         sandbox(args.no_seccomp);
-        let r = serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
+        let r = workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
         if let Some(n) = index {
             record::remove(n);
         }
@@ -247,7 +174,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: std::process::id() });
             }
             sandbox(args.no_seccomp);
-            let code = match serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
+            let code = match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("vdmount: {e}");
@@ -384,34 +311,6 @@ fn sandbox(off: bool) {
     if !off {
         if let Err(e) = super::sandbox::restrict() {
             eprintln!("vdmount: warning: cannot apply the seccomp filter: {e}");
-        }
-    }
-}
-
-/// Serves until a stop signal, then removes the device; if it is still open, says so and
-/// keeps serving (a second signal leaves it waiting for a new server instead).
-fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backend, threads: u32) -> Result<()> {
-    let bdev = device::block_device_for(ctl).map(|p| p.display().to_string()).unwrap_or_else(|| "the device".into());
-    let stats = Stats::default();
-    loop {
-        let served = serve_with_workers(dev, backend, threads, &stats);
-        eprintln!("vdmount: {}", stats.summary());
-        served.map_err(|e| device_error(ctl, "serving requests", e))?;
-        match dev.reset() {
-            Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && SIGNALS.load(Ordering::SeqCst) < 2 => {
-                eprintln!(
-                    "vdmount: {bdev} is still open (mounted?): unmount it and stop vdmount again, \
-                     or signal once more to leave it waiting for a new server (vdmount --reattach IMAGE {})",
-                    ctl.display()
-                );
-                STOP.store(false, Ordering::SeqCst);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                eprintln!("vdmount: leaving {bdev} to wait for a new server: vdmount --reattach IMAGE {}", ctl.display());
-                return Ok(());
-            }
-            Err(e) => return Err(device_error(ctl, "cannot reset the device", e)),
         }
     }
 }
