@@ -33,6 +33,9 @@ case "$ko" in
 *.zst) zstd -qdc "$ko" >"$X/mods/nbd.ko";;
 *) cp "$ko" "$X/mods/nbd.ko";;
 esac
+# The empty 2 TiB qcow2 of bench/big.sh (1 MiB), for the attach time and the server's memory.
+[ -s "$DIR/big-empty.qcow2" ] || qemu-img create -q -f qcow2 "$DIR/big-empty.qcow2" 2T
+cp "$DIR/big-empty.qcow2" "$X/opt/"
 (cd "$X" && find . -print0 | cpio --null -o -H newc --quiet -R 0:0) >"$W/extra.cpio"
 cat "$W/base.cpio" "$W/extra.cpio" >"$W/bench.cpio"
 
@@ -77,3 +80,6 @@ for f in raw $FORMATS; do
 	done
 	echo "| $f | attach s | $(val "$f.abuse.attach_s") | | | | |"
 done
+echo
+echo "2 TiB empty qcow2 in the same VM: \`vdmount IMAGE\` returns once /dev/abuse0 is up in $(val big.attach_ms) ms (target < 100; TCG); the server's peak RSS after 4K random reads for ${SECS} s: $(val big.rss_mib) MiB (default cache 256 MiB)."
+

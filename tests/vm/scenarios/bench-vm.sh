@@ -66,5 +66,15 @@ for item in $(echo "$spec" | tr , ' '); do
 	/opt/bin/qemu-nbd -d /dev/nbd0 >/dev/null
 	sleep 0.5
 done
+# Attaching the empty 2 TiB qcow2: `vdmount IMAGE CTLDEV` returns once the device is up.
+t0=$(cut -d' ' -f1 /proc/uptime)
+vdmount /opt/big-empty.qcow2 /dev/abctl0 >/dev/null || fail "attaching the 2 TiB image"
+echo "@@BENCH big.attach_ms $(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { print (b - a) * 1000 }')@@"
+/opt/bin/vmbench rand /dev/abuse0 1 "$secs" >/dev/null || fail "reading the 2 TiB image"
+pid=$(sed -n 's/^pid=//p' /run/vdmount/abuse0)
+[ -n "$pid" ] || fail "no record of the server in /run/vdmount"
+echo "@@BENCH big.rss_mib $(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$pid/status")@@"
+vdmount detach /dev/abuse0 || fail "detaching the 2 TiB image"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
 rmmod abuse
 echo "bench: ok"
