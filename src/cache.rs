@@ -6,6 +6,7 @@
 //! a missing entry while the others wait for it.
 
 use crate::error::Result;
+use crate::formats::image_file::ImageFile;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::Weighter;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,12 @@ impl Cache {
 
     /// The entry for `key`, loaded by `load` if it is not cached. Concurrent callers for the same
     /// key wait for one load instead of each doing it. A failed load is not cached.
+    /// The `len`-byte structure `what` (a table, a bitmap) at `offset` in `file`: read once,
+    /// checked against `limit` and the file's size, then served from the cache.
+    pub fn load_from(&self, file: &ImageFile, kind: Kind, offset: u64, len: u64, limit: u64, what: &str) -> Result<Arc<[u8]>> {
+        self.get_or_load(Key { file: file.id, kind, offset }, || file.read_vec(offset, len, limit, what))
+    }
+
     pub fn get_or_load(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
         self.inner.get_or_insert_with(&key, || load().map(Arc::from))
     }

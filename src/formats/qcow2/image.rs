@@ -114,11 +114,7 @@ impl Qcow2 {
                 format!("an L1 entry points to an L2 table at offset {offset}, which is not cluster aligned; the image is corrupt"),
             ));
         }
-        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Table, offset }, || {
-            let mut table = vec![0u8; size as usize];
-            self.file.read_exact_at(&mut table, offset, "an L2 table")?;
-            Ok(table)
-        })
+        self.cache.load_from(&self.file, Kind::Table, offset, size, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     /// The extent of guest offset `guest`, whose L2 table is `table` (covering guests from `base`).

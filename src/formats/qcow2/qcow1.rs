@@ -79,12 +79,8 @@ impl Qcow1 {
     }
 
     fn l2_table(&self, offset: u64) -> Result<Arc<[u8]>> {
-        let bytes = 8usize << self.l2_bits;
-        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Table, offset }, || {
-            let mut table = vec![0u8; bytes];
-            self.file.read_exact_at(&mut table, offset, "an L2 table")?;
-            Ok(table)
-        })
+        let bytes = 8u64 << self.l2_bits;
+        self.cache.load_from(&self.file, Kind::Table, offset, bytes, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     fn decode(&self, table: &[u8], base: u64, guest: u64) -> Result<Extent> {
