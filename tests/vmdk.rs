@@ -723,3 +723,33 @@ fn kdmv_file_holding_only_a_descriptor() {
     assert_eq!(cat(&img), sha256_file(&flat));
     assert_eq!(cat(&img), qemu_raw_sha256(&img, None));
 }
+
+#[test]
+fn uncompressed_vmdks_are_fully_described_as_extents() {
+    // Everything but compressed grains can be handed to abuse.ko as file ranges and zeros.
+    let dir = scratch();
+    for sub in ["monolithicSparse", "monolithicFlat"] {
+        let (src, img) = qemu_vmdk(dir.path(), sub, 3 * MIB + 192 * 1024, 5);
+        let (described, size) = described_bytes(&img);
+        assert_eq!((described, size), (size, 3 * MIB + 192 * 1024), "{sub}");
+        assert_eq!(cat(&img), sha256_file(&src), "{sub}");
+    }
+    // streamOptimized: only the grains qemu left out (zeros) can be described.
+    let (src, img) = qemu_vmdk(dir.path(), "streamOptimized", 3 * MIB + 192 * 1024, 5);
+    let (described, size) = described_bytes(&img);
+    assert!(described > 0 && described < size, "streamOptimized: {described} of {size}");
+    assert_eq!(cat(&img), sha256_file(&src));
+    assert_eq!(cat(&img), qemu_raw_sha256(&img, None));
+
+    // COWD and seSparse, hand-built, with unallocated and zero grains.
+    let (file, _) = build_cowd(MIB, 4096, &[0, 3, 4, 100, 255], 7);
+    let cowd = dir.path().join("esx-delta.vmdk");
+    std::fs::write(&cowd, &file).unwrap();
+    assert_eq!(described_bytes(&cowd), (MIB, MIB));
+    let (file, _) = build_sesparse(20 * MIB, &[0, 1, 7, 4096, 4500, 5119], &[2, 4097], false);
+    std::fs::write(dir.path().join("snap-sesparse.vmdk"), &file).unwrap();
+    let desc = dir.path().join("snap.vmdk");
+    let line = format!("RW {} SESPARSE \"snap-sesparse.vmdk\"", 20 * MIB / 512);
+    std::fs::write(&desc, descriptor("seSparse", &[line])).unwrap();
+    assert_eq!(described_bytes(&desc), (20 * MIB, 20 * MIB));
+}

@@ -19,7 +19,9 @@ use self::sesparse::SeSparseExtent;
 use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
 use super::image_file::ImageFile;
 use super::open::{open_backing, resolve_beside};
-use super::{clamp_to_size, Chain, DiskImage, Format, ImageInfo, OpenOptions};
+// Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
+use super::Extent::Zero as Zeros;
+use super::{clamp_to_size, len_inside, Chain, DiskImage, Extents, Format, ImageInfo, OpenOptions};
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_SIZE};
 use std::path::{Path, PathBuf};
@@ -161,110 +163,127 @@ impl VmdkImage {
         })
     }
 
-    fn read_extent(&self, e: &Extent, buf: &mut [u8], within: u64) -> Result<()> {
+    /// Where the bytes at virtual offset `pos` (below `size`) come from, and how many of them
+    /// (1 to `max`) come from there alike. `read_at` and `map` both walk the disk with this, so
+    /// what `map` describes is exactly what `read_at` reads.
+    fn run_at(&self, pos: u64, max: u64) -> Result<(Run<'_>, u64)> {
+        let idx = self.extents.partition_point(|e| e.start + e.len <= pos);
+        let Some(e) = self.extents.get(idx) else {
+            return Ok((Run::Zero, max));
+        };
+        let within = pos - e.start;
+        let max = max.min(e.len - within);
         match &e.data {
-            ExtentData::Zero => {
-                buf.fill(0);
-                Ok(())
-            }
-            ExtentData::Flat { file, base } => {
-                let off = base.saturating_add(within);
-                file.read_data_at(buf, off)
-            }
-            ExtentData::Sparse(s) => self.read_mapped(
-                buf,
-                e.start + within,
+            ExtentData::Zero => Ok((Run::Zero, max)),
+            ExtentData::Flat { file, base } => Ok((
+                Run::Data {
+                    file,
+                    offset: base.saturating_add(within),
+                },
+                max,
+            )),
+            ExtentData::Sparse(s) => grain_run(
                 within,
+                max,
                 s.grain_bytes,
                 &s.file,
                 |o| s.lookup(o),
                 Some(s),
             ),
-            ExtentData::SeSparse(s) => self.read_mapped(
-                buf,
-                e.start + within,
-                within,
-                s.grain_bytes,
-                &s.file,
-                |o| s.lookup(o),
-                None,
-            ),
+            ExtentData::SeSparse(s) => {
+                grain_run(within, max, s.grain_bytes, &s.file, |o| s.lookup(o), None)
+            }
         }
     }
+}
 
-    /// Reads `buf` from byte `within` of a grain-mapped extent that starts at virtual `vpos`,
-    /// taking runs of grains that map alike (unallocated, zero, contiguous data) in one read.
-    #[allow(clippy::too_many_arguments)]
-    fn read_mapped(
-        &self,
-        buf: &mut [u8],
-        vpos: u64,
-        within: u64,
-        grain: u64,
-        file: &ImageFile,
-        lookup: impl Fn(u64) -> Result<Mapping>,
-        sparse: Option<&SparseExtent>,
-    ) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let off = within + done as u64;
-            let in_grain = off % grain;
-            let first = lookup(off)?;
-            let mut take = (buf.len() - done).min((grain - in_grain) as usize);
-            while done + take < buf.len() && !matches!(first, Mapping::Compressed { .. }) {
-                let next = lookup(off + take as u64)?;
-                let continues = match (first, next) {
-                    (Mapping::Unallocated, Mapping::Unallocated)
-                    | (Mapping::Zero, Mapping::Zero) => true,
-                    (Mapping::Data { offset: a }, Mapping::Data { offset: b }) => {
-                        a + in_grain + take as u64 == b
-                    }
-                    _ => false,
-                };
-                if !continues {
-                    break;
-                }
-                take += (buf.len() - done - take).min(grain as usize);
+/// Where a run of virtual-disk bytes comes from.
+enum Run<'a> {
+    Zero,
+    /// Not allocated in this layer: the parent's bytes at the same offset, or zeros.
+    Parent,
+    /// Stored as is at `offset` of `file` (what lies past the file's end reads as zeros).
+    Data {
+        file: &'a ImageFile,
+        offset: u64,
+    },
+    /// Bytes from `skip` on of the compressed grain whose marker is at `offset`.
+    Compressed {
+        sparse: &'a SparseExtent,
+        offset: u64,
+        skip: u64,
+    },
+}
+
+/// The run at byte `within` of a grain-mapped extent, at most `max` bytes: grains that map alike
+/// (unallocated, zero, contiguous data) make one run, so each is one read. A compressed grain is
+/// a run of its own.
+fn grain_run<'a>(
+    within: u64,
+    max: u64,
+    grain: u64,
+    file: &'a ImageFile,
+    lookup: impl Fn(u64) -> Result<Mapping>,
+    sparse: Option<&'a SparseExtent>,
+) -> Result<(Run<'a>, u64)> {
+    let in_grain = within % grain;
+    let first = lookup(within)?;
+    let mut take = max.min(grain - in_grain);
+    while take < max && !matches!(first, Mapping::Compressed { .. }) {
+        let next = lookup(within + take)?;
+        let continues = match (first, next) {
+            (Mapping::Unallocated, Mapping::Unallocated) | (Mapping::Zero, Mapping::Zero) => true,
+            (Mapping::Data { offset: a }, Mapping::Data { offset: b }) => {
+                a.checked_add(in_grain + take) == Some(b)
             }
-            let piece = &mut buf[done..done + take];
-            match first {
-                Mapping::Unallocated => match &self.parent {
-                    Some(p) => p.read_at(piece, vpos + done as u64)?,
-                    None => piece.fill(0),
-                },
-                Mapping::Zero => piece.fill(0),
-                Mapping::Data { offset } => file.read_data_at(piece, offset + in_grain)?,
-                Mapping::Compressed { offset } => {
-                    if let Some(s) = sparse.filter(|_| in_grain == 0) {
-                        if s.whole_compressed_grain(offset, piece)? {
-                            done += take;
-                            continue;
-                        }
-                    }
-                    let data = match sparse {
-                        Some(s) => s.compressed_grain(offset)?,
-                        None => {
-                            return Err(Error::corrupt(
-                                &file.path,
-                                "compressed grain in an extent that has none",
-                            ))
-                        }
-                    };
-                    let from = in_grain as usize;
-                    match data.get(from..from + take) {
-                        Some(src) => piece.copy_from_slice(src),
-                        None => {
-                            return Err(Error::corrupt(
-                                &file.path,
-                                format!("compressed grain at offset {offset} is short"),
-                            ))
-                        }
-                    }
-                }
-            }
-            done += take;
+            _ => false,
+        };
+        if !continues {
+            break;
         }
-        Ok(())
+        take += (max - take).min(grain);
+    }
+    let run = match first {
+        Mapping::Unallocated => Run::Parent,
+        Mapping::Zero => Run::Zero,
+        // Saturating: an offset beyond any file reads as zeros, like any past the file's end.
+        Mapping::Data { offset } => Run::Data {
+            file,
+            offset: offset.saturating_add(in_grain),
+        },
+        Mapping::Compressed { offset } => match sparse {
+            Some(sparse) => Run::Compressed {
+                sparse,
+                offset,
+                skip: in_grain,
+            },
+            None => {
+                return Err(Error::corrupt(
+                    &file.path,
+                    "compressed grain in an extent that has none",
+                ))
+            }
+        },
+    };
+    Ok((run, take))
+}
+
+/// Reads `out` from byte `skip` of the compressed grain at `offset`.
+fn read_compressed(s: &SparseExtent, offset: u64, skip: u64, out: &mut [u8]) -> Result<()> {
+    if skip == 0 && s.whole_compressed_grain(offset, out)? {
+        return Ok(());
+    }
+    let data = s.compressed_grain(offset)?;
+    let from = skip as usize;
+    match data.get(from..from + out.len()) {
+        Some(src) => {
+            out.copy_from_slice(src);
+            Ok(())
+        }
+        None => Err(Error::corrupt(
+            &s.file.path,
+            format!("compressed grain at offset {offset} is short"),
+        )),
     }
 }
 
@@ -278,17 +297,48 @@ impl DiskImage for VmdkImage {
         let mut done = 0usize;
         while done < n {
             let pos = offset + done as u64;
-            let idx = self.extents.partition_point(|e| e.start + e.len <= pos);
-            let Some(e) = self.extents.get(idx) else {
-                buf[done..n].fill(0);
-                break;
-            };
-            let within = pos - e.start;
-            let take = ((n - done) as u64).min(e.len - within) as usize;
-            self.read_extent(e, &mut buf[done..done + take], within)?;
-            done += take;
+            let (run, len) = self.run_at(pos, (n - done) as u64)?;
+            let piece = &mut buf[done..done + len as usize];
+            match run {
+                Run::Zero => piece.fill(0),
+                Run::Parent => match &self.parent {
+                    Some(p) => p.read_at(piece, pos)?,
+                    None => piece.fill(0),
+                },
+                Run::Data { file, offset } => file.read_data_at(piece, offset)?,
+                Run::Compressed {
+                    sparse,
+                    offset,
+                    skip,
+                } => read_compressed(sparse, offset, skip, piece)?,
+            }
+            done += piece.len();
         }
         Ok(())
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        let n = len_inside(offset, len, self.size);
+        let mut done = 0u64;
+        while done < n {
+            let pos = offset + done;
+            let (run, take) = self.run_at(pos, n - done)?;
+            let described = match run {
+                Run::Zero => out.push(Zeros { len: take }),
+                Run::Parent => match &self.parent {
+                    Some(p) => p.map(pos, take, out)?,
+                    None => out.push(Zeros { len: take }),
+                },
+                Run::Data { file, offset } => file.map_data(offset, take, out),
+                // The kernel cannot inflate: the caller reads this range instead.
+                Run::Compressed { .. } => false,
+            };
+            if !described {
+                return Ok(false);
+            }
+            done += take;
+        }
+        Ok(out.push(Zeros { len: len - n }))
     }
 
     fn info(&self) -> ImageInfo {
