@@ -7,7 +7,7 @@
 
 use super::sparse::{Directory, SECTOR};
 use super::Mapping;
-use crate::cache::{Cache, Key, Kind};
+use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::image_file::{le64, ImageFile};
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
@@ -162,20 +162,13 @@ impl SeSparseExtent {
                     "grain table {gd_index} lies beyond any file offset"
                 ))
             })?;
-        let gt = self.cache.get_or_load(
-            Key {
-                file: self.file.id,
-                kind: Kind::Table,
-                offset: gt_off,
-            },
-            || {
-                self.file.read_vec(
-                    gt_off,
-                    gt_bytes,
-                    MAX_TABLE_BYTES,
-                    &format!("seSparse grain table {gd_index}"),
-                )
-            },
+        let gt = self.cache.load_from(
+            &self.file,
+            Kind::Table,
+            gt_off,
+            gt_bytes,
+            MAX_TABLE_BYTES,
+            &format!("seSparse grain table {gd_index}"),
         )?;
         let e = gt
             .get(gt_index * 8..gt_index * 8 + 8)

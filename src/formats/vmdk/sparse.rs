@@ -206,20 +206,13 @@ impl SparseExtent {
             return Ok(Mapping::Unallocated);
         }
         let gt_off = sector * SECTOR;
-        let gt = self.cache.get_or_load(
-            Key {
-                file: self.file.id,
-                kind: Kind::Table,
-                offset: gt_off,
-            },
-            || {
-                self.file.read_vec(
-                    gt_off,
-                    gt_bytes,
-                    MAX_TABLE_BYTES,
-                    &format!("grain table {gd_index}"),
-                )
-            },
+        let gt = self.cache.load_from(
+            &self.file,
+            Kind::Table,
+            gt_off,
+            gt_bytes,
+            MAX_TABLE_BYTES,
+            &format!("grain table {gd_index}"),
         )?;
         let entry = gt
             .get(gt_index * 4..gt_index * 4 + 4)
