@@ -388,6 +388,39 @@ fn differencing_missing_parent_names_paths_tried() {
     assert!(err.contains(tried.to_str().unwrap()) && err.contains("no such file"), "{err}");
 }
 
+/// A dynamic VHD qemu-img made and qemu-io wrote into is all data blocks or unallocated ones,
+/// so every byte can be handed to the kernel as extents (file ranges or zeros) while the disk
+/// still reads as qemu reads it.
+#[test]
+fn dynamic_and_fixed_images_are_described_whole_as_extents() {
+    let dir = scratch();
+    let img = dir.path().join("written.vhd");
+    qemu_img(&["create", "-f", "vpc", "-o", "subformat=dynamic", img.to_str().unwrap(), "64M"]);
+    // Unaligned to blocks and sectors: a write that straddles blocks, one inside a block.
+    for cmd in ["write -P 0x5a 1M 3M", "write -P 0x11 9000k 513", "write -P 0x22 63M 1M"] {
+        run_ok(std::process::Command::new("qemu-io").args(["-f", "vpc", "-c", cmd]).arg(&img));
+    }
+    let fixed = dir.path().join("fixed.vhd");
+    qemu_img(&["convert", "-f", "vpc", "-O", "vpc", "-o", "subformat=fixed", img.to_str().unwrap(), fixed.to_str().unwrap()]);
+    for img in [&img, &fixed] {
+        assert_eq!(vdmount_cat_sha256(img, &[]).unwrap(), qemu_raw_sha256(img, Some("vpc")), "{}", img.display());
+        let (described, size) = described_bytes(img);
+        assert_eq!(described, size, "{}: not all described as extents", img.display());
+    }
+}
+
+/// A differencing child's sectors come from the child or the parent by bitmap bit; runs of
+/// equal bits become one extent each. Blocks whose bits alternate often need more extents than
+/// a request may hold and are read instead, so only part of this child is described.
+#[test]
+fn differencing_child_is_described_as_extents_where_runs_allow() {
+    let case = diff_case(true, standard_locators(), "parent.vhd");
+    assert_eq!(vdmount_cat_sha256(&case.child, &[]).unwrap(), sha256_hex(&case.expected));
+    let (described, size) = described_bytes(&case.child);
+    // At most the two 512 KiB blocks with random bitmaps are read instead.
+    assert!(described < size && size - described <= 2 * 512 * 1024, "{described} of {size} bytes described");
+}
+
 /// qemu sizes "vpc " and "qemu" images by CHS geometry (unless it is the maximum one) and all
 /// others by current_size: patch a qemu-img image's creator and sizes and compare with qemu-img.
 #[test]

@@ -189,6 +189,25 @@ fn qemu_io_writes_into_dynamic_image_match_qemu() {
     assert_matches_qemu(&img);
 }
 
+/// Blocks of a dynamic (or fixed) VHDX qemu made are present, absent or zero, so every byte can
+/// be handed to the kernel as extents (file ranges or zeros) while the disk still reads as qemu
+/// reads it.
+#[test]
+fn dynamic_and_fixed_images_are_described_whole_as_extents() {
+    let dir = scratch();
+    let img = dir.path().join("written.vhdx");
+    qemu_img(&["create", "-f", "vhdx", "-o", "block_size=1M", img.to_str().unwrap(), "64M"]);
+    for cmd in ["write -P 0x5a 1M 3M", "write -P 0x11 9000k 513", "write -z 2M 64k", "write -P 0x22 63M 1M"] {
+        run_ok(Command::new("qemu-io").args(["-f", "vhdx", "-c", cmd]).arg(&img));
+    }
+    let fixed = qemu_vhdx(dir.path(), "fixed.vhdx", 5 * MIB + 4096, 7, "subformat=fixed,block_size=1M");
+    for img in [&img, &fixed] {
+        assert_matches_qemu(img);
+        let (described, size) = described_bytes(img);
+        assert_eq!(described, size, "{}: not all described as extents", img.display());
+    }
+}
+
 #[test]
 fn four_k_logical_sectors_are_reported_and_read() {
     let dir = scratch();
@@ -205,6 +224,8 @@ fn four_k_logical_sectors_are_reported_and_read() {
     let text = info(&img, &[]);
     assert!(text.contains("logical sector size: 4096"), "{text}");
     assert_eq!(vdmount_cat_sha256(&img, &[]).unwrap(), expected);
+    let (described, size) = described_bytes(&img);
+    assert_eq!(described, size);
 }
 
 #[test]
@@ -382,6 +403,17 @@ fn differencing_child_reads_blocks_bitmaps_and_parent() {
     assert!(text.contains("creator: vdmount test"), "{text}");
 }
 
+/// The child's runs (present block, bitmap runs, the parent's blocks, a zero block) are few
+/// enough that each request fits the extent list: all of it is described.
+#[test]
+fn differencing_child_is_described_whole_as_extents() {
+    let dir = scratch();
+    let (child, expected) = differencing_pair(dir.path(), None, ".\\parent.vhdx");
+    assert_eq!(vdmount_cat_sha256(&child, &[]).unwrap(), sha256_hex(&expected));
+    let (described, size) = described_bytes(&child);
+    assert_eq!(described, size);
+}
+
 #[test]
 fn differencing_parent_found_by_absolute_path_name() {
     let dir = scratch();
@@ -539,6 +571,18 @@ fn dirty_log_is_replayed_in_memory() {
     let text = info(&case.dirty, &[]);
     assert!(text.contains("log: replayed 2 entries (sequence 10..11)"), "{text}");
     assert_eq!(sha256_file(&case.dirty), before, "the image file was modified");
+}
+
+/// Bytes the log wrote live only in memory: the requests touching them are read, not described;
+/// the rest (zeros the log wrote included) is described.
+#[test]
+fn dirty_log_bytes_are_not_described_as_extents() {
+    let case = dirty_case();
+    assert_eq!(vdmount_cat_sha256(&case.dirty, &[]).unwrap(), qemu_raw_sha256(&case.direct, Some("vhdx")));
+    let (described, size) = described_bytes(&case.dirty);
+    // The two payload sectors the log wrote bytes into cost at most two requests (of at most
+    // 512 KiB, as `cat --via-extents` cuts them).
+    assert!(described < size && size - described <= 2 * 512 * 1024, "{described} of {size} bytes described");
 }
 
 #[test]

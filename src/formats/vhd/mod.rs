@@ -8,7 +8,7 @@ mod footer;
 mod parent;
 
 use super::image_file::ImageFile;
-use super::{clamp_to_size, Chain, DiskImage, ImageInfo, OpenOptions};
+use super::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
@@ -100,53 +100,60 @@ impl VhdImage {
         Ok(VhdImage { file, footer, virtual_size, layout, cache: opts.cache.clone(), details })
     }
 
-    /// Reads `buf` from one block of a sparse disk (`pos` is the disk offset; the read does not
-    /// cross a block boundary).
-    fn read_in_block(&self, header: &DynamicHeader, parent: Option<&parent::Parent>, buf: &mut [u8], pos: u64) -> Result<()> {
+    /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
+    /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
+    /// cannot disagree.
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+        let (header, parent) = match &self.layout {
+            Layout::Fixed { data_end } if pos < *data_end => return Ok((Source::File(pos), (data_end - pos).min(max_len))),
+            // Open checks that the data reaches the virtual size; past it would read as zeros.
+            Layout::Fixed { .. } => return Ok((Source::Zero, max_len)),
+            Layout::Sparse { header, parent } => (header, parent),
+        };
         let map = BlockMap { file: &self.file, header, cache: &self.cache };
         let block = pos / header.block_size;
         let within = pos % header.block_size;
+        let max_len = max_len.min(header.block_size - within);
         let Some(bitmap_at) = map.bitmap_offset(block)? else {
             // Not in this file: the parent's, or zeros in a dynamic disk.
-            return match parent {
-                Some(p) => p.image.read_at(buf, pos),
-                None => {
-                    buf.fill(0);
-                    Ok(())
-                }
-            };
+            return Ok((Source::Parent, max_len));
         };
         // bitmap_at is a 32-bit sector number times 512 and the bitmap at most 64 KiB: no overflow.
-        let data_at = bitmap_at + header.bitmap_size();
-        let Some(parent) = parent else {
+        let data_at = bitmap_at + header.bitmap_size() + within;
+        if parent.is_none() {
             // A dynamic disk's block is read whole, bitmap ignored, as qemu reads it (writers
             // fill the block with the data or zeros; qemu itself sets every bit).
-            return self.file.read_data_at(buf, data_at + within);
-        };
+            return Ok((Source::File(data_at), max_len));
+        }
 
         // Differencing: each sector comes from this file if its bitmap bit is set, else from the
-        // parent. Runs of sectors with the same source are read in one call.
+        // parent; the run goes on while the bits stay the same.
         let bitmap = map.bitmap(bitmap_at)?;
-        let last_sector = (within + buf.len() as u64).saturating_sub(1) / SECTOR;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = within + done as u64;
-            let from_child = sector_is_set(&bitmap, at / SECTOR);
-            let mut end_sector = at / SECTOR + 1;
-            while end_sector <= last_sector && sector_is_set(&bitmap, end_sector) == from_child {
-                end_sector += 1;
-            }
-            let run_end = (end_sector * SECTOR).min(within + buf.len() as u64);
-            let run = &mut buf[done..(run_end - within) as usize];
-            if from_child {
-                self.file.read_data_at(run, data_at + at)?;
-            } else {
-                parent.image.read_at(run, pos + done as u64)?;
-            }
-            done = (run_end - within) as usize;
+        let end = within + max_len;
+        let from_child = sector_is_set(&bitmap, within / SECTOR);
+        let mut run_end = (within / SECTOR + 1) * SECTOR;
+        while run_end < end && sector_is_set(&bitmap, run_end / SECTOR) == from_child {
+            run_end += SECTOR;
         }
-        Ok(())
+        let len = run_end.min(end) - within;
+        Ok((if from_child { Source::File(data_at) } else { Source::Parent }, len))
     }
+
+    fn parent(&self) -> Option<&Arc<dyn DiskImage>> {
+        match &self.layout {
+            Layout::Sparse { parent: Some(p), .. } => Some(&p.image),
+            _ => None,
+        }
+    }
+}
+
+/// Where a run of the disk's bytes comes from (see `VhdImage::lookup`).
+enum Source {
+    /// This file's bytes from this offset (zeros past its end).
+    File(u64),
+    /// The parent's bytes at the same disk offset, or zeros without a parent.
+    Parent,
+    Zero,
 }
 
 impl DiskImage for VhdImage {
@@ -156,26 +163,38 @@ impl DiskImage for VhdImage {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let n = clamp_to_size(buf, offset, self.virtual_size);
-        let buf = &mut buf[..n];
-        match &self.layout {
-            Layout::Fixed { data_end } => {
-                let avail = data_end.saturating_sub(offset).min(n as u64) as usize;
-                let (data, past) = buf.split_at_mut(avail);
-                past.fill(0);
-                self.file.read_data_at(data, offset)
+        let mut done = 0usize;
+        while done < n {
+            let pos = offset + done as u64;
+            let (source, len) = self.lookup(pos, (n - done) as u64)?;
+            let part = &mut buf[done..done + len as usize];
+            match (source, self.parent()) {
+                (Source::File(at), _) => self.file.read_data_at(part, at)?,
+                (Source::Parent, Some(p)) => p.read_at(part, pos)?,
+                (Source::Parent, None) | (Source::Zero, _) => part.fill(0),
             }
-            Layout::Sparse { header, parent } => {
-                let mut done = 0usize;
-                while done < n {
-                    let pos = offset + done as u64;
-                    let left_in_block = header.block_size - pos % header.block_size;
-                    let len = (n - done).min(usize::try_from(left_in_block).unwrap_or(usize::MAX));
-                    self.read_in_block(header, parent.as_ref(), &mut buf[done..done + len], pos)?;
-                    done += len;
-                }
-                Ok(())
-            }
+            done += part.len();
         }
+        Ok(())
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        let n = len_inside(offset, len, self.virtual_size);
+        let mut done = 0u64;
+        while done < n {
+            let pos = offset + done;
+            let (source, run) = self.lookup(pos, n - done)?;
+            let described = match (source, self.parent()) {
+                (Source::File(at), _) => self.file.map_data(at, run, out),
+                (Source::Parent, Some(p)) => p.map(pos, run, out)?,
+                (Source::Parent, None) | (Source::Zero, _) => out.push(Extent::Zero { len: run }),
+            };
+            if !described {
+                return Ok(false);
+            }
+            done += run;
+        }
+        Ok(out.push(Extent::Zero { len: len - n }))
     }
 
     fn info(&self) -> ImageInfo {

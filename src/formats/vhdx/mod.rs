@@ -14,7 +14,7 @@ mod parent;
 mod region;
 
 use super::image_file::ImageFile;
-use super::{clamp_to_size, Chain, DiskImage, ImageInfo, OpenOptions};
+use super::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use bat::{Bat, Payload};
@@ -108,67 +108,55 @@ impl VhdxImage {
         Ok(VhdxImage { file, cache: opts.cache.clone(), meta, bat, parent, details })
     }
 
-    /// Reads `out.len()` bytes from the parent (or zeros without one) at virtual `offset`.
-    fn read_parent(&self, out: &mut [u8], offset: u64) -> Result<()> {
-        match &self.parent {
-            Some(p) => p.read_at(out, offset),
-            None => {
-                out.fill(0);
-                Ok(())
-            }
-        }
-    }
-
-    /// Reads from the file at `base + within` (a block's data).
-    fn read_file(&self, out: &mut [u8], base: u64, within: u64) -> Result<()> {
-        let at = base.checked_add(within).filter(|a| a.checked_add(out.len() as u64).is_some());
-        let Some(at) = at else {
-            return Err(Error::corrupt(
-                &self.file.file.path,
-                format!("a BAT entry points at offset {base}, beyond any file"),
-            ));
+    /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
+    /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
+    /// cannot disagree.
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+        let block_size = self.bat.block_size;
+        let (block, within) = (pos / block_size, pos % block_size);
+        let max_len = max_len.min(block_size - within);
+        let (base, len) = match self.bat.payload(&self.file, &self.cache, block)? {
+            Payload::NotPresent => return Ok((Source::Parent, max_len)),
+            Payload::Zeros => return Ok((Source::Zero, max_len)),
+            Payload::Present(base) => (base, max_len),
+            Payload::Partial(base) => match self.bitmap_run(block, within, max_len)? {
+                (true, len) => (base, len),
+                (false, len) => return Ok((Source::Parent, len)),
+            },
         };
-        self.file.read_data_at(out, at)
-    }
-
-    /// Reads the part `[within, within + out.len())` of payload block `block`.
-    fn read_in_block(&self, block: u64, within: u64, out: &mut [u8]) -> Result<()> {
-        let virtual_offset = block * self.bat.block_size + within;
-        match self.bat.payload(&self.file, &self.cache, block)? {
-            Payload::NotPresent => self.read_parent(out, virtual_offset),
-            Payload::Zeros => {
-                out.fill(0);
-                Ok(())
-            }
-            Payload::Present(base) => self.read_file(out, base, within),
-            Payload::Partial(base) => {
-                let bitmap = self.bat.sector_bitmap(&self.file, &self.cache, block)?;
-                let sector = self.meta.logical_sector_size as u64;
-                let in_child = |pos: u64| {
-                    let s = (pos / sector) as usize;
-                    bitmap.get(s / 8).is_some_and(|b| b & (1 << (s % 8)) != 0)
-                };
-                let end = within + out.len() as u64;
-                let mut pos = within;
-                while pos < end {
-                    let child = in_child(pos);
-                    let mut run_end = (pos / sector + 1) * sector;
-                    while run_end < end && in_child(run_end) == child {
-                        run_end += sector;
-                    }
-                    let run_end = run_end.min(end);
-                    let piece = &mut out[(pos - within) as usize..(run_end - within) as usize];
-                    if child {
-                        self.read_file(piece, base, pos)?;
-                    } else {
-                        self.read_parent(piece, block * self.bat.block_size + pos)?;
-                    }
-                    pos = run_end;
-                }
-                Ok(())
-            }
+        match base.checked_add(within).filter(|at| at.checked_add(len).is_some()) {
+            Some(at) => Ok((Source::File(at), len)),
+            None => Err(Error::corrupt(&self.file.file.path, format!("a BAT entry points at offset {base}, beyond any file"))),
         }
     }
+
+    /// For a partially present block: whether the logical sector at `within` is in this file
+    /// (its sector bitmap bit set) or the parent's, and how many bytes from there (at most
+    /// `max_len`) have the same bit.
+    fn bitmap_run(&self, block: u64, within: u64, max_len: u64) -> Result<(bool, u64)> {
+        let bitmap = self.bat.sector_bitmap(&self.file, &self.cache, block)?;
+        let sector = self.meta.logical_sector_size as u64;
+        let bit = |at: u64| {
+            let s = (at / sector) as usize;
+            bitmap.get(s / 8).is_some_and(|b| b & (1 << (s % 8)) != 0)
+        };
+        let end = within + max_len;
+        let in_child = bit(within);
+        let mut run_end = (within / sector + 1) * sector;
+        while run_end < end && bit(run_end) == in_child {
+            run_end += sector;
+        }
+        Ok((in_child, run_end.min(end) - within))
+    }
+}
+
+/// Where a run of the disk's bytes comes from (see `VhdxImage::lookup`).
+enum Source {
+    /// The (log-replayed) file's bytes from this offset (zeros past its end).
+    File(u64),
+    /// The parent's bytes at the same disk offset, or zeros without a parent.
+    Parent,
+    Zero,
 }
 
 impl DiskImage for VhdxImage {
@@ -182,16 +170,38 @@ impl DiskImage for VhdxImage {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let n = clamp_to_size(buf, offset, self.meta.virtual_size);
-        let block_size = self.bat.block_size;
         let mut done = 0usize;
         while done < n {
             let pos = offset + done as u64;
-            let (block, within) = (pos / block_size, pos % block_size);
-            let len = ((block_size - within) as usize).min(n - done);
-            self.read_in_block(block, within, &mut buf[done..done + len])?;
-            done += len;
+            let (source, len) = self.lookup(pos, (n - done) as u64)?;
+            let part = &mut buf[done..done + len as usize];
+            match (source, &self.parent) {
+                (Source::File(at), _) => self.file.read_data_at(part, at)?,
+                (Source::Parent, Some(p)) => p.read_at(part, pos)?,
+                (Source::Parent, None) | (Source::Zero, _) => part.fill(0),
+            }
+            done += part.len();
         }
         Ok(())
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        let n = len_inside(offset, len, self.meta.virtual_size);
+        let mut done = 0u64;
+        while done < n {
+            let pos = offset + done;
+            let (source, run) = self.lookup(pos, n - done)?;
+            let described = match (source, &self.parent) {
+                (Source::File(at), _) => self.file.map_data(at, run, out),
+                (Source::Parent, Some(p)) => p.map(pos, run, out)?,
+                (Source::Parent, None) | (Source::Zero, _) => out.push(Extent::Zero { len: run }),
+            };
+            if !described {
+                return Ok(false);
+            }
+            done += run;
+        }
+        Ok(out.push(Extent::Zero { len: len - n }))
     }
 
     fn info(&self) -> ImageInfo {

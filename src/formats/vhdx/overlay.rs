@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::formats::image_file::ImageFile;
+use crate::formats::{Extent, Extents};
 use std::collections::BTreeMap;
 
 /// What one stretch of the overlay holds.
@@ -73,16 +74,20 @@ impl Overlay {
         self.pieces.insert(start, piece);
     }
 
+    /// The pieces overlapping `[offset, end)`, in order, each with its start and the part of
+    /// it inside the range (`from..to`).
+    fn overlapping(&self, offset: u64, end: u64) -> impl Iterator<Item = (u64, &Piece, u64, u64)> {
+        let first = self.pieces.range(..=offset).next_back().map_or(offset, |(s, _)| *s);
+        self.pieces.range(first..end).filter_map(move |(&s, piece)| {
+            let (from, to) = (s.max(offset), (s + piece.len()).min(end));
+            (from < to).then_some((s, piece, from, to))
+        })
+    }
+
     /// Copies the overlay's bytes over `buf`, which holds the file's bytes from `offset`.
     pub fn apply(&self, buf: &mut [u8], offset: u64) {
         let Some(end) = offset.checked_add(buf.len() as u64) else { return };
-        let first = self.pieces.range(..=offset).next_back().map_or(offset, |(s, _)| *s);
-        for (&s, piece) in self.pieces.range(first..end) {
-            let from = s.max(offset);
-            let to = (s + piece.len()).min(end);
-            if from >= to {
-                continue;
-            }
+        for (s, piece, from, to) in self.overlapping(offset, end) {
             let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
             match piece {
                 Piece::Zeros(_) => dst.fill(0),
@@ -134,6 +139,24 @@ impl VhdxFile {
         Ok(())
     }
 
+    /// Appends the extents `read_data_at` reads for `len` bytes at `offset`: the file's, with
+    /// zeros where the log wrote zeros. False where the log wrote bytes: they are only in memory.
+    #[must_use]
+    pub fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+        let Some(end) = offset.checked_add(len) else { return false };
+        let mut pos = offset;
+        for (_, piece, from, to) in self.overlay.overlapping(offset, end) {
+            let described = self.file.map_data(pos, from - pos, out)
+                && matches!(piece, Piece::Zeros(_))
+                && out.push(Extent::Zero { len: to - from });
+            if !described {
+                return false;
+            }
+            pos = to;
+        }
+        self.file.map_data(pos, end - pos, out)
+    }
+
     pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
         crate::limits::check(&self.file.path, &format!("size of {what}"), len, limit)?;
         let mut v = vec![0u8; len as usize];
@@ -165,5 +188,32 @@ mod tests {
         o.apply(&mut part, 5);
         assert_eq!(part, [1, 0, 0, 1]);
         assert_eq!(o.end(), 18);
+    }
+
+    #[test]
+    fn map_data_describes_the_file_and_logged_zeros_but_not_logged_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, [7u8; 64]).unwrap();
+        let file = ImageFile::open(&path).unwrap();
+        let mut o = Overlay::default();
+        o.write_zeros(8, 8);
+        o.write_bytes(40, vec![1; 4].into());
+        let f = VhdxFile::new(file, o, 0);
+        let mut x = Extents::new(8);
+        assert!(f.map_data(4, 28, &mut x));
+        let Extent::Data { fd, .. } = x.as_slice()[0] else { panic!("{:?}", x.as_slice()) };
+        let want = [
+            Extent::Data { fd, offset: 4, len: 4 },
+            Extent::Zero { len: 8 },
+            Extent::Data { fd, offset: 16, len: 16 },
+        ];
+        assert_eq!(x.as_slice(), &want);
+        // Past the file's end reads as zeros, as read_data_at gives.
+        x.clear();
+        assert!(f.map_data(44, 30, &mut x));
+        assert_eq!(x.as_slice(), &[Extent::Data { fd, offset: 44, len: 20 }, Extent::Zero { len: 10 }]);
+        x.clear();
+        assert!(!f.map_data(30, 12, &mut x));
     }
 }
