@@ -2,7 +2,7 @@
 //! allocation table (BAT) and per-block sector bitmaps it leads to.
 
 use super::footer::checksum;
-use crate::cache::{Cache, Key, Kind};
+use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::image_file::{be32, be64, ImageFile};
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES};
@@ -112,10 +112,14 @@ impl BlockMap<'_> {
         let page = block / BAT_PAGE_ENTRIES;
         let page_offset = self.header.table_offset + page * BAT_PAGE_ENTRIES * 4;
         let page_entries = (self.header.max_table_entries - page * BAT_PAGE_ENTRIES).min(BAT_PAGE_ENTRIES);
-        let key = Key { file: self.file.id, kind: Kind::Table, offset: page_offset };
-        let table = self.cache.get_or_load(key, || {
-            self.file.read_vec(page_offset, page_entries * 4, MAX_TABLE_BYTES, "the VHD block allocation table")
-        })?;
+        let table = self.cache.load_from(
+            self.file,
+            Kind::Table,
+            page_offset,
+            page_entries * 4,
+            MAX_TABLE_BYTES,
+            "the VHD block allocation table",
+        )?;
         let at = ((block % BAT_PAGE_ENTRIES) * 4) as usize;
         let entry = table.get(at..at + 4).map(|e| be32(e, 0)).unwrap_or(UNALLOCATED);
         Ok((entry != UNALLOCATED).then(|| u64::from(entry) * SECTOR))
@@ -123,10 +127,8 @@ impl BlockMap<'_> {
 
     /// The sector bitmap at `offset` (from `bitmap_offset`).
     pub fn bitmap(&self, offset: u64) -> Result<std::sync::Arc<[u8]>> {
-        let key = Key { file: self.file.id, kind: Kind::Bitmap, offset };
-        self.cache.get_or_load(key, || {
-            self.file.read_vec(offset, self.header.bitmap_size(), MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
-        })
+        let len = self.header.bitmap_size();
+        self.cache.load_from(self.file, Kind::Bitmap, offset, len, MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
     }
 }
 
