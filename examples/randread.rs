@@ -1,7 +1,9 @@
 //! Random 4 KiB reads at queue depth 1 through the library's reader, for bench/run.sh.
 //!
-//!   randread IMAGE [--count N] [--seed S] [--cache-size MIB] [--print-offsets]
+//!   randread IMAGE [--count N] [--seed S] [--cache-size MIB] [--base B --span S] [--print-offsets]
 //!
+//! `--base B --span S` keeps the reads inside bytes [B, B+S) of the disk: a "hot file" such as a
+//! registry hive or a log, read at random, rather than reads spread over the whole disk.
 //! The offsets are 4 KiB aligned, drawn from a fixed-seed generator, so the same command lists
 //! the same offsets every time: `--print-offsets` prints them (one a line) instead of reading,
 //! which is how the bench gives qemu-io exactly the same reads. Otherwise it reads them one after
@@ -18,6 +20,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut image: Option<PathBuf> = None;
     let (mut count, mut seed, mut cache_mib, mut print) = (20_000u64, 1u64, DEFAULT_CACHE_BYTES >> 20, false);
+    let (mut base, mut span) = (0u64, u64::MAX);
     while let Some(a) = args.next() {
         let mut number = |name: &str| -> u64 {
             args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| die(&format!("{name} needs a number")))
@@ -26,19 +29,24 @@ fn main() {
             "--count" => count = number("--count"),
             "--seed" => seed = number("--seed"),
             "--cache-size" => cache_mib = number("--cache-size"),
+            "--base" => base = number("--base"),
+            "--span" => span = number("--span"),
             "--print-offsets" => print = true,
             _ if image.is_none() => image = Some(a.into()),
             _ => die(&format!("unexpected argument {a}")),
         }
     }
-    let image = image.unwrap_or_else(|| die("usage: randread IMAGE [--count N] [--seed S] [--cache-size MIB] [--print-offsets]"));
+    let image = image.unwrap_or_else(|| {
+        die("usage: randread IMAGE [--count N] [--seed S] [--cache-size MIB] [--base B --span S] [--print-offsets]")
+    });
     let disk = open(&image, &OpenOptions::new(Cache::new(cache_mib << 20))).unwrap_or_else(|e| die(&e.to_string()));
-    let blocks = disk.virtual_size() / BLOCK;
+    let first = base / BLOCK;
+    let blocks = (disk.virtual_size() / BLOCK).saturating_sub(first).min(span / BLOCK);
     if blocks == 0 {
-        die("the disk is smaller than 4 KiB");
+        die("no whole 4 KiB block in the range to read");
     }
     let mut rng = XorShift(seed.max(1));
-    let offsets: Vec<u64> = (0..count).map(|_| rng.next() % blocks * BLOCK).collect();
+    let offsets: Vec<u64> = (0..count).map(|_| (first + rng.next() % blocks) * BLOCK).collect();
     if print {
         let text: String = offsets.iter().map(|o| format!("{o}\n")).collect();
         print!("{text}");

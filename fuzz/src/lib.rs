@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use vdmount::cache::Cache;
-use vdmount::formats::{Format, OpenOptions};
+use vdmount::formats::{DiskImage, Extent, Extents, Format, OpenOptions};
 
 /// Bytes read from the virtual disk per input, at most: keeps every exec fast whatever size the
 /// image claims.
@@ -71,11 +71,12 @@ pub fn open_and_read_file(path: &Path, data: &[u8], format: Option<Format>) {
 
     let mut budget = READ_BUDGET;
     let mut buf = vec![0u8; 1 << 20];
+    let mut extents = Extents::new(256);
     let mut read = |offset: u64, len: usize| {
         let len = len.min(budget).min(buf.len());
         budget -= len;
-        if len > 0 {
-            let _ = disk.read_at(&mut buf[..len], offset);
+        if len > 0 && disk.read_at(&mut buf[..len], offset).is_ok() {
+            check_extents(&*disk, &buf[..len], offset, &mut extents);
         }
     };
     read(0, 1 << 20);
@@ -94,6 +95,32 @@ pub fn open_and_read_file(path: &Path, data: &[u8], format: Option<Format>) {
             _ => x >> 2,
         };
         read(offset, 1 + (x as usize >> 40) % (256 << 10));
+    }
+}
+
+/// Where the reader describes `[offset, offset + data.len())` as extents (what abuse.ko would
+/// read itself), they must cover exactly that range, lie inside their files, and hold exactly
+/// the bytes `read_at` gave (`data`). A difference is a bug: the kernel would serve other data.
+pub fn check_extents(disk: &dyn DiskImage, data: &[u8], offset: u64, extents: &mut Extents) {
+    extents.clear();
+    if !matches!(disk.map(offset, data.len() as u64, extents), Ok(true)) {
+        return;
+    }
+    assert_eq!(extents.total(), data.len() as u64, "extents at {offset} do not cover the range");
+    let mut pos = 0usize;
+    for e in extents.as_slice() {
+        let want = &data[pos..pos + e.len() as usize];
+        match *e {
+            Extent::Zero { .. } => assert!(want.iter().all(|&b| b == 0), "a zero extent at {} holds data", offset + pos as u64),
+            Extent::Data { fd, offset: at, len } => {
+                let mut got = vec![0u8; len as usize];
+                // SAFETY: the fd is one the reader holds open for as long as `disk` lives.
+                let n = unsafe { libc::pread(fd, got.as_mut_ptr().cast(), got.len(), at as libc::off_t) };
+                assert_eq!(n, len as isize, "extent at file offset {at} ({len} bytes) is not inside its file");
+                assert!(got == want, "extent at file offset {at} differs from read_at at {}", offset + pos as u64);
+            }
+        }
+        pos += e.len() as usize;
     }
 }
 
