@@ -68,6 +68,30 @@ impl Cache {
         self.get_or_load(Key { file: file.id, kind, offset }, || file.read_vec(offset, len, limit, what))
     }
 
+    /// For compressed clusters, which a random 4 KiB read needs only the start of (a deflate or
+    /// zstd stream cannot be entered in the middle, but can stop early): the entry for `key` if
+    /// it holds at least `need` bytes. Otherwise `load(len)` decompresses `len` bytes: the
+    /// prefix this read needs (rounded up to 4 KiB) the first time, the `full` cluster if a
+    /// shorter prefix was there already, so no cluster is decompressed more than twice. The new
+    /// entry replaces the old.
+    pub fn get_prefix_or_load(
+        &self,
+        key: Key,
+        need: usize,
+        full: usize,
+        load: impl FnOnce(usize) -> Result<Vec<u8>>,
+    ) -> Result<Arc<[u8]>> {
+        let shorter = match self.inner.get(&key) {
+            Some(v) if v.len() >= need => return Ok(v),
+            Some(_) => true,
+            None => false,
+        };
+        let len = if shorter { full } else { need.next_multiple_of(4096).min(full) };
+        let v: Arc<[u8]> = Arc::from(load(len)?);
+        self.inner.insert(key, v.clone());
+        Ok(v)
+    }
+
     pub fn get_or_load(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
         self.inner.get_or_insert_with(&key, || load().map(Arc::from))
     }
@@ -81,5 +105,32 @@ impl Cache {
     /// Bytes held now (for `info --verbose` and the memory tests).
     pub fn weight(&self) -> u64 {
         self.inner.weight()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_is_loaded_first_and_the_whole_cluster_at_most_once_after() {
+        let cache = Cache::new(1 << 20);
+        let key = Key { file: new_file_id(), kind: Kind::Cluster, offset: 0 };
+        let mut loads = Vec::new();
+        let mut get = |need: usize| {
+            cache
+                .get_prefix_or_load(key, need, 65536, |len| {
+                    loads.push(len);
+                    Ok(vec![7u8; len])
+                })
+                .unwrap()
+                .len()
+        };
+        assert_eq!(get(100), 4096); // rounded up to 4 KiB
+        assert_eq!(get(4096), 4096); // served from the cache
+        assert_eq!(get(5000), 65536); // more than the prefix: the whole cluster, not a longer prefix
+        assert_eq!(get(65536), 65536);
+        assert_eq!(get(1), 65536);
+        assert_eq!(loads, vec![4096, 65536]);
     }
 }

@@ -21,15 +21,25 @@ impl Compression {
     }
 }
 
-/// Decompresses `input` (the compressed cluster stored at `host` in `path`) into one cluster of
-/// `cluster_size` bytes.
+/// Decompresses the first `want` bytes of `input` (the compressed cluster stored at `host` in
+/// `path`), a cluster of `cluster_size` bytes; all of it, checked, when `want` is the cluster
+/// size. A prefix is checked only for ending too soon: the rest of the stream is not read.
 pub fn decompress(
     kind: Compression,
     input: &[u8],
     cluster_size: usize,
+    want: usize,
     path: &Path,
     host: u64,
 ) -> Result<Vec<u8>> {
+    if want < cluster_size {
+        let mut out = vec![0u8; want];
+        let produced = run(kind, input, &mut out, path, host)?;
+        if produced < want {
+            return Err(too_short(path, host, cluster_size));
+        }
+        return Ok(out);
+    }
     // One byte of room past the cluster tells over-long output from exact output.
     let mut out = vec![0u8; cluster_size + 1];
     decompress_into(kind, input, &mut out, path, host)?;
@@ -37,23 +47,36 @@ pub fn decompress(
     Ok(out)
 }
 
-/// Decompresses `input` into `out`, which is one cluster plus one byte long (the extra byte
-/// tells over-long output from exact output); the cluster is `out[..out.len() - 1]`.
-pub fn decompress_into(kind: Compression, input: &[u8], out: &mut [u8], path: &Path, host: u64) -> Result<()> {
-    let cluster_size = out.len().saturating_sub(1);
-    let produced = match kind {
+fn run(kind: Compression, input: &[u8], out: &mut [u8], path: &Path, host: u64) -> Result<usize> {
+    match kind {
         Compression::Zlib => inflate(input, out),
         Compression::Zstd => unzstd(input, out),
     }
     .map_err(|why| {
         Error::corrupt(path, format!("compressed cluster at offset {host} ({} bytes): {} data is invalid: {why}", input.len(), kind.name()))
-    })?;
-    if produced != cluster_size {
-        let what = if produced > cluster_size { "more" } else { "less" };
+    })
+}
+
+fn too_short(path: &Path, host: u64, cluster_size: usize) -> Error {
+    Error::corrupt(
+        path,
+        format!("compressed cluster at offset {host} decompresses to less than one cluster ({cluster_size} bytes); the image is corrupt"),
+    )
+}
+
+/// Decompresses `input` into `out`, which is one cluster plus one byte long (the extra byte
+/// tells over-long output from exact output); the cluster is `out[..out.len() - 1]`.
+pub fn decompress_into(kind: Compression, input: &[u8], out: &mut [u8], path: &Path, host: u64) -> Result<()> {
+    let cluster_size = out.len().saturating_sub(1);
+    let produced = run(kind, input, out, path, host)?;
+    if produced < cluster_size {
+        return Err(too_short(path, host, cluster_size));
+    }
+    if produced > cluster_size {
         return Err(Error::corrupt(
             path,
             format!(
-                "compressed cluster at offset {host} decompresses to {what} than one cluster ({cluster_size} bytes); the image is corrupt"
+                "compressed cluster at offset {host} decompresses to more than one cluster ({cluster_size} bytes); the image is corrupt"
             ),
         ));
     }

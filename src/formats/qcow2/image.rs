@@ -179,11 +179,13 @@ impl ClusterMap for Qcow2 {
         self.backing.as_ref()
     }
 
-    fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>> {
-        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Cluster, offset: host }, || {
+    fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
+        let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
+        let cluster = self.layout.cluster_size() as usize;
+        self.cache.get_prefix_or_load(key, need, cluster, |want| {
             let mut input = vec![0u8; len as usize];
             self.file.read_data_at(&mut input, host)?;
-            decompress(self.header.compression, &input, self.layout.cluster_size() as usize, &self.file.path, host)
+            decompress(self.header.compression, &input, cluster, want, &self.file.path, host)
         })
     }
 

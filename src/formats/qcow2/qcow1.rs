@@ -144,11 +144,13 @@ impl ClusterMap for Qcow1 {
         self.backing.as_ref()
     }
 
-    fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>> {
-        self.cache.get_or_load(Key { file: self.file.id, kind: Kind::Cluster, offset: host }, || {
+    fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
+        let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
+        let cluster = 1usize << self.cluster_bits;
+        self.cache.get_prefix_or_load(key, need, cluster, |want| {
             let mut input = vec![0u8; len as usize];
             self.file.read_data_at(&mut input, host)?;
-            decompress(Compression::Zlib, &input, 1usize << self.cluster_bits, &self.file.path, host)
+            decompress(Compression::Zlib, &input, cluster, want, &self.file.path, host)
         })
     }
 }

@@ -40,8 +40,9 @@ pub trait ClusterMap {
     /// The file `Extent::Data` offsets refer to.
     fn data_file(&self) -> &ImageFile;
     fn backing(&self) -> Option<&Arc<dyn DiskImage>>;
-    /// The decompressed cluster stored as `len` bytes at `host` (through the shared cache).
-    fn compressed_cluster(&self, host: u64, len: u64) -> Result<Arc<[u8]>>;
+    /// The decompressed cluster stored as `len` bytes at `host`, or at least its first `need`
+    /// bytes (through the shared cache).
+    fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>>;
     /// Decompresses the cluster stored as `len` bytes at `host` straight into `out` if `out` is
     /// exactly one cluster and the reader can, without filling the cache with clusters a
     /// sequential reader will not read again; false if it did not.
@@ -75,7 +76,7 @@ pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) 
                     done += len;
                     continue;
                 }
-                let cluster = m.compressed_cluster(host, clen)?;
+                let cluster = m.compressed_cluster(host, clen, skip as usize + len)?;
                 let src = usize::try_from(skip)
                     .ok()
                     .and_then(|s| cluster.get(s..s.checked_add(len)?))

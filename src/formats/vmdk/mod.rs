@@ -273,7 +273,7 @@ fn read_compressed(s: &SparseExtent, offset: u64, skip: u64, out: &mut [u8]) -> 
     if skip == 0 && s.whole_compressed_grain(offset, out)? {
         return Ok(());
     }
-    let data = s.compressed_grain(offset)?;
+    let data = s.compressed_grain(offset, skip as usize + out.len())?;
     let from = skip as usize;
     match data.get(from..from + out.len()) {
         Some(src) => {

@@ -226,16 +226,17 @@ impl SparseExtent {
         })
     }
 
-    /// The decompressed grain whose marker (or compressed stream) starts at `offset`.
-    pub fn compressed_grain(&self, offset: u64) -> Result<Arc<[u8]>> {
-        self.cache.get_or_load(
-            Key {
-                file: self.file.id,
-                kind: Kind::Cluster,
-                offset,
-            },
-            || self.inflate(offset),
-        )
+    /// The decompressed grain whose marker (or compressed stream) starts at `offset`, or at
+    /// least its first `need` bytes (see `Cache::get_prefix_or_load`).
+    pub fn compressed_grain(&self, offset: u64, need: usize) -> Result<Arc<[u8]>> {
+        let key = Key {
+            file: self.file.id,
+            kind: Kind::Cluster,
+            offset,
+        };
+        let grain = self.grain_bytes as usize;
+        self.cache
+            .get_prefix_or_load(key, need, grain, |want| self.inflate(offset, want))
     }
 
     /// Decompresses the grain at `offset` straight into `out` if `out` is exactly one grain,
@@ -266,13 +267,17 @@ impl SparseExtent {
         })
     }
 
-    fn inflate(&self, offset: u64) -> Result<Vec<u8>> {
+    /// The first `want` bytes of the grain at `offset` (all of it when `want` is the grain
+    /// size: only then is the stream read to its end, checksum included).
+    fn inflate(&self, offset: u64, want: usize) -> Result<Vec<u8>> {
+        let grain = self.grain_bytes as usize;
         let mut input = Vec::new();
-        let mut out = vec![0u8; self.grain_bytes as usize + 1];
+        // For a whole grain, one byte of room past it tells over-long output from exact output.
+        let mut out = vec![0u8; if want < grain { want } else { grain + 1 }];
         let n = self.inflate_into(offset, &mut input, &mut out)?;
         // A short last grain reads as zeros after its end.
         out[n..].fill(0);
-        out.truncate(self.grain_bytes as usize);
+        out.truncate(want.min(grain));
         Ok(out)
     }
 
