@@ -5,6 +5,7 @@ pub mod extents;
 pub mod image_file;
 pub mod open;
 pub mod raw;
+pub mod runs;
 pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;

@@ -8,7 +8,8 @@ mod footer;
 mod parent;
 
 use super::image_file::ImageFile;
-use super::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
+use super::runs::{map_runs, read_runs, Runs, Source};
+use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
@@ -138,7 +139,21 @@ impl VhdImage {
         let len = run_end.min(end) - within;
         Ok((if from_child { Source::File(data_at) } else { Source::Parent }, len))
     }
+}
 
+impl Runs for VhdImage {
+    fn size(&self) -> u64 {
+        self.virtual_size
+    }
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+        VhdImage::lookup(self, pos, max_len)
+    }
+    fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_data_at(buf, offset)
+    }
+    fn map_file(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+        self.file.map_data(offset, len, out)
+    }
     fn parent(&self) -> Option<&Arc<dyn DiskImage>> {
         match &self.layout {
             Layout::Sparse { parent: Some(p), .. } => Some(&p.image),
@@ -147,54 +162,17 @@ impl VhdImage {
     }
 }
 
-/// Where a run of the disk's bytes comes from (see `VhdImage::lookup`).
-enum Source {
-    /// This file's bytes from this offset (zeros past its end).
-    File(u64),
-    /// The parent's bytes at the same disk offset, or zeros without a parent.
-    Parent,
-    Zero,
-}
-
 impl DiskImage for VhdImage {
     fn virtual_size(&self) -> u64 {
         self.virtual_size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let n = clamp_to_size(buf, offset, self.virtual_size);
-        let mut done = 0usize;
-        while done < n {
-            let pos = offset + done as u64;
-            let (source, len) = self.lookup(pos, (n - done) as u64)?;
-            let part = &mut buf[done..done + len as usize];
-            match (source, self.parent()) {
-                (Source::File(at), _) => self.file.read_data_at(part, at)?,
-                (Source::Parent, Some(p)) => p.read_at(part, pos)?,
-                (Source::Parent, None) | (Source::Zero, _) => part.fill(0),
-            }
-            done += part.len();
-        }
-        Ok(())
+        read_runs(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        let n = len_inside(offset, len, self.virtual_size);
-        let mut done = 0u64;
-        while done < n {
-            let pos = offset + done;
-            let (source, run) = self.lookup(pos, n - done)?;
-            let described = match (source, self.parent()) {
-                (Source::File(at), _) => self.file.map_data(at, run, out),
-                (Source::Parent, Some(p)) => p.map(pos, run, out)?,
-                (Source::Parent, None) | (Source::Zero, _) => out.push(Extent::Zero { len: run }),
-            };
-            if !described {
-                return Ok(false);
-            }
-            done += run;
-        }
-        Ok(out.push(Extent::Zero { len: len - n }))
+        map_runs(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

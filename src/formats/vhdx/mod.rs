@@ -14,7 +14,8 @@ mod parent;
 mod region;
 
 use super::image_file::ImageFile;
-use super::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
+use super::runs::{map_runs, read_runs, Runs, Source};
+use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use bat::{Bat, Payload};
@@ -150,13 +151,22 @@ impl VhdxImage {
     }
 }
 
-/// Where a run of the disk's bytes comes from (see `VhdxImage::lookup`).
-enum Source {
-    /// The (log-replayed) file's bytes from this offset (zeros past its end).
-    File(u64),
-    /// The parent's bytes at the same disk offset, or zeros without a parent.
-    Parent,
-    Zero,
+impl Runs for VhdxImage {
+    fn size(&self) -> u64 {
+        self.meta.virtual_size
+    }
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+        VhdxImage::lookup(self, pos, max_len)
+    }
+    fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file.read_data_at(buf, offset)
+    }
+    fn map_file(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+        self.file.map_data(offset, len, out)
+    }
+    fn parent(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.parent.as_ref()
+    }
 }
 
 impl DiskImage for VhdxImage {
@@ -169,39 +179,11 @@ impl DiskImage for VhdxImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let n = clamp_to_size(buf, offset, self.meta.virtual_size);
-        let mut done = 0usize;
-        while done < n {
-            let pos = offset + done as u64;
-            let (source, len) = self.lookup(pos, (n - done) as u64)?;
-            let part = &mut buf[done..done + len as usize];
-            match (source, &self.parent) {
-                (Source::File(at), _) => self.file.read_data_at(part, at)?,
-                (Source::Parent, Some(p)) => p.read_at(part, pos)?,
-                (Source::Parent, None) | (Source::Zero, _) => part.fill(0),
-            }
-            done += part.len();
-        }
-        Ok(())
+        read_runs(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        let n = len_inside(offset, len, self.meta.virtual_size);
-        let mut done = 0u64;
-        while done < n {
-            let pos = offset + done;
-            let (source, run) = self.lookup(pos, n - done)?;
-            let described = match (source, &self.parent) {
-                (Source::File(at), _) => self.file.map_data(at, run, out),
-                (Source::Parent, Some(p)) => p.map(pos, run, out)?,
-                (Source::Parent, None) | (Source::Zero, _) => out.push(Extent::Zero { len: run }),
-            };
-            if !described {
-                return Ok(false);
-            }
-            done += run;
-        }
-        Ok(out.push(Extent::Zero { len: len - n }))
+        map_runs(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {
