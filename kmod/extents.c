@@ -31,18 +31,22 @@ static int abuse_read_extent(struct iov_iter *iter, const struct abuse_extent *e
 		file = fget(e->fd);
 		if (!file)
 			return -EBADF;
-		/* Only regular files: a pipe could block forever, a block device could be our own. */
+		/* Only regular files: a pipe could block forever, a block device could be our own
+		 * (a regular file that blocks, like /proc/kmsg, only stalls the server that chose it). */
 		if (!S_ISREG(file_inode(file)->i_mode)) {
 			fput(file);
 			return -EBADF;
 		}
 		n = vfs_iter_read(file, iter, &pos, 0);
 		fput(file);
-		if (n < 0)
-			return n;
 	}
+	/* Killed mid-read (any short or failed read then): the request goes to the next server. */
+	if (n != e->length && fatal_signal_pending(current))
+		return -EINTR;
+	if (n < 0)
+		return n;
 	if (n != e->length)
-		return fatal_signal_pending(current) ? -EINTR : -EIO;	/* EOF, or the server dying */
+		return -EIO;	/* the file ends before the extent does */
 	iov_iter_reexpand(iter, rest);
 	return 0;
 }

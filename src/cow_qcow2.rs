@@ -27,11 +27,12 @@
 
 use crate::abuse::backend::{errno, Backend};
 use crate::error::{Error, Result};
-use crate::formats::{clamp_to_size, DiskImage};
+use crate::formats::{clamp_to_size, len_inside, DiskImage, Extent, Extents};
 use crate::limits::{self, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -78,6 +79,10 @@ pub trait OverlayFile: Send + Sync {
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn size(&self) -> io::Result<u64>;
     fn sync(&self) -> io::Result<()>;
+    /// Its descriptor, if it is a regular file abuse.ko may read reads' extents from.
+    fn regular_fd(&self) -> Option<RawFd> {
+        None
+    }
 }
 
 impl OverlayFile for File {
@@ -96,6 +101,10 @@ impl OverlayFile for File {
     fn sync(&self) -> io::Result<()> {
         self.sync_data()
     }
+    fn regular_fd(&self) -> Option<RawFd> {
+        use std::os::fd::AsRawFd;
+        self.metadata().ok().filter(|m| m.is_file()).map(|_| self.as_raw_fd())
+    }
 }
 
 pub struct Qcow2Overlay {
@@ -104,6 +113,8 @@ pub struct Qcow2Overlay {
     base: Arc<dyn DiskImage>,
     size: u64,
     meta: Mutex<Meta>,
+    /// The overlay's fd for extents (`map_read`), when it is a regular file.
+    data_fd: Option<RawFd>,
 }
 
 /// Everything the allocator and the tables hold; one lock, held across every allocating write.
@@ -263,7 +274,8 @@ impl Qcow2Overlay {
             next_free: metadata_end,
             file_end: metadata_end,
         };
-        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta) })
+        let data_fd = file.regular_fd();
+        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta), data_fd })
     }
 
     /// Reopens an overlay made by `create` (a second session, or after a crash) over `base`.
@@ -383,7 +395,8 @@ impl Qcow2Overlay {
             next_free: file_end,
             file_end,
         };
-        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta) })
+        let data_fd = file.regular_fd();
+        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta), data_fd })
     }
 
     /// Gives back the reserved clusters no write used and syncs, leaving a file `qemu-img check`
@@ -420,6 +433,29 @@ impl Qcow2Overlay {
 
     fn pwrite(&self, data: &[u8], offset: u64, what: &str) -> Result<()> {
         self.file.write_at(data, offset).map_err(|e| self.io_err(&format!("writing {what} at offset {offset} of"), e))
+    }
+
+    /// Where the guest bytes from `guest` come from, and how many of them (at most `max` and
+    /// one L2 table's reach) come from there alike: `read` and `map_read` both walk with this.
+    fn run_at(&self, guest: u64, max: u64) -> Result<(Place, u64)> {
+        let mut m = self.meta();
+        let first = place(self.entry(&mut m, guest / CLUSTER)?);
+        let mut len = (CLUSTER - guest % CLUSTER).min(max);
+        while len < max && len < CLUSTER * L2_ENTRIES {
+            let next = guest + len;
+            let following = place(self.entry(&mut m, next / CLUSTER)?);
+            // Data continues only where the clusters are contiguous in the file.
+            let continues = match (first, following) {
+                (Place::Data(h0), Place::Data(h)) => h == h0 + (next / CLUSTER - guest / CLUSTER) * CLUSTER,
+                (Place::Data(_), _) | (_, Place::Data(_)) => false,
+                (a, b) => a == b,
+            };
+            if !continues {
+                break;
+            }
+            len += CLUSTER.min(max - len);
+        }
+        Ok((first, len))
     }
 
     fn pread(&self, buf: &mut [u8], offset: u64, what: &str) -> Result<()> {
@@ -732,38 +768,37 @@ impl Backend for Qcow2Overlay {
         let inside = clamp_to_size(buf, offset, self.size);
         let mut pos = 0usize;
         while pos < inside {
-            // The longest run (up to one L2 table) read from one place in one call.
-            let (from, len) = {
-                let mut m = self.meta();
-                let guest = offset + pos as u64;
-                let first = place(self.entry(&mut m, guest / CLUSTER)?);
-                let mut len = ((CLUSTER - guest % CLUSTER) as usize).min(inside - pos);
-                while pos + len < inside && len < (CLUSTER * L2_ENTRIES) as usize {
-                    let next = offset + (pos + len) as u64;
-                    let following = place(self.entry(&mut m, next / CLUSTER)?);
-                    // Data continues only where the clusters are contiguous in the file.
-                    let continues = match (first, following) {
-                        (Place::Data(h0), Place::Data(h)) => h == h0 + (next / CLUSTER - guest / CLUSTER) * CLUSTER,
-                        (Place::Data(_), _) | (_, Place::Data(_)) => false,
-                        (a, b) => a == b,
-                    };
-                    if !continues {
-                        break;
-                    }
-                    len += (CLUSTER as usize).min(inside - pos - len);
-                }
-                (first, len)
-            };
             let guest = offset + pos as u64;
-            let piece = &mut buf[pos..pos + len];
+            let (from, len) = self.run_at(guest, (inside - pos) as u64)?;
+            let piece = &mut buf[pos..pos + len as usize];
             match from {
                 Place::Zero => piece.fill(0),
                 Place::Data(host) => self.pread(piece, host + guest % CLUSTER, "data")?,
                 Place::Backing => self.base.read_at(piece, guest)?,
             }
-            pos += len;
+            pos += piece.len();
         }
         Ok(())
+    }
+
+    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        let Some(fd) = self.data_fd else { return Ok(false) };
+        let inside = len_inside(offset, len, self.size);
+        let mut pos = 0u64;
+        while pos < inside {
+            let guest = offset + pos;
+            let (from, run) = self.run_at(guest, inside - pos)?;
+            let described = match from {
+                Place::Zero => out.push(Extent::Zero { len: run }),
+                Place::Data(host) => out.push(Extent::Data { fd, offset: host + guest % CLUSTER, len: run }),
+                Place::Backing => self.base.map(guest, run, out)?,
+            };
+            if !described {
+                return Ok(false);
+            }
+            pos += run;
+        }
+        Ok(out.push(Extent::Zero { len: len - inside }))
     }
 
     fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {

@@ -124,15 +124,22 @@ fn assert_clean(path: &Path) {
     assert_eq!(code, 0, "qemu-img check {}:\n{text}", path.display());
 }
 
-/// The whole disk read through the Backend, in pieces that cross cluster boundaries.
+/// The whole disk read through the Backend, in pieces that cross cluster boundaries. Each
+/// piece is also described as extents (as the server answers abuse.ko) and read back: the
+/// bytes must be the same, and with a raw or qcow2 base every piece can be described.
 fn read_all(disk: &dyn Backend) -> Vec<u8> {
     let size = disk.size();
     let mut out = vec![0u8; size as usize];
+    let mut extents = vdmount::formats::Extents::new(256);
     let mut pos = 0u64;
     let mut n = 1000u64;
     while pos < size {
         let len = n.min(size - pos);
-        disk.read(&mut out[pos as usize..(pos + len) as usize], pos).unwrap();
+        let piece = &mut out[pos as usize..(pos + len) as usize];
+        disk.read(piece, pos).unwrap();
+        extents.clear();
+        assert!(disk.map_read(pos, len, &mut extents).unwrap(), "piece at {pos}+{len} not described");
+        assert!(read_extents(extents.as_slice()) == *piece, "extents at {pos}+{len} differ from the read");
         pos += len;
         n = if n > 2 << 20 { 1000 } else { n * 3 + 17 };
     }

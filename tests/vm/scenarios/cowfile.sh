@@ -28,6 +28,8 @@ mount /dev/abuse0p1 /mnt
 [ ! -e /mnt/docs/log.txt ] || fail "deleted file came back"
 umount /mnt
 vdmount detach /dev/abuse0
+# Reads were answered as extents of the overlay and the image (the checksums above checked them).
+grep -q "of which [1-9][0-9]* as extents" /run/vdmount/abuse0.log || fail "no read was answered with extents"
 # An overlay of another image is refused.
 cp /fixtures/e2e.qcow2 /tmp/other.qcow2
 if vdmount --cow=/tmp/ovl.qcow2 /tmp/other.qcow2 2>/tmp/err; then fail "overlay of another image accepted"; fi
