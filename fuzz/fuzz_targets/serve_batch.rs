@@ -1,14 +1,15 @@
 //! Block requests as a hostile or buggy kernel could send them — any op, offset, length, flags
 //! and data address — answered by `vdmount::abuse::server::answer` over an in-memory backend and
 //! over a copy-on-write overlay on a raw image. It must never panic; a request past the end of
-//! the device must fail with an errno.
+//! the device must fail with an errno; a read the server would answer with extents must describe
+//! exactly the bytes it reads.
 #![no_main]
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
 use vdmount::abuse::backend::{errno, Backend};
-use vdmount::abuse::server::{answer, Stats};
-use vdmount::abuse::uapi::AbuseRequest;
+use vdmount::abuse::server::{answer, describe_read, Stats};
+use vdmount::abuse::uapi::{AbuseExtent, AbuseRequest, ABUSE_EXTENT_ZERO};
 use vdmount::cow::CowOverlay;
 use vdmount::error::Result;
 use vdmount::formats::{Format, OpenOptions};
@@ -87,6 +88,8 @@ impl Backend for MemDisk {
 fn serve_all(backend: &dyn Backend, requests: &[Request], write_area: &[u8]) {
     let stats = Stats::default();
     let mut slot = vec![0u8; SLOT];
+    let mut extents = vdmount::formats::Extents::new(256);
+    let mut wire: Vec<AbuseExtent> = Vec::new();
     for r in requests {
         let data = match r.data {
             Data::InArea(at) => (write_area.as_ptr() as u64).wrapping_add(at as u64 % (2 * SLOT as u64)),
@@ -106,6 +109,29 @@ fn serve_all(backend: &dyn Backend, requests: &[Request], write_area: &[u8]) {
         let ranged = matches!(r.op, 0 | 1 | 3 | 4);
         if ranged && past_end {
             assert!(result < 0, "request {req:?} past the end of a {device_size}-byte device succeeded");
+        }
+        // A read answered with extents (as abuse.ko would read them) holds the same bytes.
+        if let Some(n) = describe_read(backend, &req, &mut extents, &mut wire, &stats) {
+            assert!(!past_end, "request {req:?} past the end was described");
+            assert_eq!(n as usize, wire.len());
+            let total: u64 = wire.iter().map(|e| e.length as u64).sum();
+            assert_eq!(total, r.length as u64, "extents of {req:?} do not add up");
+            if result == 0 {
+                let mut at = 0usize;
+                for e in &wire {
+                    let want = &slot[at..at + e.length as usize];
+                    if e.fd == ABUSE_EXTENT_ZERO {
+                        assert!(want.iter().all(|&b| b == 0), "a zero extent of {req:?} holds data");
+                    } else {
+                        let mut got = vec![0u8; e.length as usize];
+                        // SAFETY: the fd is the backend's open file, alive for this call.
+                        let n = unsafe { libc::pread(e.fd, got.as_mut_ptr().cast(), got.len(), e.offset as libc::off_t) };
+                        assert_eq!(n, got.len() as isize, "extent of {req:?} is not inside its file");
+                        assert!(got == want, "extents of {req:?} differ from the read");
+                    }
+                    at += e.length as usize;
+                }
+            }
         }
     }
 }
