@@ -100,7 +100,12 @@ impl VhdImage {
         };
         Ok(VhdImage { file, footer, virtual_size, layout, cache: opts.cache.clone(), details })
     }
+}
 
+impl Runs for VhdImage {
+    fn size(&self) -> u64 {
+        self.virtual_size
+    }
     /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
     /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
     /// cannot disagree.
@@ -138,15 +143,6 @@ impl VhdImage {
         }
         let len = run_end.min(end) - within;
         Ok((if from_child { Source::File(data_at) } else { Source::Parent }, len))
-    }
-}
-
-impl Runs for VhdImage {
-    fn size(&self) -> u64 {
-        self.virtual_size
-    }
-    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
-        VhdImage::lookup(self, pos, max_len)
     }
     fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file.read_data_at(buf, offset)

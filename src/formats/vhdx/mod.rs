@@ -109,27 +109,6 @@ impl VhdxImage {
         Ok(VhdxImage { file, cache: opts.cache.clone(), meta, bat, parent, details })
     }
 
-    /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
-    /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
-    /// cannot disagree.
-    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
-        let block_size = self.bat.block_size;
-        let (block, within) = (pos / block_size, pos % block_size);
-        let max_len = max_len.min(block_size - within);
-        let (base, len) = match self.bat.payload(&self.file, &self.cache, block)? {
-            Payload::NotPresent => return Ok((Source::Parent, max_len)),
-            Payload::Zeros => return Ok((Source::Zero, max_len)),
-            Payload::Present(base) => (base, max_len),
-            Payload::Partial(base) => match self.bitmap_run(block, within, max_len)? {
-                (true, len) => (base, len),
-                (false, len) => return Ok((Source::Parent, len)),
-            },
-        };
-        match base.checked_add(within).filter(|at| at.checked_add(len).is_some()) {
-            Some(at) => Ok((Source::File(at), len)),
-            None => Err(Error::corrupt(&self.file.file.path, format!("a BAT entry points at offset {base}, beyond any file"))),
-        }
-    }
 
     /// For a partially present block: whether the logical sector at `within` is in this file
     /// (its sector bitmap bit set) or the parent's, and how many bytes from there (at most
@@ -155,8 +134,26 @@ impl Runs for VhdxImage {
     fn size(&self) -> u64 {
         self.meta.virtual_size
     }
+    /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
+    /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
+    /// cannot disagree.
     fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
-        VhdxImage::lookup(self, pos, max_len)
+        let block_size = self.bat.block_size;
+        let (block, within) = (pos / block_size, pos % block_size);
+        let max_len = max_len.min(block_size - within);
+        let (base, len) = match self.bat.payload(&self.file, &self.cache, block)? {
+            Payload::NotPresent => return Ok((Source::Parent, max_len)),
+            Payload::Zeros => return Ok((Source::Zero, max_len)),
+            Payload::Present(base) => (base, max_len),
+            Payload::Partial(base) => match self.bitmap_run(block, within, max_len)? {
+                (true, len) => (base, len),
+                (false, len) => return Ok((Source::Parent, len)),
+            },
+        };
+        match base.checked_add(within).filter(|at| at.checked_add(len).is_some()) {
+            Some(at) => Ok((Source::File(at), len)),
+            None => Err(Error::corrupt(&self.file.file.path, format!("a BAT entry points at offset {base}, beyond any file"))),
+        }
     }
     fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file.read_data_at(buf, offset)
