@@ -20,9 +20,23 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     Unsupported { path: PathBuf, msg: String },
 
+    /// The image names a file it may not use: outside the allowed folders, or not a regular
+    /// file (see source/confine.rs).
+    #[error("{}: {msg}", path.display())]
+    Refused { path: PathBuf, msg: String },
+
     /// A value read from the image is beyond what vdmount accepts (see `limits.rs`).
     #[error("{}: {field} is {value}, more than the limit of {limit}; the image is corrupt or hostile", path.display())]
     Limit { path: PathBuf, field: String, value: u64, limit: u64 },
+
+    /// A failure inside a backing layer, with the image that named that layer (the innermost
+    /// one: that is the pair to look at).
+    #[error("{source} (backing file of {})", child.display())]
+    InLayer { child: PathBuf, source: Box<Error> },
+
+    /// An image problem whose message already names the file (a layer `info` could not open).
+    #[error("{0}")]
+    Image(String),
 
     /// The kernel side failed: no abuse.ko, no free device, an ioctl refused.
     #[error("{0}")]
@@ -44,10 +58,19 @@ impl Error {
         Error::Unsupported { path: path.to_path_buf(), msg: msg.into() }
     }
 
+    /// This error, from opening a layer the image `child` named.
+    pub fn in_layer_of(self, child: &Path) -> Error {
+        match self {
+            Error::InLayer { .. } | Error::Refused { .. } => self,
+            e => Error::InLayer { child: child.to_path_buf(), source: Box::new(e) },
+        }
+    }
+
     /// The errno to hand to the kernel when this error ends a block request.
     pub fn errno(&self) -> i32 {
         match self {
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            Error::InLayer { source, .. } => source.errno(),
             _ => libc::EIO,
         }
     }

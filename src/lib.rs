@@ -2,6 +2,7 @@
 //! the abuse.ko kernel module.
 //!
 //! - `formats/`: one reader per image format behind the `DiskImage` trait;
+//! - `source/`: where the files an image names may be (confinement);
 //! - `cache`: the byte-bounded LRU of metadata tables and clusters the readers share;
 //! - `abuse/`: the kernel ABI (mirroring kmod/include/uapi/linux/abuse.h) and the service loop;
 //! - `cli/`: the `vdmount` command line.
@@ -15,3 +16,4 @@ pub mod error;
 pub mod formats;
 pub mod limits;
 pub mod partitions;
+pub mod source;

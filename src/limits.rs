@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Longest backing chain (qcow2 backing files, VMDK parents, VHD/VHDX parents), counting the top.
 pub const MAX_CHAIN_DEPTH: usize = 64;
@@ -10,6 +11,10 @@ pub const MAX_CHAIN_DEPTH: usize = 64;
 pub const MAX_TABLE_BYTES: u64 = 256 << 20;
 /// Largest cluster, grain or block read or decompressed as one piece.
 pub const MAX_CLUSTER_BYTES: u64 = 256 << 20;
+/// Largest compressed VMDK grain: a random read inflates up to a whole grain, and a grain bigger
+/// than a cache entry can be would be inflated again for every read (qemu allows 1 GiB grains;
+/// VMware and qemu write 64 KiB). qcow2's largest cluster is 2 MiB too.
+pub const MAX_COMPRESSED_GRAIN_BYTES: u64 = 2 << 20;
 /// Largest text descriptor (VMDK) read into memory.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 1 << 20;
 /// Most extents one VMDK descriptor may list.
@@ -20,8 +25,15 @@ pub const MAX_SNAPSHOTS: u64 = 65536;
 pub const MAX_VHDX_METADATA_ITEM_BYTES: u64 = 1 << 20;
 /// Largest VHD parent locator (a path) read from an image.
 pub const MAX_PARENT_LOCATOR_BYTES: u64 = 64 << 10;
-/// Largest VHDX log replayed into memory.
-pub const MAX_LOG_BYTES: u64 = 1 << 30;
+/// Largest VHDX log replayed into memory (Hyper-V writes 1 MiB logs).
+pub const MAX_LOG_BYTES: u64 = 256 << 20;
+/// Largest qcow2 (and qcow) L1 table: qemu's QCOW_MAX_L1_SIZE. Enough for a 4 PiB disk with
+/// 64 KiB clusters.
+pub const MAX_L1_BYTES: u64 = 32 << 20;
+/// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
+/// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
+/// otherwise need gigabytes.
+pub const MAX_CHAIN_TABLE_BYTES: u64 = 512 << 20;
 /// Largest virtual disk: 2^63 bytes keeps every offset computation inside i64 (pread's off_t).
 pub const MAX_VIRTUAL_SIZE: u64 = 1 << 62;
 
@@ -31,4 +43,44 @@ pub fn check(path: &Path, field: &str, value: u64, limit: u64) -> Result<u64> {
         return Err(Error::Limit { path: path.to_path_buf(), field: field.to_string(), value, limit });
     }
     Ok(value)
+}
+
+/// What is left of `MAX_CHAIN_TABLE_BYTES` for one chain; every layer takes its tables from it.
+pub struct MemoryBudget {
+    left: AtomicU64,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> MemoryBudget {
+        MemoryBudget { left: AtomicU64::new(MAX_CHAIN_TABLE_BYTES) }
+    }
+}
+
+impl MemoryBudget {
+    /// Takes `bytes` for `what` in the image at `path`, or refuses if the chain has used it up.
+    pub fn take(&self, path: &Path, what: &str, bytes: u64) -> Result<()> {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes))
+            .map(|_| ())
+            .map_err(|left| {
+                Error::corrupt(
+                    path,
+                    format!(
+                        "{what} needs {bytes} bytes, but the whole backing chain's tables may take {MAX_CHAIN_TABLE_BYTES} and only {left} are left; the image is corrupt or hostile"
+                    ),
+                )
+            })
+    }
+}
+
+/// A zeroed buffer of `len` bytes for `what`, or a clean error if memory is short (instead of
+/// the abort an ordinary allocation failure is).
+pub fn alloc(path: &Path, what: &str, len: u64) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    let ok = usize::try_from(len).ok().is_some_and(|n| v.try_reserve_exact(n).is_ok());
+    if !ok {
+        return Err(Error::corrupt(path, format!("cannot allocate {len} bytes for {what}: out of memory")));
+    }
+    v.resize(len as usize, 0);
+    Ok(v)
 }

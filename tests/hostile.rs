@@ -628,10 +628,15 @@ fn qcow2_child(dir: &Path, name: &str, backing: &str, backing_fmt: &str) -> Path
 
 /// The image must be refused cleanly, naming `names`, with a message containing `needle`.
 fn refused(label: &str, image: &Path, names: &[&str], needle: &str) -> Option<String> {
-    if let Err(e) = cat_is_clean(image, &[], names) {
+    refused_with(label, image, &[], names, needle)
+}
+
+/// As `refused`, with options before the image.
+fn refused_with(label: &str, image: &Path, args: &[&str], names: &[&str], needle: &str) -> Option<String> {
+    if let Err(e) = cat_is_clean(image, args, names) {
         return Some(format!("{label}: {e}"));
     }
-    let out = vdmount().arg("cat").arg(image).stdout(Stdio::null()).output().unwrap();
+    let out = vdmount().arg("cat").args(args).arg(image).stdout(Stdio::null()).output().unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     if out.status.success() || !msg.contains(needle) {
         return Some(format!("{label}: expected a refusal mentioning {needle:?}, got {msg:?}"));
@@ -667,7 +672,7 @@ fn hostile_backing_chains() {
 
     std::fs::create_dir(d.join("folder")).unwrap();
     let a = qcow2_child(d, "on-folder.qcow2", "folder", "raw");
-    failures.extend(refused("backing file is a folder", &a, &["on-folder.qcow2", "folder"], "directory"));
+    failures.extend(refused("backing file is a folder", &a, &["on-folder.qcow2", "folder"], "a folder"));
 
     let fifo = d.join("fifo");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -675,15 +680,20 @@ fn hostile_backing_chains() {
     let a = qcow2_child(d, "on-fifo.qcow2", "fifo", "raw");
     failures.extend(refused("backing file is a FIFO", &a, &["on-fifo.qcow2", "fifo"], "FIFO"));
 
+    // Outside the image's folder: refused for that; with --allow-any-path, for being a device.
+    let any = ["--allow-any-path"];
     let a = qcow2_child(d, "on-null.qcow2", "/dev/null", "raw");
-    failures.extend(refused("backing file is /dev/null", &a, &["on-null.qcow2", "/dev/null"], "character device"));
+    failures.extend(refused("backing file is /dev/null", &a, &["on-null.qcow2", "/dev/null"], "outside"));
+    failures.extend(refused_with("/dev/null, any path", &a, &any, &["/dev/null"], "character device"));
     let a = qcow2_child(d, "on-zero.qcow2", "/dev/zero", "raw");
-    failures.extend(refused("backing file is /dev/zero", &a, &["on-zero.qcow2", "/dev/zero"], "character device"));
+    failures.extend(refused("backing file is /dev/zero", &a, &["on-zero.qcow2", "/dev/zero"], "outside"));
+    failures.extend(refused_with("/dev/zero, any path", &a, &any, &["/dev/zero"], "character device"));
 
-    // /proc/self/mem is a "regular" file of size 0: reading it as an empty raw disk is fine, but
-    // it must not hang or blow up.
+    // /proc/self/mem is a "regular" file of size 0: refused by default (outside); with
+    // --allow-any-path reading it as an empty raw disk is fine, but it must not hang or blow up.
     let a = qcow2_child(d, "on-proc.qcow2", "/proc/self/mem", "raw");
-    if let Err(e) = cat_is_clean(&a, &[], &["on-proc.qcow2"]) {
+    failures.extend(refused("backing file is /proc/self/mem", &a, &["on-proc.qcow2"], "outside"));
+    if let Err(e) = cat_is_clean(&a, &any, &["on-proc.qcow2"]) {
         failures.push(format!("backing file /proc/self/mem: {e}"));
     }
     assert_none(failures);

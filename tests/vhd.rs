@@ -584,3 +584,30 @@ fn hostile_fixed_images_are_refused_cleanly() {
 
     assert_eq!(be32(&good, tail + 60), 2);
 }
+
+/// A parent locator leading out of the child's folder ("..\parent.vhd", or a symlink beside
+/// the child pointing out) is refused by default, and read with --allow-dir or --allow-any-path.
+#[test]
+fn differencing_parent_outside_the_folder_is_refused_unless_allowed() {
+    let case = diff_case(true, vec![(*b"W2ru", utf16le("..\\parent.vhd"))], "");
+    let inner = case.dir.path().join("in");
+    std::fs::create_dir(&inner).unwrap();
+    let child = inner.join("child.vhd");
+    std::fs::rename(&case.child, &child).unwrap();
+    let err = vdmount_cat_sha256(&child, &[]).unwrap_err();
+    assert!(err.contains("child.vhd") && err.contains("outside") && err.contains("--allow-dir"), "{err}");
+    let outer = case.dir.path().to_str().unwrap();
+    assert_eq!(vdmount_cat_sha256(&child, &["--allow-dir", outer]).unwrap(), sha256_hex(&case.expected));
+    assert_eq!(vdmount_cat_sha256(&child, &["--allow-any-path"]).unwrap(), sha256_hex(&case.expected));
+
+    // The same parent reached through a symlink named like the parent, beside the child.
+    let case = diff_case(true, vec![], "parent.vhd");
+    let child = inner.join("child2.vhd");
+    std::fs::rename(&case.child, &child).unwrap();
+    let _ = std::fs::remove_file(inner.join("parent.vhd"));
+    std::os::unix::fs::symlink(&case.parent, inner.join("parent.vhd")).unwrap();
+    let err = vdmount_cat_sha256(&child, &[]).unwrap_err();
+    assert!(err.contains("outside") && err.contains(case.parent.to_str().unwrap()), "{err}");
+    let outer = case.dir.path().to_str().unwrap();
+    assert_eq!(vdmount_cat_sha256(&child, &["--allow-dir", outer]).unwrap(), sha256_hex(&case.expected));
+}

@@ -740,3 +740,20 @@ fn hostile_logs_do_not_panic() {
     });
     refused(&long);
 }
+
+/// A parent locator leading out of the child's folder is refused by default, read with
+/// --allow-dir or --allow-any-path.
+#[test]
+fn differencing_parent_outside_the_folder_is_refused_unless_allowed() {
+    let dir = scratch();
+    let (child, expected) = differencing_pair(dir.path(), None, "..\\parent.vhdx");
+    let inner = dir.path().join("in");
+    std::fs::create_dir(&inner).unwrap();
+    let moved = inner.join("child.avhdx");
+    std::fs::rename(&child, &moved).unwrap();
+    let err = refused(&moved);
+    assert!(err.contains("child.avhdx") && err.contains("outside") && err.contains("--allow-dir"), "{err}");
+    let outer = dir.path().to_str().unwrap();
+    assert_eq!(vdmount_cat_sha256(&moved, &["--allow-dir", outer]).unwrap(), sha256_hex(&expected));
+    assert_eq!(vdmount_cat_sha256(&moved, &["--allow-any-path"]).unwrap(), sha256_hex(&expected));
+}

@@ -315,7 +315,8 @@ fn several_extents_with_offsets_zero_and_subfolders() {
     std::fs::write(&desc, descriptor("twoGbMaxExtentFlat", &lines)).unwrap();
     assert_eq!(cat(&desc), sha256_hex(&expected));
 
-    // An extent reached through "..": accepted because it resolves to an existing regular file.
+    // An extent reached through "..": outside the descriptor's folder, so refused by default,
+    // read with --allow-dir naming that folder (or --allow-any-path).
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let up = dir.path().join("sub/up.vmdk");
     std::fs::write(
@@ -326,7 +327,11 @@ fn several_extents_with_offsets_zero_and_subfolders() {
         ),
     )
     .unwrap();
-    assert_eq!(cat(&up), sha256_file(&a));
+    let e = cat_err(&up, &[]);
+    assert!(e.contains("../parts/a.bin") && e.contains("outside") && e.contains("--allow-dir"), "{e}");
+    let parts = dir.path().join("parts");
+    assert_eq!(vdmount_cat_sha256(&up, &["--allow-dir", parts.to_str().unwrap()]).unwrap(), sha256_file(&a));
+    assert_eq!(vdmount_cat_sha256(&up, &["--allow-any-path"]).unwrap(), sha256_file(&a));
     // ... but not when it names a folder.
     std::fs::write(
         &up,
@@ -336,7 +341,7 @@ fn several_extents_with_offsets_zero_and_subfolders() {
         ),
     )
     .unwrap();
-    let e = cat_err(&up, &[]);
+    let e = cat_err(&up, &["--allow-dir", parts.to_str().unwrap()]);
     assert!(
         e.contains("parts") && e.contains("not a regular file"),
         "{e}"

@@ -1,7 +1,7 @@
 //! `vdmount info IMAGE`: what the image is, layer by layer down its backing chain.
 
 use super::ImageArgs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::formats::ImageInfo;
 
 #[derive(clap::Args)]
@@ -14,12 +14,23 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: &InfoArgs) -> Result<()> {
-    let disk = args.image.open()?;
+    // Every layer is shown, a backing layer that cannot be opened with why; the command then
+    // fails with that reason, so scripts still learn the chain does not open.
+    let mut opts = args.image.options();
+    opts.describe_failed_layers = true;
+    let info = crate::formats::open(&args.image.image, &opts)?.info();
     if args.json {
-        let json = serde_json::to_string_pretty(&disk.info()).map_err(|e| crate::error::Error::Usage(e.to_string()))?;
+        let json = serde_json::to_string_pretty(&info).map_err(|e| Error::Usage(e.to_string()))?;
         println!("{json}");
     } else {
-        print!("{}", render(&disk.info()));
+        print!("{}", render(&info));
+    }
+    let mut layer = Some(&info);
+    while let Some(i) = layer {
+        if let Some(why) = &i.error {
+            return Err(Error::Image(why.clone()));
+        }
+        layer = i.backing.as_deref();
     }
     Ok(())
 }
@@ -36,6 +47,10 @@ pub fn render(info: &ImageInfo) -> String {
         let indent = "  ".repeat(depth + usize::from(depth > 0));
         out += &format!("{indent}image: {}\n", i.path.display());
         out += &format!("{indent}format: {}\n", i.format);
+        if let Some(why) = &i.error {
+            out += &format!("{indent}not opened: {why}\n");
+            break;
+        }
         out += &format!("{indent}virtual size: {} ({} bytes)\n", human(i.virtual_size), i.virtual_size);
         if let Some(c) = i.cluster_size {
             out += &format!("{indent}cluster size: {c}\n");

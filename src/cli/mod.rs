@@ -78,6 +78,14 @@ pub struct ImageArgs {
     /// Open a child image even if its recorded parent id does not match the parent's.
     #[arg(long)]
     pub ignore_parent_id: bool,
+    /// Also let the image's backing files, data files, extents and parents lie beneath DIR (by
+    /// default only files beneath the image's own folder are opened). Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub allow_dir: Vec<PathBuf>,
+    /// Follow every file name the image gives, wherever it leads (symlinks, "..", absolute paths,
+    /// block devices), as qemu does. Only for images you trust.
+    #[arg(long)]
+    pub allow_any_path: bool,
     /// Memory for cached metadata tables and decompressed clusters, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     pub cache_size: u64,
@@ -85,11 +93,18 @@ pub struct ImageArgs {
 
 impl ImageArgs {
     pub fn open(&self) -> crate::error::Result<std::sync::Arc<dyn crate::formats::DiskImage>> {
+        crate::formats::open(&self.image, &self.options())
+    }
+
+    /// What to open the image with, as the options given ask.
+    pub fn options(&self) -> OpenOptions {
         let mut opts = OpenOptions::new(Cache::new(self.cache_size << 20));
         opts.format = self.format;
         opts.snapshot = self.snapshot.clone();
         opts.ignore_parent_id = self.ignore_parent_id;
-        crate::formats::open(&self.image, &opts)
+        opts.allow_dirs = self.allow_dir.clone();
+        opts.allow_any_path = self.allow_any_path;
+        opts
     }
 }
 

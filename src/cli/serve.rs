@@ -273,8 +273,11 @@ fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Res
     if !file.exists() {
         return Qcow2Overlay::create(file, disk.clone(), image, &disk.info().format);
     }
-    // Read its backing file name with our own qcow2 reader, without following it.
-    let overlay_info = crate::formats::open(file, &OpenOptions::new(Cache::new(16 << 20)))?.info();
+    // Read its backing file name with our own qcow2 reader; the backing file lies outside the
+    // overlay's folder as a rule, so a layer refused there is only named, not opened.
+    let mut opts = OpenOptions::new(Cache::new(16 << 20));
+    opts.describe_failed_layers = true;
+    let overlay_info = crate::formats::open(file, &opts)?.info();
     let backing = overlay_info.backing.map(|b| absolute(&b.path));
     if backing.as_deref() != Some(absolute(image).as_path()) {
         return Err(Error::Usage(format!(

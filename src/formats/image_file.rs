@@ -34,6 +34,11 @@ impl ImageFile {
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(path)
             .map_err(|e| Error::io(path, "cannot open", e))?;
+        ImageFile::from_file(path, file)
+    }
+
+    /// Wraps `file`, already opened read-only from `path`; its type is checked on the descriptor.
+    pub fn from_file(path: &Path, file: File) -> Result<ImageFile> {
         let meta = file.metadata().map_err(|e| Error::io(path, "cannot stat", e))?;
         check_file_type(path, &meta)?;
         use std::os::unix::fs::FileTypeExt;
@@ -44,6 +49,12 @@ impl ImageFile {
         };
         let regular = meta.file_type().is_file();
         Ok(ImageFile { path: path.to_path_buf(), file, size, id: new_file_id(), regular })
+    }
+
+    /// Device and inode: the same file under two names (a hard link, a symlink) has one.
+    pub fn inode(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        self.file.metadata().ok().map(|m| (m.dev(), m.ino()))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` for the structure named `what`. Reading past
@@ -103,7 +114,7 @@ impl ImageFile {
                 ),
             ));
         }
-        let mut v = vec![0u8; len as usize];
+        let mut v = crate::limits::alloc(&self.path, what, len)?;
         self.read_exact_at(&mut v, offset, what)?;
         Ok(v)
     }

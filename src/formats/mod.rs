@@ -2,6 +2,7 @@
 //! they all implement `DiskImage`, and `open` (open.rs) picks one by magic.
 
 pub mod extents;
+pub mod failed;
 pub mod image_file;
 pub mod open;
 pub mod raw;
@@ -42,8 +43,27 @@ pub trait DiskImage: Send + Sync {
         Ok(false)
     }
 
+    /// What a child records of this layer to check it is the parent it was made from.
+    fn layer_id(&self) -> LayerId {
+        LayerId::None
+    }
+
     /// What `vdmount info` shows about this image (and, through `backing`, its chain).
     fn info(&self) -> ImageInfo;
+}
+
+/// The identity of one layer, as children record their parent's: a differencing child is only
+/// read over the parent it was made from (unless --ignore-parent-id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerId {
+    /// The format records no identity (qcow2, raw, COWD).
+    None,
+    /// A VMDK descriptor's CID.
+    VmdkCid(u32),
+    /// A VHD footer's unique id.
+    VhdUniqueId([u8; 16]),
+    /// A VHDX header's data write GUID.
+    VhdxDataWriteGuid(vhdx::guid::Guid),
 }
 
 /// A description of one image for `info`.
@@ -62,6 +82,9 @@ pub struct ImageInfo {
     pub details: Vec<(String, String)>,
     /// The next layer down, for images with a backing file or parent.
     pub backing: Option<Box<ImageInfo>>,
+    /// Why this layer could not be opened (`info` shows the rest of the chain anyway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How much of `len` bytes at `offset` lies before `size`: `map` implementations describe that

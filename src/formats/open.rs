@@ -1,11 +1,14 @@
 //! The one place formats are recognised and opened: magic detection, `--format`, and the
-//! depth limit and loop check for backing chains.
+//! depth limit, loop check and confinement of backing chains.
 
+use super::failed::FailedLayer;
 use super::image_file::ImageFile;
 use super::{qcow2, raw, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::limits::MAX_CHAIN_DEPTH;
+use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
+pub use crate::source::confine::resolve_beside;
+use crate::source::Confinement;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,19 +54,42 @@ pub struct OpenOptions {
     pub snapshot: Option<String>,
     /// Open a child whose recorded parent id does not match its parent's.
     pub ignore_parent_id: bool,
+    /// Folders beyond the top image's own where files the images name may lie (--allow-dir).
+    pub allow_dirs: Vec<PathBuf>,
+    /// Follow names an image gives anywhere (--allow-any-path).
+    pub allow_any_path: bool,
+    /// For `info`: a backing layer that cannot be opened becomes a placeholder saying why,
+    /// instead of failing the whole chain.
+    pub describe_failed_layers: bool,
     pub cache: Arc<Cache>,
+    /// Memory the chain's long-lived tables may take, all layers together.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl OpenOptions {
     pub fn new(cache: Arc<Cache>) -> OpenOptions {
-        OpenOptions { format: None, snapshot: None, ignore_parent_id: false, cache }
+        OpenOptions {
+            format: None,
+            snapshot: None,
+            ignore_parent_id: false,
+            allow_dirs: Vec::new(),
+            allow_any_path: false,
+            describe_failed_layers: false,
+            cache,
+            budget: Arc::new(MemoryBudget::default()),
+        }
     }
 }
 
-/// The images opened so far on the way down a backing chain, top first.
-#[derive(Clone, Default)]
+/// The images opened so far on the way down a backing chain, top first, and the rules for the
+/// files they name.
+#[derive(Clone)]
 pub struct Chain {
     pub paths: Vec<PathBuf>,
+    /// Device and inode of each layer: a chain that comes back to a file under another name
+    /// (a hard link, a symlink, "sub/../x") is a loop too.
+    inodes: Vec<(u64, u64)>,
+    pub confine: Arc<Confinement>,
 }
 
 impl Chain {
@@ -72,16 +98,25 @@ impl Chain {
         names.push(last.display().to_string());
         names.join(" -> ")
     }
+
+    /// The layer the next one is opened for.
+    fn child(&self) -> &Path {
+        self.paths.last().map_or(Path::new(""), |p| p.as_path())
+    }
 }
 
 /// Opens the image at `path` (the top of its chain).
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
-    open_in_chain(path, opts.format, &Chain::default(), opts, true)
+    let file = ImageFile::open(path)?;
+    let confine = Confinement::new(path, &opts.allow_dirs, opts.allow_any_path)?;
+    let chain = Chain { paths: Vec::new(), inodes: Vec::new(), confine: Arc::new(confine) };
+    open_in_chain(file, opts.format, &chain, opts)
 }
 
 /// Opens the backing file (or parent) `name` of the image `child`, which is the last entry of
 /// `chain`. A relative `name` is taken relative to the child's folder, never the working
-/// directory. `format` is the format the child recorded, if it did.
+/// directory; the file must be where the chain's confinement allows. `format` is the format the
+/// child recorded, if it did.
 pub fn open_backing(
     child: &Path,
     name: &Path,
@@ -89,57 +124,36 @@ pub fn open_backing(
     chain: &Chain,
     opts: &OpenOptions,
 ) -> Result<Arc<dyn DiskImage>> {
-    let path = resolve_beside(child, name);
-    open_in_chain(&path, format, chain, opts, false)
+    let opened = if chain.paths.len() >= MAX_CHAIN_DEPTH {
+        Err(Error::Refused {
+            path: chain.paths[0].clone(),
+            msg: format!("its backing chain is more than {MAX_CHAIN_DEPTH} images deep; the image is corrupt or hostile"),
+        })
+    } else {
+        chain
+            .confine
+            .open(child, name, "backing file")
+            .and_then(|file| open_in_chain(file, format, chain, opts).map_err(|e| e.in_layer_of(child)))
+    };
+    match opened {
+        Err(e) if opts.describe_failed_layers => Ok(Arc::new(FailedLayer::new(resolve_beside(child, name), e))),
+        r => r,
+    }
 }
 
-/// `name` resolved relative to the folder holding `child`.
-pub fn resolve_beside(child: &Path, name: &Path) -> PathBuf {
-    if name.is_absolute() {
-        return name.to_path_buf();
-    }
-    match child.parent() {
-        Some(dir) => dir.join(name),
-        None => name.to_path_buf(),
-    }
-}
-
-fn open_in_chain(
-    path: &Path,
-    format: Option<Format>,
-    chain: &Chain,
-    opts: &OpenOptions,
-    top: bool,
-) -> Result<Arc<dyn DiskImage>> {
-    if chain.paths.len() >= MAX_CHAIN_DEPTH {
-        return Err(Error::Limit {
-            path: path.to_path_buf(),
-            field: format!("backing chain depth ({})", chain.describe(path)),
-            value: chain.paths.len() as u64 + 1,
-            limit: MAX_CHAIN_DEPTH as u64,
-        });
-    }
-    // A backing file that cannot be opened (missing, a folder, a FIFO, a device) is named with
-    // the image that asked for it, so the user knows which file to look at.
-    let child = chain.paths.last().map(|p| p.display().to_string()).unwrap_or_default();
-    let file = ImageFile::open(path).map_err(|e| match (top, e) {
-        (false, Error::Io { path, context, source }) => Error::Io {
-            context: format!("{context} (backing file of {child})"),
-            path,
-            source,
-        },
-        (false, Error::Unsupported { path, msg }) => Error::Unsupported { msg: format!("{msg} (backing file of {child})"), path },
-        (_, e) => e,
-    })?;
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if chain.paths.iter().any(|p| std::fs::canonicalize(p).ok().as_deref() == Some(canonical.as_path())) {
-        return Err(Error::corrupt(
-            path,
-            format!("backing chain loops back on itself: {}", chain.describe(path)),
-        ));
+fn open_in_chain(file: ImageFile, format: Option<Format>, chain: &Chain, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    let path = file.path.clone();
+    if let Some(inode) = file.inode() {
+        if chain.inodes.contains(&inode) {
+            return Err(Error::Refused {
+                path: chain.child().to_path_buf(),
+                msg: format!("its backing chain loops back on itself: {}", chain.describe(&path)),
+            });
+        }
     }
     let mut chain = chain.clone();
-    chain.paths.push(path.to_path_buf());
+    chain.paths.push(path.clone());
+    chain.inodes.extend(file.inode());
 
     let detected = detect(&file)?;
     let format = match format {
@@ -148,7 +162,7 @@ fn open_in_chain(
         Some(f) if f == detected => f,
         Some(f) => {
             return Err(Error::corrupt(
-                path,
+                &path,
                 format!(
                     "{} was asked for, but the file does not start with a {} signature (it looks like {}); check the file or drop --format",
                     f.name(),

@@ -6,11 +6,10 @@ use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
 use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
 use super::snapshot::{self, Snapshot};
-use super::{open_backing_layer, path_from_bytes, read_table};
+use super::{open_backing_layer, path_from_bytes, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::image_file::ImageFile;
-use crate::formats::open::resolve_beside;
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
 use std::path::Path;
@@ -70,19 +69,11 @@ impl Qcow2 {
                 format!("the L1 table offset {l1_offset} is not a multiple of the cluster size ({cluster_size}); the image is corrupt"),
             ));
         }
-        let l1 = read_table(&file, l1_offset, u64::from(l1_size), "the L1 table")?;
+        let l1 = read_l1_table(&file, l1_offset, u64::from(l1_size), opts)?;
 
         let data_file = match &header.data_file {
             Some(name) if header.has_data_file() => {
-                let path = resolve_beside(&file.path, path_from_bytes(name));
-                Some(ImageFile::open(&path).map_err(|e| match e {
-                    Error::Io { path, context, source } => Error::Io {
-                        context: format!("{context} (the external data file of {})", file.path.display()),
-                        path,
-                        source,
-                    },
-                    e => e,
-                })?)
+                Some(chain.confine.open(&file.path, path_from_bytes(name), "external data file")?)
             }
             _ => None,
         };
@@ -279,6 +270,7 @@ impl DiskImage for Qcow2 {
             features: h.feature_list(),
             details,
             backing: self.backing.as_ref().map(|b| Box::new(b.info())),
+            error: None,
         }
     }
 }

@@ -91,11 +91,12 @@ fn open_backing_layer(
     open_backing(child, path_from_bytes(name), format, chain, &backing_opts)
 }
 
-/// Reads a table of `count` big-endian u64 entries at `offset` (L1 tables), checking its size
-/// against the limits and the file size before allocating.
-fn read_table(file: &ImageFile, offset: u64, count: u64, what: &str) -> Result<Vec<u64>> {
+/// Reads an L1 table of `count` big-endian u64 entries at `offset`, checking its size against
+/// qemu's limit, the file size and the chain's memory budget before allocating.
+fn read_l1_table(file: &ImageFile, offset: u64, count: u64, opts: &OpenOptions) -> Result<Vec<u64>> {
+    let what = "the L1 table";
     let bytes = count.saturating_mul(8);
-    crate::limits::check(&file.path, &format!("size of {what}"), bytes, crate::limits::MAX_TABLE_BYTES)?;
+    crate::limits::check(&file.path, &format!("size of {what}"), bytes, crate::limits::MAX_L1_BYTES)?;
     if offset.checked_add(bytes).is_none_or(|end| end > file.size) {
         return Err(Error::corrupt(
             &file.path,
@@ -105,6 +106,8 @@ fn read_table(file: &ImageFile, offset: u64, count: u64, what: &str) -> Result<V
             ),
         ));
     }
-    let raw = file.read_vec(offset, bytes, crate::limits::MAX_TABLE_BYTES, what)?;
+    // Held as u64s beside the bytes while converting: take both from the budget.
+    opts.budget.take(&file.path, what, bytes * 2)?;
+    let raw = file.read_vec(offset, bytes, crate::limits::MAX_L1_BYTES, what)?;
     Ok(raw.chunks_exact(8).map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
 }

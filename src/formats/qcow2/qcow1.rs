@@ -3,7 +3,7 @@
 
 use super::compressed::{decompress, Compression};
 use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
-use super::{open_backing_layer, read_table};
+use super::{open_backing_layer, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::image_file::{be32, be64, ImageFile};
@@ -55,7 +55,7 @@ impl Qcow1 {
         limits::check(path, "qcow virtual size", size, limits::MAX_VIRTUAL_SIZE)?;
         let span_bits = u32::from(cluster_bits) + u32::from(l2_bits);
         let l1_size = size.div_ceil(1u64 << span_bits);
-        let l1 = read_table(&file, l1_offset, l1_size, "the L1 table")?;
+        let l1 = read_l1_table(&file, l1_offset, l1_size, opts)?;
 
         let mut backing_name = None;
         let mut backing = None;
@@ -185,6 +185,7 @@ impl DiskImage for Qcow1 {
             features: Vec::new(),
             details,
             backing: self.backing.as_ref().map(|b| Box::new(b.info())),
+            error: None,
         }
     }
 }

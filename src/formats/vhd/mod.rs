@@ -9,7 +9,7 @@ mod parent;
 
 use super::image_file::ImageFile;
 use super::runs::{map_runs, read_runs, Runs, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions};
+use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
@@ -195,7 +195,12 @@ impl DiskImage for VhdImage {
             features: vec![self.footer.disk_type.name().to_string()],
             details,
             backing,
+            error: None,
         }
+    }
+
+    fn layer_id(&self) -> LayerId {
+        LayerId::VhdUniqueId(self.footer.unique_id)
     }
 }
 

@@ -2,11 +2,10 @@
 //! that the file found is the parent the child was made from (unique id).
 
 use super::dynamic::DynamicHeader;
-use super::footer;
 use crate::error::{Error, Result};
 use crate::formats::image_file::{be32, be64, ImageFile};
 use crate::formats::open::{open_backing, resolve_beside};
-use crate::formats::{Chain, DiskImage, Format, OpenOptions};
+use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,8 +50,8 @@ pub fn open_parent(file: &ImageFile, header: &DynamicHeader, chain: &Chain, opts
         ));
     };
     let path = resolve_beside(&file.path, name);
-    check_unique_id(file, header, &path, opts, &mut details)?;
     let image = open_backing(&file.path, name, Some(Format::Vhd), chain, opts)?;
+    check_unique_id(file, header, &path, image.as_ref(), opts, &mut details)?;
     details.insert(0, ("parent".into(), path.display().to_string()));
     Ok(Parent { image, details })
 }
@@ -63,11 +62,12 @@ fn check_unique_id(
     child: &ImageFile,
     header: &DynamicHeader,
     parent_path: &Path,
+    parent: &dyn DiskImage,
     opts: &OpenOptions,
     details: &mut Vec<(String, String)>,
 ) -> Result<()> {
-    // If the parent cannot be read as a VHD here, open_backing reports why.
-    let Ok(parent_id) = ImageFile::open(parent_path).and_then(|f| footer::locate(&f)).map(|l| l.footer.unique_id) else {
+    // A layer `info` shows as not opened has no id to check: reading it fails anyway.
+    let LayerId::VhdUniqueId(parent_id) = parent.layer_id() else {
         return Ok(());
     };
     details.push(("parent unique id (recorded in child)".into(), uuid(&header.parent_unique_id)));

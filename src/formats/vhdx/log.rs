@@ -9,7 +9,7 @@ use super::header::{checksum, Header};
 use super::overlay::Overlay;
 use crate::error::{Error, Result};
 use crate::formats::image_file::{le32, le64, ImageFile};
-use crate::limits::MAX_LOG_BYTES;
+use crate::limits::{self, MemoryBudget, MAX_LOG_BYTES};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -52,7 +52,7 @@ enum Descriptor {
 }
 
 /// Reads the log the current header names and replays its active sequence.
-pub fn replay(file: &ImageFile, header: &Header) -> Result<LogState> {
+pub fn replay(file: &ImageFile, header: &Header, budget: &MemoryBudget) -> Result<LogState> {
     if header.log_guid.is_zero() || header.log_length == 0 {
         return Ok(LogState::Clean);
     }
@@ -82,6 +82,9 @@ pub fn replay(file: &ImageFile, header: &Header) -> Result<LogState> {
             ),
         ));
     }
+    // The log, then at most as much again for the replayed sectors kept in memory.
+    limits::check(path, "length of the VHDX log", length, MAX_LOG_BYTES)?;
+    budget.take(path, "replaying the VHDX log", length * 2)?;
     let log = file.read_vec(header.log_offset, length, MAX_LOG_BYTES, "the VHDX log")?;
     let reader = LogReader { log: &log, guid: header.log_guid };
 

@@ -5,7 +5,7 @@
 //! the BAT, then the parent of a differencing image.
 
 mod bat;
-mod guid;
+pub mod guid;
 mod header;
 mod log;
 mod metadata;
@@ -15,7 +15,7 @@ mod region;
 
 use super::image_file::ImageFile;
 use super::runs::{map_runs, read_runs, Runs, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions};
+use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use bat::{Bat, Payload};
@@ -32,6 +32,7 @@ pub struct VhdxImage {
     bat: Bat,
     parent: Option<Arc<dyn DiskImage>>,
     details: Vec<(String, String)>,
+    data_write_guid: guid::Guid,
 }
 
 impl VhdxImage {
@@ -47,7 +48,7 @@ impl VhdxImage {
             })
             .flatten();
 
-        let (overlay, min_size, log_text) = match log::replay(&file, h)? {
+        let (overlay, min_size, log_text) = match log::replay(&file, h, &opts.budget)? {
             LogState::Clean => (Overlay::default(), 0, "clean".to_string()),
             LogState::NoActiveSequence => {
                 (Overlay::default(), 0, "log GUID set but no valid entry sequence found: nothing to replay".to_string())
@@ -90,7 +91,7 @@ impl VhdxImage {
             ),
             ("log".to_string(), log_text),
             ("current header".to_string(), format!("{} (sequence number {})", headers.current_number, h.sequence)),
-            (parent::DATA_WRITE_GUID_KEY.to_string(), h.data_write_guid.to_string()),
+            ("data write GUID".to_string(), h.data_write_guid.to_string()),
         ];
         if let Some(g) = meta.page83 {
             details.push(("virtual disk id (page 83)".to_string(), g.to_string()));
@@ -106,7 +107,7 @@ impl VhdxImage {
                 details.push((format!("parent locator {k}"), v.clone()));
             }
         }
-        Ok(VhdxImage { file, cache: opts.cache.clone(), meta, bat, parent, details })
+        Ok(VhdxImage { file, cache: opts.cache.clone(), meta, bat, parent, details, data_write_guid: h.data_write_guid })
     }
 
 
@@ -193,6 +194,11 @@ impl DiskImage for VhdxImage {
             features: Vec::new(),
             details: self.details.clone(),
             backing: self.parent.as_ref().map(|p| Box::new(p.info())),
+            error: None,
         }
+    }
+
+    fn layer_id(&self) -> LayerId {
+        LayerId::VhdxDataWriteGuid(self.data_write_guid)
     }
 }

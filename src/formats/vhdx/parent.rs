@@ -5,15 +5,11 @@
 use super::guid::Guid;
 use super::metadata::ParentLocator;
 use crate::error::{Error, Result};
-use crate::formats::{open::resolve_beside, open_backing, Chain, DiskImage, Format, OpenOptions};
+use crate::formats::{open::resolve_beside, open_backing, Chain, DiskImage, Format, LayerId, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const VHDX_LOCATOR_TYPE: Guid = Guid::new(0xB04AEFB7, 0xD19E, 0x4A81, [0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13]);
-
-/// The key under which `VhdxImage::info` shows a layer's data write GUID; the child reads its
-/// parent's from there.
-pub const DATA_WRITE_GUID_KEY: &str = "data write GUID";
 
 pub fn open_parent(
     child: &Path,
@@ -72,8 +68,12 @@ fn check_linkage(
     parent: &dyn DiskImage,
     opts: &OpenOptions,
 ) -> Result<()> {
-    let info = parent.info();
-    let parent_guid = info.details.iter().find(|(k, _)| k == DATA_WRITE_GUID_KEY).and_then(|(_, v)| Guid::parse(v));
+    let parent_guid = match parent.layer_id() {
+        LayerId::VhdxDataWriteGuid(g) => Some(g),
+        // A layer `info` shows as not opened: reading it fails anyway.
+        LayerId::None => return Ok(()),
+        _ => None,
+    };
     let linkages: Vec<Guid> =
         ["parent_linkage", "parent_linkage2"].iter().filter_map(|k| locator.get(k)).filter_map(Guid::parse).collect();
     if parent_guid.is_some_and(|g| linkages.contains(&g)) || opts.ignore_parent_id {

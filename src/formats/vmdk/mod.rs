@@ -21,7 +21,7 @@ use super::image_file::ImageFile;
 use super::open::{open_backing, resolve_beside};
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
 use super::Extent::Zero as Zeros;
-use super::{clamp_to_size, len_inside, Chain, DiskImage, Extents, Format, ImageInfo, OpenOptions};
+use super::{clamp_to_size, len_inside, Chain, DiskImage, Extents, Format, ImageInfo, LayerId, OpenOptions};
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_SIZE};
 use std::path::{Path, PathBuf};
@@ -94,7 +94,7 @@ impl VmdkImage {
                             && header.gd_offset != u64::MAX
                             && !d.extents.is_empty() =>
                     {
-                        let extents = open_extents(&path, &d, opts)?;
+                        let extents = open_extents(&path, &d, chain, opts)?;
                         (extents, Some(d))
                     }
                     // A monolithic sparse file is its own only extent, whatever file name its
@@ -142,7 +142,7 @@ impl VmdkImage {
             _ => {
                 let text = read_text_descriptor(&file)?;
                 let d = parse(&path, &text, "descriptor")?;
-                let extents = open_extents(&path, &d, opts)?;
+                let extents = open_extents(&path, &d, chain, opts)?;
                 (extents, Some(d))
             }
         };
@@ -398,6 +398,14 @@ impl DiskImage for VmdkImage {
             features,
             details,
             backing: self.parent.as_ref().map(|p| Box::new(p.info())),
+            error: None,
+        }
+    }
+
+    fn layer_id(&self) -> LayerId {
+        match self.descriptor.as_ref().and_then(|d| d.cid()) {
+            Some(cid) => LayerId::VmdkCid(cid),
+            None => LayerId::None,
         }
     }
 }
@@ -412,7 +420,7 @@ fn read_text_descriptor(file: &ImageFile) -> Result<String> {
 }
 
 /// Opens every extent a descriptor at `desc_path` lists, in order.
-fn open_extents(desc_path: &Path, d: &Descriptor, opts: &OpenOptions) -> Result<Vec<Extent>> {
+fn open_extents(desc_path: &Path, d: &Descriptor, chain: &Chain, opts: &OpenOptions) -> Result<Vec<Extent>> {
     if let Some(ct) = d.create_type() {
         if DEVICE_CREATE_TYPES
             .iter()
@@ -441,7 +449,7 @@ fn open_extents(desc_path: &Path, d: &Descriptor, opts: &OpenOptions) -> Result<
             end,
             MAX_VIRTUAL_SIZE,
         )?;
-        let data = open_extent(desc_path, line, opts)?;
+        let data = open_extent(desc_path, line, chain, opts)?;
         let file_label = match &line.file {
             Some(f) => format!(" \"{f}\""),
             None => String::new(),
@@ -472,7 +480,7 @@ fn open_extents(desc_path: &Path, d: &Descriptor, opts: &OpenOptions) -> Result<
     Ok(extents)
 }
 
-fn open_extent(desc_path: &Path, line: &ExtentLine, opts: &OpenOptions) -> Result<ExtentData> {
+fn open_extent(desc_path: &Path, line: &ExtentLine, chain: &Chain, opts: &OpenOptions) -> Result<ExtentData> {
     if let ExtentType::Other(t) = &line.kind {
         let t_up = t.to_ascii_uppercase();
         let msg = if t_up.starts_with("VMFSR") {
@@ -486,7 +494,7 @@ fn open_extent(desc_path: &Path, line: &ExtentLine, opts: &OpenOptions) -> Resul
         return Ok(ExtentData::Zero);
     }
     let name = line.file.as_deref().unwrap_or("");
-    let file = open_extent_file(desc_path, name, line.line)?;
+    let file = open_extent_file(desc_path, name, line.line, chain)?;
     let cache = opts.cache.clone();
     Ok(match line.kind {
         ExtentType::Flat | ExtentType::Vmfs => {
@@ -512,29 +520,16 @@ fn open_extent(desc_path: &Path, line: &ExtentLine, opts: &OpenOptions) -> Resul
     })
 }
 
-/// Opens the extent file `name`, taken relative to the descriptor's folder. Names with ".."
-/// or absolute paths are followed too, but, like every extent, must be an existing regular file.
-fn open_extent_file(desc_path: &Path, name: &str, line: usize) -> Result<ImageFile> {
-    let context = format!(
-        "extent file named on line {line} of the descriptor {}",
-        desc_path.display()
-    );
+/// Opens the extent file `name`, taken relative to the descriptor's folder, where the chain's
+/// confinement allows (beneath the image's folder by default) and only if it is a regular file.
+fn open_extent_file(desc_path: &Path, name: &str, line: usize, chain: &Chain) -> Result<ImageFile> {
     if name.is_empty() {
         return Err(Error::corrupt(
             desc_path,
             format!("the extent on line {line} has an empty file name"),
         ));
     }
-    let path = resolve_beside(desc_path, Path::new(name));
-    let meta = std::fs::metadata(&path)
-        .map_err(|e| Error::io(&path, format!("cannot open the {context}"), e))?;
-    if !meta.is_file() {
-        return Err(Error::unsupported(
-            &path,
-            format!("the {context} is not a regular file"),
-        ));
-    }
-    ImageFile::open(&path)
+    chain.confine.open(desc_path, Path::new(name), &format!("extent file (descriptor line {line})"))
 }
 
 /// Opens the parent named by `hint` and checks that it is the version the child was made from.
@@ -564,7 +559,7 @@ fn open_parent(
             ));
         }
     }
-    if let (Some(expected), Some(actual)) = (d.parent_cid(), read_cid(&parent_path)?) {
+    if let (Some(expected), LayerId::VmdkCid(actual)) = (d.parent_cid(), parent.layer_id()) {
         if expected != actual && expected != NO_PARENT_CID && !opts.ignore_parent_id {
             return Err(Error::corrupt(
                 child,
@@ -578,18 +573,3 @@ fn open_parent(
     Ok(parent)
 }
 
-/// The CID in the descriptor of the VMDK at `path` (embedded or separate), if it has one.
-fn read_cid(path: &Path) -> Result<Option<u32>> {
-    let file = ImageFile::open(path)?;
-    let mut magic = [0u8; 4];
-    file.read_exact_at(&mut magic, 0, "the VMDK signature")?;
-    let text = match &magic {
-        b"KDMV" => embedded_descriptor(&file, &KdmvHeader::read(&file)?)?,
-        b"COWD" => None,
-        _ => Some(read_text_descriptor(&file)?),
-    };
-    Ok(match text {
-        Some(t) => parse(path, &t, "descriptor")?.cid(),
-        None => None,
-    })
-}

@@ -7,7 +7,7 @@ use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::image_file::{le16, le32, le64, ImageFile};
 use crate::limits::{
-    self, MAX_CLUSTER_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
+    self, MAX_CLUSTER_BYTES, MAX_COMPRESSED_GRAIN_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
 use std::sync::Arc;
 
@@ -142,6 +142,14 @@ impl SparseExtent {
             ));
         }
         let grain_bytes = grain_bytes(&file, h.grain_sectors)?;
+        if compressed && grain_bytes > MAX_COMPRESSED_GRAIN_BYTES {
+            return Err(Error::unsupported(
+                &file.path,
+                format!(
+                    "its compressed grains are {grain_bytes} bytes; vdmount reads compressed grains of up to {MAX_COMPRESSED_GRAIN_BYTES} bytes (VMware and qemu write 64 KiB): each read would inflate a whole grain. Convert it with qemu-img convert -O raw to read it"
+                ),
+            ));
+        }
         let capacity = capacity_bytes(&file, h.capacity)?;
         let gt_coverage = grain_bytes * h.gtes_per_gt as u64;
         let gd_entries = capacity.div_ceil(gt_coverage);
