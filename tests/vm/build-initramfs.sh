@@ -35,6 +35,9 @@ copy_bin() {
 for t in /bin/dd /sbin/blkdiscard /sbin/mke2fs; do copy_bin "$t"; done
 "$HERE/make-4kn-vhdx.sh" "$R/fixtures/4kn.vhdx" 2>/dev/null
 cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
+# For the confine scenario: an overlay whose backing file lies outside its own folder.
+mkdir -p "$R/fixtures/confine"
+qemu-img create -q -f qcow2 -b ../e2e.qcow2 -F qcow2 "$R/fixtures/confine/child.qcow2"
 
 # The kernel's own modules, in dependency order (modules built in print no insmod line).
 : >"$R/mods/order"
