@@ -4,9 +4,9 @@
 pub mod extents;
 pub mod failed;
 pub mod image_file;
+pub mod layer;
 pub mod open;
 pub mod raw;
-pub mod runs;
 pub mod qcow2;
 pub mod vhd;
 pub mod vhdx;

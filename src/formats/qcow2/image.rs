@@ -4,7 +4,8 @@
 use super::compressed::{decompress, decompress_into};
 use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
-use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
+use super::read::{source_at, ClusterMap, Extent};
+use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
@@ -128,11 +129,7 @@ impl Qcow2 {
 }
 
 impl ClusterMap for Qcow2 {
-    fn path(&self) -> &Path {
-        &self.file.path
-    }
-
-    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
+    fn cluster_at(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
         let cluster_size = self.layout.cluster_size();
         let table_span = cluster_size / self.layout.entry_size() * cluster_size;
         let l1_index = guest / table_span;
@@ -166,9 +163,6 @@ impl ClusterMap for Qcow2 {
         self.data_file.as_ref().unwrap_or(&self.file)
     }
 
-    fn backing(&self) -> Option<&Arc<dyn DiskImage>> {
-        self.backing.as_ref()
-    }
 
     fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
         let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
@@ -222,17 +216,32 @@ fn check_l1_covers(path: &Path, layout: &Layout, l1_size: u32, size: u64) -> Res
     Ok(())
 }
 
+impl Layer for Qcow2 {
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+    fn size(&self) -> u64 {
+        self.virtual_size
+    }
+    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
+        source_at(self, pos, max)
+    }
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.backing.as_ref()
+    }
+}
+
 impl DiskImage for Qcow2 {
     fn virtual_size(&self) -> u64 {
         self.virtual_size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_mapped(self, self.virtual_size, buf, offset)
+        read_layer(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
-        map_mapped(self, self.virtual_size, offset, len, out)
+        map_layer(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

@@ -2,7 +2,8 @@
 //! flags except "compressed", deflate-compressed clusters, and an optional backing file.
 
 use super::compressed::{decompress, Compression};
-use super::read::{map_mapped, read_mapped, ClusterMap, Extent};
+use super::read::{source_at, ClusterMap, Extent};
+use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::{open_backing_layer, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
@@ -107,11 +108,7 @@ impl Qcow1 {
 }
 
 impl ClusterMap for Qcow1 {
-    fn path(&self) -> &Path {
-        &self.file.path
-    }
-
-    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
+    fn cluster_at(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)> {
         let cluster_size = 1u64 << self.cluster_bits;
         let span = 1u64 << (self.cluster_bits + self.l2_bits);
         let l1_index = guest / span;
@@ -140,9 +137,6 @@ impl ClusterMap for Qcow1 {
         &self.file
     }
 
-    fn backing(&self) -> Option<&Arc<dyn DiskImage>> {
-        self.backing.as_ref()
-    }
 
     fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
         let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
@@ -155,17 +149,32 @@ impl ClusterMap for Qcow1 {
     }
 }
 
+impl Layer for Qcow1 {
+    fn path(&self) -> &Path {
+        &self.file.path
+    }
+    fn size(&self) -> u64 {
+        self.virtual_size
+    }
+    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
+        source_at(self, pos, max)
+    }
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.backing.as_ref()
+    }
+}
+
 impl DiskImage for Qcow1 {
     fn virtual_size(&self) -> u64 {
         self.virtual_size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_mapped(self, self.virtual_size, buf, offset)
+        read_layer(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
-        map_mapped(self, self.virtual_size, offset, len, out)
+        map_layer(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

@@ -1,8 +1,9 @@
-//! The read loop shared by qcow2 and qcow v1: a reader maps guest offsets to extents (runs of
-//! guest bytes stored one way), and `read_mapped` fills the caller's buffer run by run.
+//! What qcow2 and qcow v1 share: a reader maps guest offsets to extents (runs of guest bytes
+//! stored one way), which `source_at` hands to the one read loop (`formats::layer`), and the
+//! reading of compressed clusters.
 
 use super::super::image_file::ImageFile;
-use super::super::{clamp_to_size, len_inside, DiskImage, Extents};
+use super::super::layer::{Decompress, Layer, Source};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -32,14 +33,12 @@ impl Extent {
 }
 
 /// What a reader provides to `read_mapped`.
-pub trait ClusterMap {
-    fn path(&self) -> &std::path::Path;
+pub trait ClusterMap: Layer + Send + Sync {
     /// The extent holding guest byte `guest`, and how many guest bytes from there (at most
     /// `max_len`, at least 1) it covers.
-    fn lookup(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
+    fn cluster_at(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
     /// The file `Extent::Data` offsets refer to.
     fn data_file(&self) -> &ImageFile;
-    fn backing(&self) -> Option<&Arc<dyn DiskImage>>;
     /// The decompressed cluster stored as `len` bytes at `host`, or at least its first `need`
     /// bytes (through the shared cache).
     fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>>;
@@ -51,72 +50,29 @@ pub trait ClusterMap {
     }
 }
 
-/// Implements `DiskImage::read_at` for a reader of virtual size `size`.
-pub fn read_mapped(m: &impl ClusterMap, size: u64, buf: &mut [u8], offset: u64) -> Result<()> {
-    let n = clamp_to_size(buf, offset, size);
-    let mut done = 0usize;
-    while done < n {
-        let guest = offset + done as u64;
-        let want = (n - done) as u64;
-        let (extent, len) = m.lookup(guest, want)?;
-        if len == 0 {
-            return Err(Error::corrupt(m.path(), format!("internal error: empty mapping at guest offset {guest}")));
-        }
-        let len = len.min(want) as usize;
-        let part = &mut buf[done..done + len];
-        match extent {
-            Extent::Data { host } => m.data_file().read_data_at(part, host)?,
-            Extent::Zero => part.fill(0),
-            Extent::Backing => match m.backing() {
-                Some(b) => b.read_at(part, guest)?,
-                None => part.fill(0),
-            },
-            Extent::Compressed { host, len: clen, skip } => {
-                if skip == 0 && m.whole_compressed_cluster(host, clen, part)? {
-                    done += len;
-                    continue;
-                }
-                let cluster = m.compressed_cluster(host, clen, skip as usize + len)?;
-                let src = usize::try_from(skip)
-                    .ok()
-                    .and_then(|s| cluster.get(s..s.checked_add(len)?))
-                    .ok_or_else(|| {
-                        Error::corrupt(m.path(), format!("compressed cluster at offset {host} is shorter than a cluster"))
-                    })?;
-                part.copy_from_slice(src);
-            }
-        }
-        done += len;
-    }
-    Ok(())
+/// A qcow run in the terms of the one read loop (`formats::layer`).
+pub fn source_at<M: ClusterMap>(m: &M, guest: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
+    let (extent, len) = m.cluster_at(guest, max_len)?;
+    let source = match extent {
+        Extent::Data { host } => Source::Data { file: m.data_file(), offset: host },
+        Extent::Zero => Source::Zero,
+        Extent::Backing => Source::Below,
+        Extent::Compressed { host, len, skip } => Source::Compressed { from: m, at: host, len, skip },
+    };
+    Ok((source, len))
 }
 
-/// Implements `DiskImage::map` for a reader of virtual size `size`: as `read_mapped`, but
-/// describing each run instead of reading it. Compressed clusters cannot be described.
-pub fn map_mapped(m: &impl ClusterMap, size: u64, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-    let n = len_inside(offset, len, size);
-    let mut done = 0u64;
-    while done < n {
-        let guest = offset + done;
-        let want = n - done;
-        let (extent, run) = m.lookup(guest, want)?;
-        if run == 0 {
-            return Err(Error::corrupt(m.path(), format!("internal error: empty mapping at guest offset {guest}")));
+impl<M: ClusterMap> Decompress for M {
+    fn read_compressed(&self, host: u64, len: u64, skip: u64, out: &mut [u8]) -> Result<()> {
+        if skip == 0 && self.whole_compressed_cluster(host, len, out)? {
+            return Ok(());
         }
-        let run = run.min(want);
-        let described = match extent {
-            Extent::Data { host } => m.data_file().map_data(host, run, out),
-            Extent::Zero => out.push(super::super::Extent::Zero { len: run }),
-            Extent::Backing => match m.backing() {
-                Some(b) => b.map(guest, run, out)?,
-                None => out.push(super::super::Extent::Zero { len: run }),
-            },
-            Extent::Compressed { .. } => false,
-        };
-        if !described {
-            return Ok(false);
-        }
-        done += run;
+        let cluster = self.compressed_cluster(host, len, skip as usize + out.len())?;
+        let src = usize::try_from(skip)
+            .ok()
+            .and_then(|s| cluster.get(s..s.checked_add(out.len())?))
+            .ok_or_else(|| Error::corrupt(self.path(), format!("compressed cluster at offset {host} is shorter than a cluster")))?;
+        out.copy_from_slice(src);
+        Ok(())
     }
-    Ok(out.push(super::super::Extent::Zero { len: len - n }))
 }

@@ -8,7 +8,7 @@ mod footer;
 mod parent;
 
 use super::image_file::ImageFile;
-use super::runs::{map_runs, read_runs, Runs, Source};
+use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -102,16 +102,19 @@ impl VhdImage {
     }
 }
 
-impl Runs for VhdImage {
+impl Layer for VhdImage {
+    fn path(&self) -> &std::path::Path {
+        &self.file.path
+    }
     fn size(&self) -> u64 {
         self.virtual_size
     }
     /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
     /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
     /// cannot disagree.
-    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
         let (header, parent) = match &self.layout {
-            Layout::Fixed { data_end } if pos < *data_end => return Ok((Source::File(pos), (data_end - pos).min(max_len))),
+            Layout::Fixed { data_end } if pos < *data_end => return Ok((Source::Data { file: &self.file, offset: pos }, (data_end - pos).min(max_len))),
             // Open checks that the data reaches the virtual size; past it would read as zeros.
             Layout::Fixed { .. } => return Ok((Source::Zero, max_len)),
             Layout::Sparse { header, parent } => (header, parent),
@@ -122,14 +125,14 @@ impl Runs for VhdImage {
         let max_len = max_len.min(header.block_size - within);
         let Some(bitmap_at) = map.bitmap_offset(block)? else {
             // Not in this file: the parent's, or zeros in a dynamic disk.
-            return Ok((Source::Parent, max_len));
+            return Ok((Source::Below, max_len));
         };
         // bitmap_at is a 32-bit sector number times 512 and the bitmap at most 64 KiB: no overflow.
         let data_at = bitmap_at + header.bitmap_size() + within;
         if parent.is_none() {
             // A dynamic disk's block is read whole, bitmap ignored, as qemu reads it (writers
             // fill the block with the data or zeros; qemu itself sets every bit).
-            return Ok((Source::File(data_at), max_len));
+            return Ok((Source::Data { file: &self.file, offset: data_at }, max_len));
         }
 
         // Differencing: each sector comes from this file if its bitmap bit is set, else from the
@@ -142,15 +145,9 @@ impl Runs for VhdImage {
             run_end += SECTOR;
         }
         let len = run_end.min(end) - within;
-        Ok((if from_child { Source::File(data_at) } else { Source::Parent }, len))
+        Ok((if from_child { Source::Data { file: &self.file, offset: data_at } } else { Source::Below }, len))
     }
-    fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_data_at(buf, offset)
-    }
-    fn map_file(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
-        self.file.map_data(offset, len, out)
-    }
-    fn parent(&self) -> Option<&Arc<dyn DiskImage>> {
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
         match &self.layout {
             Layout::Sparse { parent: Some(p), .. } => Some(&p.image),
             _ => None,
@@ -164,11 +161,11 @@ impl DiskImage for VhdImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_runs(self, buf, offset)
+        read_layer(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_runs(self, offset, len, out)
+        map_layer(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

@@ -14,7 +14,7 @@ mod parent;
 mod region;
 
 use super::image_file::ImageFile;
-use super::runs::{map_runs, read_runs, Runs, Source};
+use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
@@ -131,38 +131,35 @@ impl VhdxImage {
     }
 }
 
-impl Runs for VhdxImage {
+impl Layer for VhdxImage {
+    fn path(&self) -> &std::path::Path {
+        &self.file.file.path
+    }
     fn size(&self) -> u64 {
         self.meta.virtual_size
     }
     /// Where the disk's bytes from `pos` (below the virtual size) come from, and for how many
     /// bytes (1 to `max_len`). `read_at` and `map` both walk the disk with this, so the two
     /// cannot disagree.
-    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source, u64)> {
+    fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
         let block_size = self.bat.block_size;
         let (block, within) = (pos / block_size, pos % block_size);
         let max_len = max_len.min(block_size - within);
         let (base, len) = match self.bat.payload(&self.file, &self.cache, block)? {
-            Payload::NotPresent => return Ok((Source::Parent, max_len)),
+            Payload::NotPresent => return Ok((Source::Below, max_len)),
             Payload::Zeros => return Ok((Source::Zero, max_len)),
             Payload::Present(base) => (base, max_len),
             Payload::Partial(base) => match self.bitmap_run(block, within, max_len)? {
                 (true, len) => (base, len),
-                (false, len) => return Ok((Source::Parent, len)),
+                (false, len) => return Ok((Source::Below, len)),
             },
         };
         match base.checked_add(within).filter(|at| at.checked_add(len).is_some()) {
-            Some(at) => Ok((Source::File(at), len)),
+            Some(at) => Ok((Source::Data { file: &self.file, offset: at }, len)),
             None => Err(Error::corrupt(&self.file.file.path, format!("a BAT entry points at offset {base}, beyond any file"))),
         }
     }
-    fn read_file(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.file.read_data_at(buf, offset)
-    }
-    fn map_file(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
-        self.file.map_data(offset, len, out)
-    }
-    fn parent(&self) -> Option<&Arc<dyn DiskImage>> {
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
         self.parent.as_ref()
     }
 }
@@ -177,11 +174,11 @@ impl DiskImage for VhdxImage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_runs(self, buf, offset)
+        read_layer(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_runs(self, offset, len, out)
+        map_layer(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {

@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::formats::image_file::ImageFile;
+use crate::formats::layer::DataFile;
 use crate::formats::{Extent, Extents};
 use std::collections::BTreeMap;
 
@@ -132,8 +133,17 @@ impl VhdxFile {
         Ok(())
     }
 
+    pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+        crate::limits::check(&self.file.path, &format!("size of {what}"), len, limit)?;
+        let mut v = vec![0u8; len as usize];
+        self.read_exact_at(&mut v, offset, what)?;
+        Ok(v)
+    }
+}
+
+impl DataFile for VhdxFile {
     /// Guest data read: past the end of the file reads as zeros.
-    pub fn read_data_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+    fn read_data_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.file.read_data_at(buf, offset)?;
         self.overlay.apply(buf, offset);
         Ok(())
@@ -141,8 +151,7 @@ impl VhdxFile {
 
     /// Appends the extents `read_data_at` reads for `len` bytes at `offset`: the file's, with
     /// zeros where the log wrote zeros. False where the log wrote bytes: they are only in memory.
-    #[must_use]
-    pub fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+    fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
         let Some(end) = offset.checked_add(len) else { return false };
         let mut pos = offset;
         for (_, piece, from, to) in self.overlay.overlapping(offset, end) {
@@ -155,13 +164,6 @@ impl VhdxFile {
             pos = to;
         }
         self.file.map_data(pos, end - pos, out)
-    }
-
-    pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
-        crate::limits::check(&self.file.path, &format!("size of {what}"), len, limit)?;
-        let mut v = vec![0u8; len as usize];
-        self.read_exact_at(&mut v, offset, what)?;
-        Ok(v)
     }
 }
 

@@ -20,8 +20,8 @@ use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
 use super::image_file::ImageFile;
 use super::open::{open_backing, resolve_beside};
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
-use super::Extent::Zero as Zeros;
-use super::{clamp_to_size, len_inside, Chain, DiskImage, Extents, Format, ImageInfo, LayerId, OpenOptions};
+use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
+use super::{Chain, DiskImage, Extents, Format, ImageInfo, LayerId, OpenOptions};
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_SIZE};
 use std::path::{Path, PathBuf};
@@ -162,21 +162,33 @@ impl VmdkImage {
             parent,
         })
     }
+}
+
+impl Layer for VmdkImage {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.parent.as_ref()
+    }
 
     /// Where the bytes at virtual offset `pos` (below `size`) come from, and how many of them
     /// (1 to `max`) come from there alike. `read_at` and `map` both walk the disk with this, so
     /// what `map` describes is exactly what `read_at` reads.
-    fn run_at(&self, pos: u64, max: u64) -> Result<(Run<'_>, u64)> {
+    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
         let idx = self.extents.partition_point(|e| e.start + e.len <= pos);
         let Some(e) = self.extents.get(idx) else {
-            return Ok((Run::Zero, max));
+            return Ok((Source::Zero, max));
         };
         let within = pos - e.start;
         let max = max.min(e.len - within);
         match &e.data {
-            ExtentData::Zero => Ok((Run::Zero, max)),
+            ExtentData::Zero => Ok((Source::Zero, max)),
             ExtentData::Flat { file, base } => Ok((
-                Run::Data {
+                Source::Data {
                     file,
                     offset: base.saturating_add(within),
                 },
@@ -197,24 +209,6 @@ impl VmdkImage {
     }
 }
 
-/// Where a run of virtual-disk bytes comes from.
-enum Run<'a> {
-    Zero,
-    /// Not allocated in this layer: the parent's bytes at the same offset, or zeros.
-    Parent,
-    /// Stored as is at `offset` of `file` (what lies past the file's end reads as zeros).
-    Data {
-        file: &'a ImageFile,
-        offset: u64,
-    },
-    /// Bytes from `skip` on of the compressed grain whose marker is at `offset`.
-    Compressed {
-        sparse: &'a SparseExtent,
-        offset: u64,
-        skip: u64,
-    },
-}
-
 /// The run at byte `within` of a grain-mapped extent, at most `max` bytes: grains that map alike
 /// (unallocated, zero, contiguous data) make one run, so each is one read. A compressed grain is
 /// a run of its own.
@@ -225,7 +219,7 @@ fn grain_run<'a>(
     file: &'a ImageFile,
     lookup: impl Fn(u64) -> Result<Mapping>,
     sparse: Option<&'a SparseExtent>,
-) -> Result<(Run<'a>, u64)> {
+) -> Result<(Source<'a>, u64)> {
     let in_grain = within % grain;
     let first = lookup(within)?;
     let mut take = max.min(grain - in_grain);
@@ -244,17 +238,18 @@ fn grain_run<'a>(
         take += (max - take).min(grain);
     }
     let run = match first {
-        Mapping::Unallocated => Run::Parent,
-        Mapping::Zero => Run::Zero,
+        Mapping::Unallocated => Source::Below,
+        Mapping::Zero => Source::Zero,
         // Saturating: an offset beyond any file reads as zeros, like any past the file's end.
-        Mapping::Data { offset } => Run::Data {
+        Mapping::Data { offset } => Source::Data {
             file,
             offset: offset.saturating_add(in_grain),
         },
         Mapping::Compressed { offset } => match sparse {
-            Some(sparse) => Run::Compressed {
-                sparse,
-                offset,
+            Some(sparse) => Source::Compressed {
+                from: sparse,
+                at: offset,
+                len: 0,
                 skip: in_grain,
             },
             None => {
@@ -269,76 +264,34 @@ fn grain_run<'a>(
 }
 
 /// Reads `out` from byte `skip` of the compressed grain at `offset`.
-fn read_compressed(s: &SparseExtent, offset: u64, skip: u64, out: &mut [u8]) -> Result<()> {
-    if skip == 0 && s.whole_compressed_grain(offset, out)? {
-        return Ok(());
-    }
-    let data = s.compressed_grain(offset, skip as usize + out.len())?;
-    let from = skip as usize;
-    match data.get(from..from + out.len()) {
-        Some(src) => {
-            out.copy_from_slice(src);
-            Ok(())
+impl Decompress for SparseExtent {
+    /// `len` is unused: a grain's marker records its compressed size.
+    fn read_compressed(&self, offset: u64, _len: u64, skip: u64, out: &mut [u8]) -> Result<()> {
+        if skip == 0 && self.whole_compressed_grain(offset, out)? {
+            return Ok(());
         }
-        None => Err(Error::corrupt(
-            &s.file.path,
-            format!("compressed grain at offset {offset} is short"),
-        )),
+        let data = self.compressed_grain(offset, skip as usize + out.len())?;
+        let from = skip as usize;
+        match data.get(from..from + out.len()) {
+            Some(src) => {
+                out.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(Error::corrupt(&self.file.path, format!("compressed grain at offset {offset} is short"))),
+        }
     }
 }
-
 impl DiskImage for VmdkImage {
     fn virtual_size(&self) -> u64 {
         self.size
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let n = clamp_to_size(buf, offset, self.size);
-        let mut done = 0usize;
-        while done < n {
-            let pos = offset + done as u64;
-            let (run, len) = self.run_at(pos, (n - done) as u64)?;
-            let piece = &mut buf[done..done + len as usize];
-            match run {
-                Run::Zero => piece.fill(0),
-                Run::Parent => match &self.parent {
-                    Some(p) => p.read_at(piece, pos)?,
-                    None => piece.fill(0),
-                },
-                Run::Data { file, offset } => file.read_data_at(piece, offset)?,
-                Run::Compressed {
-                    sparse,
-                    offset,
-                    skip,
-                } => read_compressed(sparse, offset, skip, piece)?,
-            }
-            done += piece.len();
-        }
-        Ok(())
+        read_layer(self, buf, offset)
     }
 
     fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        let n = len_inside(offset, len, self.size);
-        let mut done = 0u64;
-        while done < n {
-            let pos = offset + done;
-            let (run, take) = self.run_at(pos, n - done)?;
-            let described = match run {
-                Run::Zero => out.push(Zeros { len: take }),
-                Run::Parent => match &self.parent {
-                    Some(p) => p.map(pos, take, out)?,
-                    None => out.push(Zeros { len: take }),
-                },
-                Run::Data { file, offset } => file.map_data(offset, take, out),
-                // The kernel cannot inflate: the caller reads this range instead.
-                Run::Compressed { .. } => false,
-            };
-            if !described {
-                return Ok(false);
-            }
-            done += take;
-        }
-        Ok(out.push(Zeros { len: len - n }))
+        map_layer(self, offset, len, out)
     }
 
     fn info(&self) -> ImageInfo {
