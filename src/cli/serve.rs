@@ -7,10 +7,9 @@ use crate::abuse::backend::{Backend, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server;
 use crate::abuse::uapi::*;
-use crate::cache::Cache;
 use crate::cow::CowOverlay;
 use crate::cow_qcow2::Qcow2Overlay;
-use crate::formats::{DiskImage, OpenOptions};
+use crate::formats::DiskImage;
 use std::sync::Arc;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -269,13 +268,13 @@ fn check_reattach(index: Option<u32>, image: &Path, mode: &str) -> Result<()> {
 }
 
 /// --cow=FILE: continue FILE if it exists (it must be an overlay of IMAGE), else create it.
+/// FILE is opened once, never through a symlink, and everything is checked and read on that
+/// descriptor: a name swapped in between cannot redirect the writes (see safe_open.rs).
 fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Result<Qcow2Overlay> {
-    if !file.exists() {
+    let Some(opened) = crate::safe_open::open_own_file(file, "qcow2 overlay (--cow=FILE)")? else {
         return Qcow2Overlay::create(file, disk.clone(), image, &disk.info().format);
-    }
-    // Read its backing file name with our own qcow2 reader, without following it.
-    let overlay_info = crate::formats::open(file, &OpenOptions::new(Cache::new(16 << 20)))?.info();
-    let backing = overlay_info.backing.map(|b| absolute(&b.path));
+    };
+    let backing = crate::cow_qcow2::backing_file_name(&opened, file)?.map(|b| absolute(&b));
     if backing.as_deref() != Some(absolute(image).as_path()) {
         return Err(Error::Usage(format!(
             "{}: is an overlay of {}, not of {}; give its own image, or another FILE",
