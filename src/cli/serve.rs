@@ -124,7 +124,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
         let me = std::process::id();
         if let Some(n) = index {
-            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: me });
+            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: me, allow_dirs: Vec::new(), allow_any_path: false });
             // The partition scan needs this process serving, so report from a side thread.
             let (disk, parts, path) = (disk.clone(), parts.clone(), image.image.clone());
             std::thread::spawn(move || {
@@ -134,11 +134,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             });
         }
         sandbox(args.no_seccomp);
-        let r = workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
-        if let Some(n) = index {
-            record::remove(n);
-        }
-        return r;
+        // The record stays: the sandbox forbids unlinking, and a device left waiting for a new
+        // server needs it; `list`, `detach` or the next `save` replace it (see record.rs).
+        return workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
     }
 
     // The background server sets the device up itself (the kernel records the server's pid)
@@ -170,7 +168,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 std::process::exit(super::EXIT_DEVICE);
             }
             if let Some(n) = index {
-                record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: std::process::id() });
+                record::save(&Record {
+                    index: n,
+                    image: absolute(&image.image),
+                    mode: mode.clone(),
+                    pid: std::process::id(),
+                    allow_dirs: Vec::new(),
+                    allow_any_path: false,
+                });
             }
             sandbox(args.no_seccomp);
             let code = match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
@@ -180,9 +185,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     super::exit_code(&e)
                 }
             };
-            if let Some(n) = index {
-                record::remove(n);
-            }
             std::process::exit(code);
         }
         pid => {
@@ -283,24 +285,23 @@ fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Res
             image.display()
         )));
     }
-    Qcow2Overlay::open(file, disk)
+    Qcow2Overlay::open_on(Box::new(opened), file, disk)
 }
 
 /// Detaches from the terminal: own session, stdio to /run/vdmount/abuseN.log (or /dev/null).
 fn become_daemon(index: Option<u32>) {
+    use std::os::fd::AsRawFd;
+    let log = index.map(record::open_log).and_then(|r| {
+        r.map_err(|e| eprintln!("vdmount: warning: cannot open the server log in /run/vdmount: {e}")).ok()
+    });
     // SAFETY: plain syscalls on descriptors this process owns.
     unsafe {
         libc::setsid();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        let log = index
-            .map(record::log_path)
-            .and_then(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
-            .map(|p| libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644))
-            .filter(|&fd| fd >= 0)
-            .unwrap_or(null);
+        let out = log.as_ref().map_or(null, |f| f.as_raw_fd());
         libc::dup2(null, 0);
-        libc::dup2(log, 1);
-        libc::dup2(log, 2);
+        libc::dup2(out, 1);
+        libc::dup2(out, 2);
     }
     let _ = std::env::set_current_dir("/");
 }
