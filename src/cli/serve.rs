@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Lock the server's memory (mlockall), so answering a request never waits for paging.
     #[arg(long)]
     pub mlock: bool,
-    /// Do not restrict the server's system calls with seccomp once it is set up.
+    /// Do not restrict the server's system calls with seccomp, nor drop its capabilities, once
+    /// it is set up.
     #[arg(long)]
     pub no_seccomp: bool,
     /// Stay in the foreground (default: return once the device and its partitions exist, and
@@ -125,7 +126,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let me = std::process::id();
         if let Some(n) = index {
             record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: me, allow_dirs: Vec::new(), allow_any_path: false });
-            // The partition scan needs this process serving, so report from a side thread.
+        }
+        sandbox(args, &dev);
+        if let Some(n) = index {
+            // The partition scan needs this process serving, so report from a side thread,
+            // started inside the sandbox like every other thread.
             let (disk, parts, path) = (disk.clone(), parts.clone(), image.image.clone());
             std::thread::spawn(move || {
                 if attach::wait_for_nodes(n, &parts, &mut || true) {
@@ -133,7 +138,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 }
             });
         }
-        sandbox(args.no_seccomp);
         // The record stays: the sandbox forbids unlinking, and a device left waiting for a new
         // server needs it; `list`, `detach` or the next `save` replace it (see record.rs).
         return workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
@@ -177,7 +181,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     allow_any_path: false,
                 });
             }
-            sandbox(args.no_seccomp);
+            sandbox(args, &dev);
             let code = match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -306,11 +310,14 @@ fn become_daemon(index: Option<u32>) {
     let _ = std::env::set_current_dir("/");
 }
 
-/// The seccomp filter, unless the user turned it off; a failure to apply it is reported.
-fn sandbox(off: bool) {
-    if !off {
-        if let Err(e) = super::sandbox::restrict() {
-            eprintln!("vdmount: warning: cannot apply the seccomp filter: {e}");
+/// The sandbox (capabilities dropped, seccomp filter on every thread), unless the user turned
+/// it off; a failure to apply it is reported.
+fn sandbox(args: &ServeArgs, dev: &ControlDevice) {
+    use std::os::fd::AsRawFd;
+    if !args.no_seccomp {
+        super::sandbox::probe::install_if_asked();
+        if let Err(e) = super::sandbox::restrict(dev.as_raw_fd(), args.mlock) {
+            eprintln!("vdmount: warning: cannot apply the sandbox: {e}");
         }
     }
 }
