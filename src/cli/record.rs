@@ -44,7 +44,7 @@ pub fn log_path(index: u32) -> PathBuf {
 fn escape(raw: &[u8]) -> String {
     let mut out = String::with_capacity(raw.len());
     for &b in raw {
-        if b < 0x20 || b >= 0x7f || b == b'%' || b == b'\\' {
+        if !(0x20..0x7f).contains(&b) || b == b'%' || b == b'\\' {
             out += &format!("%{b:02X}");
         } else {
             out.push(b as char);
@@ -108,7 +108,7 @@ fn c_name(name: &str) -> CString {
 /// records and logs).
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    match std::fs::DirBuilder::new().mode(0o755).create(dir) {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o755).create(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
         _ => {}
     }
