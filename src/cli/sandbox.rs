@@ -63,9 +63,10 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_exit_group,
 ];
 
-/// The abuse.ko requests a set-up server makes: take answers and fetch requests, its status,
-/// and removing the device at a stop. Not ABUSE_SETUP (done before) nor ABUSE_CTL_GET_FREE.
-const IOCTLS: &[u64] = &[crate::abuse::uapi::ABUSE_XFER, crate::abuse::uapi::ABUSE_STATUS, crate::abuse::uapi::ABUSE_RESET];
+/// The abuse.ko requests a set-up server makes (server.rs, workers.rs): answer and fetch
+/// requests, and remove the device at a stop. Not ABUSE_SETUP (made before), ABUSE_STATUS (only
+/// `list` and `detach` ask) nor ABUSE_CTL_GET_FREE (another device).
+const IOCTLS: &[u64] = &[crate::abuse::uapi::ABUSE_XFER, crate::abuse::uapi::ABUSE_RESET];
 
 /// Flags every thread-creating clone carries (glibc's and musl's pthread_create); a clone without
 /// them would be a new process, and none of the namespace flags may be set.
@@ -133,4 +134,67 @@ pub fn restrict(ctl_fd: RawFd, mlock: bool) -> Result<(), String> {
     // filters the kernel takes the stricter answer, so clone3 gets ENOSYS.
     apply_filter_all_threads(&clone3).map_err(|e| e.to_string())?;
     apply_filter_all_threads(&main).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    /// In a forked child (the filter is for life): forbidden calls fail with EPERM and the
+    /// process goes on; allowed ones reach the kernel; threads still start.
+    #[test]
+    fn refuses_with_eperm_and_keeps_running() {
+        let ctl = std::fs::File::open("/dev/null").unwrap();
+        let other = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: the child only makes system calls and starts one thread, then _exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = (|| unsafe {
+                if restrict(ctl.as_raw_fd(), false).is_err() {
+                    return 10;
+                }
+                if libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) != -1 || errno() != libc::EPERM {
+                    return 11;
+                }
+                // An abuse ioctl on the control fd reaches the driver (/dev/null: ENOTTY)...
+                let xfer = crate::abuse::uapi::ABUSE_XFER;
+                if libc::ioctl(ctl.as_raw_fd(), xfer as _, 0) != -1 || errno() != libc::ENOTTY {
+                    return 12;
+                }
+                // ...not on another fd, nor another request.
+                if libc::ioctl(other.as_raw_fd(), xfer as _, 0) != -1 || errno() != libc::EPERM {
+                    return 13;
+                }
+                if libc::ioctl(ctl.as_raw_fd(), libc::FIONREAD as _, 0) != -1 || errno() != libc::EPERM {
+                    return 14;
+                }
+                let exec = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                if exec != libc::MAP_FAILED || errno() != libc::EPERM {
+                    return 15;
+                }
+                if std::thread::spawn(|| 7).join().ok() != Some(7) {
+                    return 16;
+                }
+                if libc::unlinkat(libc::AT_FDCWD, c"/nonexistent".as_ptr(), 0) != -1 || errno() != libc::EPERM {
+                    return 17;
+                }
+                if trap::REFUSED.load(std::sync::atomic::Ordering::Relaxed) != 5 {
+                    return 18;
+                }
+                0
+            })();
+            // SAFETY: leaves the child without running the test harness's exit path.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "the sandboxed child was killed: status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "check {} failed (see the test)", libc::WEXITSTATUS(status));
+    }
 }
