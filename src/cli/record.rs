@@ -211,7 +211,11 @@ pub fn remove(index: u32) {
 /// planted at its name.
 pub fn open_log(index: u32) -> std::io::Result<File> {
     let d = open_dir(Path::new(DIR))?;
-    open_in(&d, &format!("abuse{index}.log"), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK, 0o600)
+    let log = open_in(&d, &format!("abuse{index}.log"), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK, 0o600)?;
+    // A log left by an older vdmount may be 0644.
+    // SAFETY: fchmod on the file we just opened.
+    unsafe { libc::fchmod(log.as_raw_fd(), 0o600) };
+    Ok(log)
 }
 
 #[cfg(test)]

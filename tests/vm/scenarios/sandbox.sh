@@ -7,6 +7,8 @@ set -e
 fail() { echo "sandbox: $*"; cat /run/vdmount/*.log /tmp/fg.log 2>/dev/null; exit 1; }
 insmod /abuse.ko max_part=15
 cp /fixtures/e2e.qcow2 /tmp/s.qcow2
+# A log left 0644 by an older vdmount becomes 0600.
+mkdir -p /run/vdmount && : >/run/vdmount/abuse0.log && chmod 644 /run/vdmount/abuse0.log
 
 # Background server, with the probe armed.
 VDMOUNT_TEST_SANDBOX=1 vdmount /tmp/s.qcow2 >/tmp/out || fail "attach"
