@@ -20,6 +20,7 @@ pub struct CowOverlay {
     base: Arc<dyn DiskImage>,
     size: u64,
     overlay: File,
+    /// The folder the overlay is in (it has no name), for error messages.
     overlay_path: PathBuf,
     written: RwLock<HashMap<u64, Box<[u64; 512]>>>,
     /// Serialises read-modify-write of partly written blocks.
@@ -30,21 +31,14 @@ impl CowOverlay {
     /// An overlay in `dir` (default: $TMPDIR) over `base`.
     pub fn new(base: Arc<dyn DiskImage>, dir: Option<PathBuf>) -> Result<CowOverlay> {
         let dir = dir.unwrap_or_else(std::env::temp_dir);
-        let path = dir.join(format!("vdmount-cow-{}", std::process::id()));
-        let overlay = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, "cannot create the copy-on-write overlay (set TMPDIR to a writable folder)", e))?;
-        // Unlinked at once: nothing is left behind, whatever happens to the server.
-        let _ = std::fs::remove_file(&path);
+        let overlay = unnamed_file(&dir)
+            .map_err(|e| Error::io(&dir, "cannot create the copy-on-write overlay in this folder (set TMPDIR to a writable folder)", e))?;
         let size = base.virtual_size();
         // As long as the disk from the start (sparse: no space used), so a block marked written
         // always lies inside the file, holes punched by discard included.
         let block_end = size.div_ceil(BLOCK) * BLOCK;
-        overlay.set_len(block_end).map_err(|e| Error::io(&path, "cannot size the copy-on-write overlay", e))?;
-        Ok(CowOverlay { base, size, overlay, overlay_path: path, written: RwLock::new(HashMap::new()), rmw: Mutex::new(()) })
+        overlay.set_len(block_end).map_err(|e| Error::io(&dir, "cannot size the copy-on-write overlay", e))?;
+        Ok(CowOverlay { base, size, overlay, overlay_path: dir, written: RwLock::new(HashMap::new()), rmw: Mutex::new(()) })
     }
 
     fn is_written(&self, block: u64) -> bool {
@@ -82,7 +76,7 @@ impl CowOverlay {
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> Error {
-        Error::io(&self.overlay_path, format!("{what} the copy-on-write overlay"), e)
+        Error::io(&self.overlay_path, format!("{what} the copy-on-write overlay in this folder"), e)
     }
 
     /// Writes `data` at `offset`, which may cover blocks partly: those are first filled from
@@ -213,5 +207,74 @@ impl CowOverlay {
             pos += n;
         }
         Ok(())
+    }
+}
+
+/// A file in `dir` that no one else can open, block or replace: O_TMPFILE (it never has a
+/// name), or where the filesystem lacks it, a new random name created with O_EXCL|O_NOFOLLOW
+/// and unlinked at once. Either way it is 0600 and gone when the server exits, however it exits.
+fn unnamed_file(dir: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmpfile = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC).open(dir);
+    match tmpfile {
+        Ok(f) => return Ok(f),
+        // Filesystems without O_TMPFILE say EOPNOTSUPP (or EISDIR/EINVAL on old kernels).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)) => {}
+        Err(e) => return Err(e),
+    }
+    named_then_unlinked(dir)
+}
+
+/// The fallback: a name no one can guess in advance, never an existing file or symlink.
+fn named_then_unlinked(dir: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    for _ in 0..16 {
+        let mut r = [0u8; 8];
+        // SAFETY: getrandom writes at most r.len() bytes into r.
+        if unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) } != r.len() as isize {
+            return Err(std::io::Error::last_os_error());
+        }
+        let path = dir.join(format!("vdmount-cow-{}-{:016x}", std::process::id(), u64::from_ne_bytes(r)));
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        match opened {
+            Ok(f) => {
+                // Our file: O_EXCL created it, so the name is ours to remove.
+                std::fs::remove_file(&path)?;
+                return Ok(f);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EEXIST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn fallback_file_is_private_and_unlinked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = named_then_unlinked(dir.path()).unwrap();
+        let meta = f.metadata().unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(meta.nlink(), 0, "the fallback overlay still has a name");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn tmpfile_is_private_and_nameless() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = unnamed_file(dir.path()).unwrap();
+        assert_eq!(f.metadata().unwrap().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -180,6 +180,31 @@ fn qemu_format_name(path: &Path, format: &str) -> Result<&'static str> {
     })
 }
 
+/// The backing file name a qcow2 overlay records, read from the already opened `file` (so it
+/// is the very file we will write to, not whatever its name points at by now). A relative name
+/// is resolved against the overlay's folder, as qemu does.
+pub fn backing_file_name(file: &dyn OverlayFile, path: &Path) -> Result<Option<PathBuf>> {
+    let mut h = [0u8; 20];
+    file.read_at(&mut h, 0).map_err(|e| Error::io(path, "cannot read the qcow2 overlay's header", e))?;
+    if &h[0..4] != MAGIC {
+        return Err(Error::unsupported(path, "is not a qcow2 file; give a qcow2 overlay, or a new FILE to create one"));
+    }
+    let (offset, len) = (be64(&h, 8), be32(&h, 16) as usize);
+    if offset == 0 || len == 0 {
+        return Ok(None);
+    }
+    if len > MAX_BACKING_NAME {
+        return Err(Error::corrupt(path, format!("qcow2 overlay: backing file name of {len} bytes (at most {MAX_BACKING_NAME})")));
+    }
+    let mut name = vec![0u8; len];
+    file.read_at(&mut name, offset).map_err(|e| Error::io(path, "cannot read the qcow2 overlay's backing file name", e))?;
+    let name = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
+    Ok(Some(match path.parent() {
+        Some(dir) if name.is_relative() => dir.join(name),
+        _ => name,
+    }))
+}
+
 impl Qcow2Overlay {
     /// Creates the overlay FILE at `path` over `base` (the image at `base_path`, of format
     /// `base_format`). Refuses if `path` exists.
@@ -188,12 +213,9 @@ impl Qcow2Overlay {
     /// often made in another folder than the evidence (a scratch disk), and a relative name
     /// would break as soon as either moves; `qemu-img rebase -u -b NEW` changes it if needed.
     pub fn create(path: &Path, base: Arc<dyn DiskImage>, base_path: &Path, base_format: &str) -> Result<Qcow2Overlay> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(path, "cannot create the qcow2 overlay (it must not exist yet)", e))?;
+        // 0600 and never through a symlink: the overlay holds what the guest wrote.
+        let file = crate::safe_open::create_private(path, "qcow2 overlay")?;
+        let kept = file.try_clone().map_err(|e| Error::io(path, "cannot create the qcow2 overlay", e))?;
         match Self::create_on(Box::new(file), path, base, base_path, base_format) {
             Ok(overlay) => {
                 // The new name must survive a power cut too.
@@ -207,7 +229,7 @@ impl Qcow2Overlay {
                 Ok(overlay)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(path);
+                crate::safe_open::remove_if_same(path, &kept);
                 Err(e)
             }
         }
@@ -279,16 +301,11 @@ impl Qcow2Overlay {
     }
 
     /// Reopens an overlay made by `create` (a second session, or after a crash) over `base`.
+    /// The file must be a regular file of the user running vdmount, not a symlink.
     pub fn open(path: &Path, base: Arc<dyn DiskImage>) -> Result<Qcow2Overlay> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open the qcow2 overlay", e))?;
-        if !meta.is_file() {
-            return Err(Error::unsupported(path, "the qcow2 overlay must be a regular file"));
-        }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, "cannot open the qcow2 overlay for writing", e))?;
+        let file = crate::safe_open::open_own_file(path, "qcow2 overlay")?.ok_or_else(|| {
+            Error::io(path, "cannot open the qcow2 overlay", io::Error::from_raw_os_error(libc::ENOENT))
+        })?;
         Self::open_on(Box::new(file), path, base)
     }
 

@@ -123,3 +123,57 @@ fn man_page_covers_every_option() {
     }
     assert!(missing.is_empty(), "man/vdmount.1 lacks: {missing:?}");
 }
+
+/// Issue 14: `--cow=FILE` is opened once, never through a symlink, and must be the user's own
+/// regular file; a new overlay is 0600. The server stops at the (missing) control device, after
+/// the overlay was opened or made.
+#[test]
+fn cow_file_is_opened_safely() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let d = dir.path();
+    let image = d.join("disk.raw");
+    make_source_disk(&image, 1 << 20, 9);
+    let img = image.to_str().unwrap();
+    let ctl = "/nonexistent/abctl9";
+
+    // A symlink at FILE, to a file elsewhere: refused, and that file is unchanged.
+    let elsewhere = scratch();
+    let target = elsewhere.path().join("precious");
+    std::fs::write(&target, b"do not touch").unwrap();
+    let link = d.join("link.qcow2");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert_refused(&[&format!("--cow={}", link.display()), img, ctl], "link.qcow2", "symbolic link");
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    // A dangling symlink: nothing is created where it points.
+    let dangling = d.join("dangling.qcow2");
+    let nowhere = elsewhere.path().join("created-through-link");
+    std::os::unix::fs::symlink(&nowhere, &dangling).unwrap();
+    assert_refused(&[&format!("--cow={}", dangling.display()), img, ctl], "dangling.qcow2", "symbolic link");
+    assert!(!nowhere.exists(), "the overlay was created through a symlink");
+
+    // A new overlay is 0600 and a qcow2 file.
+    let new = d.join("new.qcow2");
+    let (code, err) = stderr_of(&[&format!("--cow={}", new.display()), img, ctl]);
+    assert_eq!(code, 3, "{err}");
+    let meta = std::fs::metadata(&new).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600, "new overlay mode");
+    assert_eq!(&std::fs::read(&new).unwrap()[..4], b"QFI\xfb");
+    // It is continued the next time (same image)...
+    let (code, err) = stderr_of(&[&format!("--cow={}", new.display()), img, ctl]);
+    assert_eq!(code, 3, "{err}");
+    // ...but not if another user owns it (only root can make that file here).
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&new, Some(65534), Some(65534)).unwrap();
+        let before = sha256_file(&new);
+        assert_refused(&[&format!("--cow={}", new.display()), img, ctl], "new.qcow2", "owned by uid 65534");
+        assert_eq!(sha256_file(&new), before);
+    }
+    // Not a regular file.
+    let fifo = d.join("fifo.qcow2");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a path string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert_refused(&[&format!("--cow={}", fifo.display()), img, ctl], "fifo.qcow2", "not a regular file");
+}

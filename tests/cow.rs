@@ -87,3 +87,26 @@ fn discard_beyond_written_data_reads_zeros() {
     cow.read(&mut buf, 3 << 20).unwrap();
     assert!(buf.iter().all(|&b| b == 0), "discarded tail does not read as zeros");
 }
+
+/// Issue 14: names planted in the folder (the old predictable `vdmount-cow-PID`, as a symlink
+/// to a file elsewhere and as a file) neither block the overlay nor receive its writes.
+#[test]
+fn planted_names_neither_block_nor_receive_writes() {
+    let dir = scratch();
+    let elsewhere = scratch();
+    let base = elsewhere.path().join("base.raw");
+    make_source_disk(&base, 1 << 20, 6);
+    let target = elsewhere.path().join("precious");
+    std::fs::write(&target, b"do not touch").unwrap();
+    let pid = std::process::id();
+    std::os::unix::fs::symlink(&target, dir.path().join(format!("vdmount-cow-{pid}"))).unwrap();
+    std::fs::write(dir.path().join(format!("vdmount-cow-{}", pid + 1)), b"planted").unwrap();
+    let disk = open(&base, &OpenOptions::new(Cache::new(16 << 20))).unwrap();
+    let cow = CowOverlay::new(disk, Some(dir.path().to_path_buf())).unwrap();
+    cow.write(&[0xab; 8192], 4096, true).unwrap();
+    let mut buf = [0u8; 8192];
+    cow.read(&mut buf, 4096).unwrap();
+    assert!(buf.iter().all(|&b| b == 0xab));
+    assert_eq!(std::fs::read(&target).unwrap(), b"do not touch");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "the overlay left a name behind");
+}

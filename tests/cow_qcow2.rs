@@ -502,3 +502,31 @@ fn appends_to_an_overlay_made_by_qemu_img_create() {
     assert_clean(&file);
     assert_eq!(qemu_raw_sha256(&file, Some("qcow2")), sha256_hex(&model));
 }
+
+/// Issue 14: `create` and `open` never go through a symlink at the overlay's name, `create`
+/// makes it 0600, and `open` takes only the user's own regular file.
+#[test]
+fn overlay_file_is_never_a_symlink_and_is_private() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch();
+    let base = dir.path().join("base.raw");
+    make_source_disk(&base, 1 << 20, 4);
+    let file = dir.path().join("ovl.qcow2");
+    drop(Qcow2Overlay::create(&file, open_image(&base), &base, "raw").unwrap());
+    assert_eq!(std::fs::metadata(&file).unwrap().mode() & 0o777, 0o600);
+    let link = dir.path().join("link.qcow2");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    let err = Qcow2Overlay::open(&link, open_image(&base)).err().unwrap().to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    let dangling = dir.path().join("dangling.qcow2");
+    std::os::unix::fs::symlink(dir.path().join("through-link.qcow2"), &dangling).unwrap();
+    assert!(Qcow2Overlay::create(&dangling, open_image(&base), &base, "raw").is_err());
+    assert!(!dir.path().join("through-link.qcow2").exists(), "created through a dangling symlink");
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink(), "the planted symlink was removed");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let err = Qcow2Overlay::open(&file, open_image(&base)).err().unwrap().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+    }
+}

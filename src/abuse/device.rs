@@ -24,6 +24,13 @@ fn ioctl<T>(file: &File, request: u64, arg: *mut T) -> io::Result<i32> {
     }
 }
 
+/// The descriptor, for the sandbox: ioctl is allowed on it only.
+impl AsRawFd for ControlDevice {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
 impl ControlDevice {
     pub fn open(path: &Path) -> io::Result<ControlDevice> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;

@@ -57,7 +57,8 @@ fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
     (st.openers > 0).then(|| format!("/dev/abuse{n} is held open ({} opener(s); see: fuser -vm /dev/abuse{n}*)", st.openers))
 }
 
-/// Stops the device: signals its live server (which removes it), or resets it directly.
+/// Stops the device: signals its live server (which removes it), or resets it directly; then
+/// removes the record (the sandboxed server cannot).
 fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> {
     let st = dev.status().map_err(|e| device_error(ctl, "cannot read the status", e))?;
     if st.state == ABUSE_STATE_FREE {
@@ -72,6 +73,7 @@ fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> 
             // Done when the device is gone and the server has exited (it holds abuse.ko until then).
             let free = dev.status().map(|s| s.state == ABUSE_STATE_FREE).unwrap_or(false);
             if free && process_gone(st.server_pid) {
+                record::remove(n);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -50,8 +50,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
     for (n, path) in devs {
         let dev = ControlDevice::open(&path).map_err(|e| device_error(&path, "cannot open", e))?;
         let st = dev.status().map_err(|e| device_error(&path, "cannot read the status", e))?;
-        if st.state == ABUSE_STATE_FREE && !args.all {
-            continue;
+        if st.state == ABUSE_STATE_FREE {
+            // A free device's record is stale (its server stopped; the sandbox kept it from
+            // removing the record itself).
+            super::record::remove(n);
+            if !args.all {
+                continue;
+            }
         }
         let alive = st.server_pid > 0 && std::path::Path::new(&format!("/proc/{}", st.server_pid)).exists();
         rows.push((n, st, alive, super::record::load(n).map(|r| r.image.display().to_string())));

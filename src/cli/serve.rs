@@ -7,10 +7,9 @@ use crate::abuse::backend::{Backend, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server;
 use crate::abuse::uapi::*;
-use crate::cache::Cache;
 use crate::cow::CowOverlay;
 use crate::cow_qcow2::Qcow2Overlay;
-use crate::formats::{DiskImage, OpenOptions};
+use crate::formats::DiskImage;
 use std::sync::Arc;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -39,7 +38,8 @@ pub struct ServeArgs {
     /// Lock the server's memory (mlockall), so answering a request never waits for paging.
     #[arg(long)]
     pub mlock: bool,
-    /// Do not restrict the server's system calls with seccomp once it is set up.
+    /// Do not restrict the server's system calls with seccomp, nor drop its capabilities, once
+    /// it is set up.
     #[arg(long)]
     pub no_seccomp: bool,
     /// Stay in the foreground (default: return once the device and its partitions exist, and
@@ -125,8 +125,12 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
         let me = std::process::id();
         if let Some(n) = index {
-            record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: me });
-            // The partition scan needs this process serving, so report from a side thread.
+            record::save(&record_of(n, image, &mode, me));
+        }
+        sandbox(args, &dev);
+        if let Some(n) = index {
+            // The partition scan needs this process serving, so report from a side thread,
+            // started inside the sandbox like every other thread.
             let (disk, parts, path) = (disk.clone(), parts.clone(), image.image.clone());
             std::thread::spawn(move || {
                 if attach::wait_for_nodes(n, &parts, &mut || true) {
@@ -134,12 +138,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 }
             });
         }
-        sandbox(args.no_seccomp);
-        let r = workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
-        if let Some(n) = index {
-            record::remove(n);
-        }
-        return r;
+        // The record stays: the sandbox forbids unlinking, and a device left waiting for a new
+        // server needs it; `list`, `detach` or the next `save` replace it (see record.rs).
+        return workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
     }
 
     // The background server sets the device up itself (the kernel records the server's pid)
@@ -171,9 +172,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 std::process::exit(super::EXIT_DEVICE);
             }
             if let Some(n) = index {
-                record::save(&Record { index: n, image: absolute(&image.image), mode: mode.clone(), pid: std::process::id() });
+                record::save(&record_of(n, image, &mode, std::process::id()));
             }
-            sandbox(args.no_seccomp);
+            sandbox(args, &dev);
             let code = match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -181,9 +182,6 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                     super::exit_code(&e)
                 }
             };
-            if let Some(n) = index {
-                record::remove(n);
-            }
             std::process::exit(code);
         }
         pid => {
@@ -220,6 +218,19 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
 }
 
+/// What /run/vdmount keeps of this server: enough for `list`, `detach` and a reattach that
+/// opens the image exactly as this server did.
+fn record_of(index: u32, image: &ImageArgs, mode: &str, pid: u32) -> Record {
+    Record {
+        index,
+        image: absolute(&image.image),
+        mode: mode.to_string(),
+        pid,
+        allow_dirs: image.allow_dir.iter().map(|d| absolute(d)).collect(),
+        allow_any_path: image.allow_any_path,
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -238,6 +249,9 @@ fn reattach_from_record(args: &ServeArgs) -> Result<Option<ServeArgs>> {
     })?;
     let mut image = given.clone();
     image.image = rec.image.clone();
+    // The same confinement as the first server, so the chain opens (or is refused) the same way.
+    image.allow_dir = rec.allow_dirs.clone();
+    image.allow_any_path = rec.allow_any_path;
     let cow = match rec.mode.as_str() {
         "read-only" => None,
         "cow" => Some(None),
@@ -269,16 +283,15 @@ fn check_reattach(index: Option<u32>, image: &Path, mode: &str) -> Result<()> {
 }
 
 /// --cow=FILE: continue FILE if it exists (it must be an overlay of IMAGE), else create it.
+/// FILE is opened once, never through a symlink, and everything is checked and read on that
+/// descriptor: a name swapped in between cannot redirect the writes (see safe_open.rs).
 fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Result<Qcow2Overlay> {
-    if !file.exists() {
+    let Some(opened) = crate::safe_open::open_own_file(file, "qcow2 overlay (--cow=FILE)")? else {
         return Qcow2Overlay::create(file, disk.clone(), image, &disk.info().format);
-    }
-    // Read its backing file name with our own qcow2 reader; the backing file lies outside the
-    // overlay's folder as a rule, so a layer refused there is only named, not opened.
-    let mut opts = OpenOptions::new(Cache::new(16 << 20));
-    opts.describe_failed_layers = true;
-    let overlay_info = crate::formats::open(file, &opts)?.info();
-    let backing = overlay_info.backing.map(|b| absolute(&b.path));
+    };
+    // A relative name is relative to the overlay's folder, as qemu takes it.
+    let backing = crate::cow_qcow2::backing_file_name(&opened, file)?
+        .map(|b| absolute(&crate::source::confine::resolve_beside(file, &b)));
     if backing.as_deref() != Some(absolute(image).as_path()) {
         return Err(Error::Usage(format!(
             "{}: is an overlay of {}, not of {}; give its own image, or another FILE",
@@ -287,33 +300,35 @@ fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Res
             image.display()
         )));
     }
-    Qcow2Overlay::open(file, disk)
+    Qcow2Overlay::open_on(Box::new(opened), file, disk)
 }
 
 /// Detaches from the terminal: own session, stdio to /run/vdmount/abuseN.log (or /dev/null).
 fn become_daemon(index: Option<u32>) {
+    use std::os::fd::AsRawFd;
+    let log = index.map(record::open_log).and_then(|r| {
+        r.map_err(|e| eprintln!("vdmount: warning: cannot open the server log in /run/vdmount: {e}")).ok()
+    });
     // SAFETY: plain syscalls on descriptors this process owns.
     unsafe {
         libc::setsid();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        let log = index
-            .map(record::log_path)
-            .and_then(|p| std::ffi::CString::new(p.into_os_string().into_encoded_bytes()).ok())
-            .map(|p| libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC, 0o644))
-            .filter(|&fd| fd >= 0)
-            .unwrap_or(null);
+        let out = log.as_ref().map_or(null, |f| f.as_raw_fd());
         libc::dup2(null, 0);
-        libc::dup2(log, 1);
-        libc::dup2(log, 2);
+        libc::dup2(out, 1);
+        libc::dup2(out, 2);
     }
     let _ = std::env::set_current_dir("/");
 }
 
-/// The seccomp filter, unless the user turned it off; a failure to apply it is reported.
-fn sandbox(off: bool) {
-    if !off {
-        if let Err(e) = super::sandbox::restrict() {
-            eprintln!("vdmount: warning: cannot apply the seccomp filter: {e}");
+/// The sandbox (capabilities dropped, seccomp filter on every thread), unless the user turned
+/// it off; a failure to apply it is reported.
+fn sandbox(args: &ServeArgs, dev: &ControlDevice) {
+    use std::os::fd::AsRawFd;
+    if !args.no_seccomp {
+        super::sandbox::probe::install_if_asked();
+        if let Err(e) = super::sandbox::restrict(dev.as_raw_fd(), args.mlock) {
+            eprintln!("vdmount: warning: cannot apply the sandbox: {e}");
         }
     }
 }

@@ -17,6 +17,12 @@ grep -q -- "--allow-dir /fixtures" /tmp/refused.err || fail "the refusal does no
 vdmount --allow-dir /fixtures /fixtures/confine/child.qcow2 /dev/abctl0 || fail "vdmount --allow-dir"
 mount -t ext4 -o ro /dev/abuse0p1 /mnt || fail "mount"
 (cd /mnt && sha256sum -c /fixtures/e2e.sha256 >/dev/null) || fail "checksums through the overlay"
+# The record keeps --allow-dir: a reattach from it alone opens the chain the same way.
+grep -q '^allow_dir=/fixtures$' /run/vdmount/abuse0 || { cat /run/vdmount/abuse0; fail "the record lacks allow_dir"; }
+pid=$(sed -n 's/^pid=//p' /run/vdmount/abuse0)
+kill -9 "$pid"
+vdmount --reattach /dev/abuse0 || fail "reattach from the record"
+(cd /mnt && sha256sum -c /fixtures/e2e.sha256 >/dev/null) || fail "checksums after the reattach"
 umount /mnt
 vdmount detach /dev/abuse0 || fail "detach"
 i=0

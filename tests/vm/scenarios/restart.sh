@@ -38,5 +38,7 @@ echo "restart: $rounds kill -9 / reattach rounds, reader never saw an error"
 umount /mnt
 kill -TERM $server; wait $server || fail "final server exit"
 dmesg | grep -q 'I/O error' && fail "the kernel logged I/O errors"
+# The sandbox refused nothing the server does (issue 14).
+if grep 'refused system call' /tmp/server.log; then fail "the server tripped its sandbox"; fi
 rmmod abuse
 echo "restart: ok"
