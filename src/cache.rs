@@ -6,33 +6,29 @@
 //! a missing entry while the others wait for it.
 
 use crate::error::Result;
-use crate::formats::image_file::ImageFile;
 use quick_cache::sync::Cache as QuickCache;
 use quick_cache::Weighter;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What kind of thing an entry is, so two kinds at the same file offset never collide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Table,
+    /// A piece of a directory of tables (VMDK grain directories), which a hostile file may
+    /// place where a table is.
+    Directory,
     Cluster,
     Bitmap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
-    /// `FileId` of the image file the entry was read from.
+    /// Id of the file the entry was read from: each reader's files give their own, unique in
+    /// the process (`ImageFile::id`).
     pub file: u64,
     pub kind: Kind,
     /// Byte offset in that file (or any number unique to the entry within the file and kind).
     pub offset: u64,
-}
-
-/// A number that tells one opened image file from every other one in this process.
-pub fn new_file_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Clone)]
@@ -60,14 +56,6 @@ impl Cache {
         Arc::new(Cache { inner: QuickCache::with_weighter(items, max_bytes.max(1 << 16), ByteWeighter) })
     }
 
-    /// The entry for `key`, loaded by `load` if it is not cached. Concurrent callers for the same
-    /// key wait for one load instead of each doing it. A failed load is not cached.
-    /// The `len`-byte structure `what` (a table, a bitmap) at `offset` in `file`: read once,
-    /// checked against `limit` and the file's size, then served from the cache.
-    pub fn load_from(&self, file: &ImageFile, kind: Kind, offset: u64, len: u64, limit: u64, what: &str) -> Result<Arc<[u8]>> {
-        self.get_or_load(Key { file: file.id, kind, offset }, || file.read_vec(offset, len, limit, what))
-    }
-
     /// For compressed clusters, which a random 4 KiB read needs only the start of (a deflate or
     /// zstd stream cannot be entered in the middle, but can stop early): the entry for `key` if
     /// it holds at least `need` bytes. Otherwise `load(len)` decompresses `len` bytes: the
@@ -92,6 +80,8 @@ impl Cache {
         Ok(v)
     }
 
+    /// The entry for `key`, loaded by `load` if it is not cached. Concurrent callers for the same
+    /// key wait for one load instead of each doing it. A failed load is not cached.
     pub fn get_or_load(&self, key: Key, load: impl FnOnce() -> Result<Vec<u8>>) -> Result<Arc<[u8]>> {
         self.inner.get_or_insert_with(&key, || load().map(Arc::from))
     }
@@ -115,7 +105,7 @@ mod tests {
     #[test]
     fn a_prefix_is_loaded_first_and_the_whole_cluster_at_most_once_after() {
         let cache = Cache::new(1 << 20);
-        let key = Key { file: new_file_id(), kind: Kind::Cluster, offset: 0 };
+        let key = Key { file: 1, kind: Kind::Cluster, offset: 0 };
         let mut loads = Vec::new();
         let mut get = |need: usize| {
             cache

@@ -38,6 +38,10 @@ pub enum Error {
     #[error("{0}")]
     Image(String),
 
+    /// A request the backend refuses, with the errno the kernel gets (EROFS, EOPNOTSUPP...).
+    #[error("{0}")]
+    Errno(#[source] io::Error),
+
     /// The kernel side failed: no abuse.ko, no free device, an ioctl refused.
     #[error("{0}")]
     Device(String),
@@ -58,6 +62,24 @@ impl Error {
         Error::Unsupported { path: path.to_path_buf(), msg: msg.into() }
     }
 
+    /// An error that carries just an errno for the kernel.
+    pub fn from_errno(e: i32) -> Error {
+        Error::Errno(io::Error::from_raw_os_error(e))
+    }
+
+    /// A failure of the control device `ctl` while doing `what`, with what to do about it.
+    pub fn device(ctl: &Path, what: &str, e: io::Error) -> Error {
+        let hint = match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENXIO) if ctl.starts_with("/dev") => " (is abuse.ko loaded? try: modprobe abuse)",
+            Some(libc::EBUSY) => " (another server is using it; pick another /dev/abctlN, or omit CTLDEV)",
+            Some(libc::EACCES) | Some(libc::EPERM) => " (serving a block device needs root)",
+            Some(libc::EINVAL) => " (for --reattach: the size and mode must be the first server's)",
+            Some(libc::ENODEV) => " (nothing to reattach to: start without --reattach)",
+            _ => "",
+        };
+        Error::Device(format!("{}: {what}: {e}{hint}", ctl.display()))
+    }
+
     /// This error, from opening a layer the image `child` named.
     pub fn in_layer_of(self, child: &Path) -> Error {
         match self {
@@ -71,6 +93,7 @@ impl Error {
         match self {
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             Error::InLayer { source, .. } => source.errno(),
+            Error::Errno(source) => source.raw_os_error().unwrap_or(libc::EIO),
             _ => libc::EIO,
         }
     }

@@ -5,17 +5,15 @@
 //! - `source/`: where the files an image names may be (confinement);
 //! - `cache`: the byte-bounded LRU of metadata tables and clusters the readers share;
 //! - `abuse/`: the kernel ABI (mirroring kmod/include/uapi/linux/abuse.h) and the service loop;
-//! - `cli/`: the `vdmount` command line;
-//! - `safe_open`: opening a file to write in a folder others may share, without races.
+//! - `overlay/`: what the transports serve: a read-only image, or writes over it (--cow);
+//! - `cli/`: the `vdmount` command line.
 
 pub mod abuse;
 pub mod cache;
 pub mod cli;
-pub mod cow;
-pub mod cow_qcow2;
 pub mod error;
 pub mod formats;
 pub mod limits;
+pub mod overlay;
 pub mod partitions;
-pub mod safe_open;
 pub mod source;

@@ -4,9 +4,9 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use vdmount::abuse::backend::Backend;
+use vdmount::overlay::Backend;
 use vdmount::cache::Cache;
-use vdmount::cow::CowOverlay;
+use vdmount::overlay::ephemeral::CowOverlay;
 use vdmount::formats::{open, OpenOptions};
 
 #[test]

@@ -11,9 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use vdmount::abuse::backend::Backend;
+use vdmount::overlay::Backend;
 use vdmount::cache::Cache;
-use vdmount::cow_qcow2::{OverlayFile, Qcow2Overlay};
+use vdmount::overlay::qcow2::{OverlayFile, Qcow2Overlay};
 use vdmount::formats::{self, DiskImage, OpenOptions};
 
 const CLUSTER: u64 = 65536;

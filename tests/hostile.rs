@@ -706,7 +706,7 @@ struct FailsInRange {
     bad: std::ops::Range<u64>,
 }
 
-impl vdmount::abuse::backend::Backend for FailsInRange {
+impl vdmount::overlay::Backend for FailsInRange {
     fn size(&self) -> u64 {
         1 << 20
     }
@@ -765,7 +765,7 @@ fn requests_past_the_end_fail_over_a_cow_overlay() {
     std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();
     let opts = vdmount::formats::OpenOptions::new(vdmount::cache::Cache::new(1 << 20));
     let base = vdmount::formats::open(&raw, &opts).unwrap();
-    let cow = vdmount::cow::CowOverlay::new(base, Some(dir.path().to_path_buf())).unwrap();
+    let cow = vdmount::overlay::ephemeral::CowOverlay::new(base, Some(dir.path().to_path_buf())).unwrap();
     let stats = Stats::default();
     let mut slot = vec![0u8; 65536];
     let area = vec![1u8; 65536];

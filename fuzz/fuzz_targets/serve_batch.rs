@@ -7,10 +7,10 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
-use vdmount::abuse::backend::{errno, Backend};
+use vdmount::overlay::{errno, Backend};
 use vdmount::abuse::server::{answer, describe_read, Stats};
 use vdmount::abuse::uapi::{AbuseExtent, AbuseRequest, ABUSE_EXTENT_ZERO};
-use vdmount::cow::CowOverlay;
+use vdmount::overlay::ephemeral::CowOverlay;
 use vdmount::error::Result;
 use vdmount::formats::{Format, OpenOptions};
 

@@ -2,7 +2,8 @@
 //! backend, and hand the answers back in the same call that fetches the next batch, so a busy
 //! server makes about one system call per batch. Several threads can run it on one device.
 
-use super::backend::Backend;
+use crate::overlay::Backend;
+use crate::error::Error;
 use crate::formats::{Extent, Extents};
 use super::device::ControlDevice;
 use super::uapi::*;
@@ -172,16 +173,16 @@ pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_
     }
     let ranged = matches!(req.op, ABUSE_OP_READ | ABUSE_OP_WRITE | ABUSE_OP_DISCARD | ABUSE_OP_WRITE_ZEROES);
     let result = match req.op {
-        _ if ranged && !in_range(backend, req) => Err(super::backend::errno(libc::EINVAL)),
+        _ if ranged && !in_range(backend, req) => Err(Error::from_errno(libc::EINVAL)),
         ABUSE_OP_READ if len <= slot.len() => backend.read(&mut slot[..len], req.offset),
         ABUSE_OP_WRITE => match write_payload(write_area, req) {
             Some(data) => backend.write(data, req.offset, req.flags & ABUSE_REQ_FUA != 0),
-            None => Err(super::backend::errno(libc::EINVAL)),
+            None => Err(Error::from_errno(libc::EINVAL)),
         },
         ABUSE_OP_FLUSH => backend.flush(),
         ABUSE_OP_DISCARD => backend.discard(req.offset, req.length as u64),
         ABUSE_OP_WRITE_ZEROES => backend.write_zeroes(req.offset, req.length as u64),
-        _ => Err(super::backend::errno(libc::EINVAL)),
+        _ => Err(Error::from_errno(libc::EINVAL)),
     };
     match result {
         Ok(()) if req.op == ABUSE_OP_READ => (0, slot.as_ptr() as u64),

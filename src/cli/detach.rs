@@ -2,7 +2,6 @@
 //! (naming the mount point), or with --lazy, as soon as it is released.
 
 use super::record;
-use super::serve::device_error;
 use crate::abuse::device::{index_from_name, ControlDevice};
 use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
@@ -60,7 +59,7 @@ fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
 /// Stops the device: signals its live server (which removes it), or resets it directly; then
 /// removes the record (the sandboxed server cannot).
 fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> {
-    let st = dev.status().map_err(|e| device_error(ctl, "cannot read the status", e))?;
+    let st = dev.status().map_err(|e| Error::device(ctl, "cannot read the status", e))?;
     if st.state == ABUSE_STATE_FREE {
         record::remove(n);
         return Ok(());
@@ -84,7 +83,7 @@ fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> 
             record::log_path(n).display()
         )));
     }
-    dev.reset().map_err(|e| device_error(ctl, "cannot remove the device", e))?;
+    dev.reset().map_err(|e| Error::device(ctl, "cannot remove the device", e))?;
     record::remove(n);
     Ok(())
 }
@@ -101,7 +100,7 @@ pub fn run(args: &DetachArgs) -> Result<()> {
     let n = index_from_name(&args.device)
         .ok_or_else(|| Error::Usage(format!("{}: not an abuse device (expected /dev/abuseN or N)", args.device)))?;
     let ctl = PathBuf::from(format!("/dev/abctl{n}"));
-    let dev = ControlDevice::open(&ctl).map_err(|e| device_error(&ctl, "cannot open", e))?;
+    let dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
     match in_use(n, &dev) {
         None => detach_now(n, &dev, &ctl),
         Some(why) if !args.lazy => {

@@ -1,6 +1,5 @@
 //! `vdmount list`: every abuse device, whether it is served, and by which process.
 
-use super::serve::device_error;
 use crate::abuse::device::ControlDevice;
 use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
@@ -48,8 +47,8 @@ pub fn run(args: &ListArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     for (n, path) in devs {
-        let dev = ControlDevice::open(&path).map_err(|e| device_error(&path, "cannot open", e))?;
-        let st = dev.status().map_err(|e| device_error(&path, "cannot read the status", e))?;
+        let dev = ControlDevice::open(&path).map_err(|e| Error::device(&path, "cannot open", e))?;
+        let st = dev.status().map_err(|e| Error::device(&path, "cannot read the status", e))?;
         if st.state == ABUSE_STATE_FREE {
             // A free device's record is stale (its server stopped; the sandbox kept it from
             // removing the record itself).

@@ -3,12 +3,10 @@
 
 use super::record::{self, Record};
 use super::{attach, workers, ImageArgs};
-use crate::abuse::backend::{Backend, ReadOnly};
+use crate::overlay::{Backend, CowOverlay, Qcow2Overlay, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server;
 use crate::abuse::uapi::*;
-use crate::cow::CowOverlay;
-use crate::cow_qcow2::Qcow2Overlay;
 use crate::formats::DiskImage;
 use std::sync::Arc;
 use crate::error::{Error, Result};
@@ -52,20 +50,6 @@ pub struct ServeArgs {
     pub reconnect_timeout: Option<u32>,
 }
 
-pub fn device_error(ctl: &Path, what: &str, e: std::io::Error) -> Error {
-    let hint = match e.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENXIO) if ctl.starts_with("/dev") => {
-            " (is abuse.ko loaded? try: modprobe abuse)"
-        }
-        Some(libc::EBUSY) => " (another server is using it; pick another /dev/abctlN, or omit CTLDEV)",
-        Some(libc::EACCES) | Some(libc::EPERM) => " (serving a block device needs root)",
-        Some(libc::EINVAL) => " (for --reattach: the size and mode must be the first server's)",
-        Some(libc::ENODEV) => " (nothing to reattach to: start without --reattach)",
-        _ => "",
-    };
-    Error::Device(format!("{}: {what}: {e}{hint}", ctl.display()))
-}
-
 pub fn run(args: &ServeArgs) -> Result<()> {
     if let Some(resolved) = reattach_from_record(args)? {
         return run(&resolved);
@@ -80,7 +64,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let parts = attach::read_partitions(disk.as_ref());
     let ctl = match &args.ctldev {
         Some(p) => p.clone(),
-        None => device::find_free().map_err(|e| device_error(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
+        None => device::find_free().map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
     };
     let index = device::index_of(&ctl);
     let mode = match &args.cow {
@@ -97,7 +81,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         Some(Some(file)) => Box::new(open_overlay_file(file, &image.image, disk.clone())?),
     };
     let writable = args.cow.is_some();
-    let dev = ControlDevice::open(&ctl).map_err(|e| device_error(&ctl, "cannot open", e))?;
+    let dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
     let block_size = backend.block_size();
     let size = backend.size().div_ceil(block_size as u64) * block_size as u64;
     let mut flags = if backend.writable() {
@@ -122,7 +106,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 
     if args.foreground {
         super::harden::harden(args.mlock);
-        dev.setup(&setup).map_err(|e| device_error(&ctl, "cannot set up the device", e))?;
+        dev.setup(&setup).map_err(|e| Error::device(&ctl, "cannot set up the device", e))?;
         let me = std::process::id();
         if let Some(n) = index {
             record::save(&record_of(n, image, &mode, me));
@@ -198,7 +182,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 return Err(Error::Device(format!("{}: the background server died while setting up", ctl.display())));
             }
             if setup_errno != 0 {
-                return Err(device_error(&ctl, "cannot set up the device", std::io::Error::from_raw_os_error(setup_errno)));
+                return Err(Error::device(&ctl, "cannot set up the device", std::io::Error::from_raw_os_error(setup_errno)));
             }
             let Some(n) = index else { return Ok(()) };
             let mut alive = || {
@@ -286,11 +270,11 @@ fn check_reattach(index: Option<u32>, image: &Path, mode: &str) -> Result<()> {
 /// FILE is opened once, never through a symlink, and everything is checked and read on that
 /// descriptor: a name swapped in between cannot redirect the writes (see safe_open.rs).
 fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Result<Qcow2Overlay> {
-    let Some(opened) = crate::safe_open::open_own_file(file, "qcow2 overlay (--cow=FILE)")? else {
+    let Some(opened) = crate::overlay::safe_open::open_own_file(file, "qcow2 overlay (--cow=FILE)")? else {
         return Qcow2Overlay::create(file, disk.clone(), image, &disk.info().format);
     };
     // A relative name is relative to the overlay's folder, as qemu takes it.
-    let backing = crate::cow_qcow2::backing_file_name(&opened, file)?
+    let backing = crate::overlay::qcow2::backing_file_name(&opened, file)?
         .map(|b| absolute(&crate::source::confine::resolve_beside(file, &b)));
     if backing.as_deref() != Some(absolute(image).as_path()) {
         return Err(Error::Usage(format!(

@@ -1,11 +1,10 @@
 //! The server's threads: `threads` copies of the service loop on one device, the signals that
 //! stop them (SIGINT, SIGTERM) and wake them (SIGUSR1), and what happens at a stop.
 
-use super::serve::device_error;
-use crate::abuse::backend::Backend;
+use crate::overlay::Backend;
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server::{self, Stats};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -93,7 +92,7 @@ pub fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backen
     loop {
         let served = serve_with_workers(dev, backend, threads, &stats);
         eprintln!("vdmount: {}", stats.summary());
-        served.map_err(|e| device_error(ctl, "serving requests", e))?;
+        served.map_err(|e| Error::device(ctl, "serving requests", e))?;
         match dev.reset() {
             Ok(()) => return Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && SIGNALS.load(Ordering::SeqCst) < 2 => {
@@ -108,7 +107,7 @@ pub fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backen
                 eprintln!("vdmount: leaving {bdev} to wait for a new server: vdmount --reattach IMAGE {}", ctl.display());
                 return Ok(());
             }
-            Err(e) => return Err(device_error(ctl, "cannot reset the device", e)),
+            Err(e) => return Err(Error::device(ctl, "cannot reset the device", e)),
         }
     }
 }

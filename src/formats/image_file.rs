@@ -1,12 +1,14 @@
 //! An image file opened read-only, with positional reads whose errors say which file, which
 //! structure and which offset. Every format reader reads its files through this.
 
-use crate::cache::new_file_id;
+use crate::cache::{Cache, Key, Kind};
 use super::extents::{Extent, Extents};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub struct ImageFile {
     pub path: PathBuf,
@@ -101,6 +103,12 @@ impl ImageFile {
             && out.push(Extent::Zero { len: len - inside })
     }
 
+    /// The `len`-byte structure `what` (a table, a bitmap) at `offset`: read once, checked
+    /// against `limit` and the file's size, then served from the shared cache.
+    pub fn load_cached(&self, cache: &Cache, kind: Kind, offset: u64, len: u64, limit: u64, what: &str) -> Result<Arc<[u8]>> {
+        cache.get_or_load(Key { file: self.id, kind, offset }, || self.read_vec(offset, len, limit, what))
+    }
+
     /// Reads a whole structure of `len` bytes into a new buffer, checking `len` against `limit`.
     pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
         crate::limits::check(&self.path, &format!("size of {what}"), len, limit)?;
@@ -118,6 +126,12 @@ impl ImageFile {
         self.read_exact_at(&mut v, offset, what)?;
         Ok(v)
     }
+}
+
+/// A number that tells one opened image file from every other one in this process (cache keys).
+fn new_file_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Refuses anything but a regular file or a block device.

@@ -106,7 +106,7 @@ impl Qcow2 {
                 format!("an L1 entry points to an L2 table at offset {offset}, which is not cluster aligned; the image is corrupt"),
             ));
         }
-        self.cache.load_from(&self.file, Kind::Table, offset, size, limits::MAX_TABLE_BYTES, "an L2 table")
+        self.file.load_cached(&self.cache, Kind::Table, offset, size, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     /// The extent of guest offset `guest`, whose L2 table is `table` (covering guests from `base`).

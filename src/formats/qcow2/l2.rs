@@ -2,11 +2,8 @@
 
 use super::read::Extent;
 
-/// Host offset bits of an L1 entry and of a standard L2 entry (bits 9..55).
-pub const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
-const COPIED: u64 = 1 << 63;
-const COMPRESSED: u64 = 1 << 62;
-const ZERO: u64 = 1;
+pub use super::spec::OFFSET_MASK;
+use super::spec::{COMPRESSED, COPIED, ZERO};
 /// Subclusters per cluster with extended L2 entries.
 pub const SUBCLUSTERS: u64 = 32;
 

@@ -8,6 +8,7 @@ mod l2;
 mod qcow1;
 mod read;
 mod snapshot;
+pub mod spec;
 
 use super::image_file::{be32, ImageFile};
 use super::{open_backing, Chain, DiskImage, Format, ImageInfo, OpenOptions};

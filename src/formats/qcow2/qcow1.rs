@@ -81,7 +81,7 @@ impl Qcow1 {
 
     fn l2_table(&self, offset: u64) -> Result<Arc<[u8]>> {
         let bytes = 8u64 << self.l2_bits;
-        self.cache.load_from(&self.file, Kind::Table, offset, bytes, limits::MAX_TABLE_BYTES, "an L2 table")
+        self.file.load_cached(&self.cache, Kind::Table, offset, bytes, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     fn decode(&self, table: &[u8], base: u64, guest: u64) -> Result<Extent> {

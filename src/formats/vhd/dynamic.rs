@@ -112,9 +112,7 @@ impl BlockMap<'_> {
         let page = block / BAT_PAGE_ENTRIES;
         let page_offset = self.header.table_offset + page * BAT_PAGE_ENTRIES * 4;
         let page_entries = (self.header.max_table_entries - page * BAT_PAGE_ENTRIES).min(BAT_PAGE_ENTRIES);
-        let table = self.cache.load_from(
-            self.file,
-            Kind::Table,
+        let table = self.file.load_cached(self.cache, Kind::Table,
             page_offset,
             page_entries * 4,
             MAX_TABLE_BYTES,
@@ -128,7 +126,7 @@ impl BlockMap<'_> {
     /// The sector bitmap at `offset` (from `bitmap_offset`).
     pub fn bitmap(&self, offset: u64) -> Result<std::sync::Arc<[u8]>> {
         let len = self.header.bitmap_size();
-        self.cache.load_from(self.file, Kind::Bitmap, offset, len, MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
+        self.file.load_cached(self.cache, Kind::Bitmap, offset, len, MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
     }
 }
 

@@ -91,8 +91,7 @@ impl Bat {
         let piece_start = byte / PIECE_BYTES * PIECE_BYTES;
         let piece_len = (self.readable - piece_start).min(PIECE_BYTES) / 8 * 8;
         let offset = self.region.offset + piece_start;
-        // Not Cache::load_from: the BAT is read through the replayed log (VhdxFile), not the
-        // bare file.
+        // Read through the replayed log (VhdxFile), not the bare file.
         let piece = cache.get_or_load(Key { file: file.file.id, kind: Kind::Table, offset }, || {
             file.read_vec(offset, piece_len, PIECE_BYTES, "a piece of the VHDX BAT")
         })?;

@@ -162,9 +162,7 @@ impl SeSparseExtent {
                     "grain table {gd_index} lies beyond any file offset"
                 ))
             })?;
-        let gt = self.cache.load_from(
-            &self.file,
-            Kind::Table,
+        let gt = self.file.load_cached(&self.cache, Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,

@@ -214,9 +214,7 @@ impl SparseExtent {
             return Ok(Mapping::Unallocated);
         }
         let gt_off = sector * SECTOR;
-        let gt = self.cache.load_from(
-            &self.file,
-            Kind::Table,
+        let gt = self.file.load_cached(&self.cache, Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,
@@ -433,8 +431,6 @@ pub(super) struct Directory {
 
 /// Bytes of a directory read at once.
 const DIRECTORY_PIECE: u64 = 4096;
-/// Sets directory pieces apart from grain tables in cache keys (a hostile file may overlap them).
-const DIRECTORY_KEY_BIT: u64 = 1 << 63;
 
 impl Directory {
     /// A directory at `sector`, checked to lie inside the file.
@@ -482,8 +478,8 @@ impl Directory {
         let bytes = cache.get_or_load(
             Key {
                 file: file.id,
-                kind: Kind::Table,
-                offset: off | DIRECTORY_KEY_BIT,
+                kind: Kind::Directory,
+                offset: off,
             },
             || file.read_vec(off, len, MAX_TABLE_BYTES, self.what),
         )?;

@@ -1,9 +1,16 @@
-//! What the service loop serves: every block op the kernel can send. A read-only image
-//! answers reads and flushes; a copy-on-write overlay (src/cow.rs) answers them all.
+//! Views over a read-only chain, as the transports serve them: `Backend` is every block op the
+//! kernel can send. A read-only image answers reads and flushes (`ReadOnly`); a copy-on-write
+//! overlay answers them all: `ephemeral` (--cow, a throwaway file) or `qcow2` (--cow=FILE).
+
+pub mod ephemeral;
+pub mod qcow2;
+pub mod safe_open;
+
+pub use ephemeral::CowOverlay;
+pub use qcow2::Qcow2Overlay;
 
 use crate::error::{Error, Result};
 use crate::formats::{DiskImage, Extents};
-use std::io;
 use std::sync::Arc;
 
 pub trait Backend: Send + Sync {
@@ -20,7 +27,7 @@ pub trait Backend: Send + Sync {
     }
     /// With `fua`, the data is durable when this returns.
     fn write(&self, _data: &[u8], _offset: u64, _fua: bool) -> Result<()> {
-        Err(errno(libc::EROFS))
+        Err(Error::from_errno(libc::EROFS))
     }
     /// Makes every completed write durable.
     fn flush(&self) -> Result<()> {
@@ -28,20 +35,15 @@ pub trait Backend: Send + Sync {
     }
     /// The range reads as zeros afterwards (discard of a COW overlay is not advisory).
     fn discard(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(errno(libc::EOPNOTSUPP))
+        Err(Error::from_errno(libc::EOPNOTSUPP))
     }
     fn write_zeroes(&self, _offset: u64, _len: u64) -> Result<()> {
-        Err(errno(libc::EOPNOTSUPP))
+        Err(Error::from_errno(libc::EOPNOTSUPP))
     }
     /// Called once when serving ends: leave everything durable and tidy.
     fn close(&self) -> Result<()> {
         self.flush()
     }
-}
-
-/// An error that carries just an errno for the kernel.
-pub fn errno(e: i32) -> Error {
-    Error::Io { path: Default::default(), context: "request".into(), source: io::Error::from_raw_os_error(e) }
 }
 
 /// A disk image served as it is: reads only.

@@ -2,13 +2,14 @@
 //! (so it is gone when the server exits, however it exits), never to the image. A bitmap of
 //! 4 KiB blocks says which blocks the overlay holds; every other block is read from the image.
 
-use crate::abuse::backend::Backend;
+use crate::overlay::Backend;
 use crate::error::{Error, Result};
+use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
 use crate::formats::{DiskImage, Extent, Extents};
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 const BLOCK: u64 = 4096;
@@ -56,25 +57,6 @@ impl CowOverlay {
         c[(i / 64) as usize] |= 1 << (i % 64);
     }
 
-    /// Calls `each(from_overlay, start, end)` for each run of `[offset, end)` whose blocks all
-    /// read from the same place, in order, until it returns false; returns what the last call did.
-    fn for_each_run(&self, offset: u64, end: u64, mut each: impl FnMut(bool, u64, u64) -> Result<bool>) -> Result<bool> {
-        let mut pos = offset;
-        while pos < end {
-            let from_overlay = self.is_written(pos / BLOCK);
-            let mut run_end = ((pos / BLOCK) + 1) * BLOCK;
-            while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
-                run_end += BLOCK;
-            }
-            let run_end = run_end.min(end);
-            if !each(from_overlay, pos, run_end)? {
-                return Ok(false);
-            }
-            pos = run_end;
-        }
-        Ok(true)
-    }
-
     fn io_err(&self, what: &str, e: std::io::Error) -> Error {
         Error::io(&self.overlay_path, format!("{what} the copy-on-write overlay in this folder"), e)
     }
@@ -112,6 +94,41 @@ impl CowOverlay {
     }
 }
 
+/// A block the guest wrote reads from the overlay file, any other from the image below.
+impl Layer for CowOverlay {
+    fn path(&self) -> &Path {
+        &self.overlay_path
+    }
+    fn size(&self) -> u64 {
+        self.size
+    }
+    /// The run of blocks from `pos` that all read from the same place.
+    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
+        let from_overlay = self.is_written(pos / BLOCK);
+        let end = pos.saturating_add(max);
+        let mut run_end = (pos / BLOCK + 1) * BLOCK;
+        while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
+            run_end += BLOCK;
+        }
+        let len = run_end.min(end) - pos;
+        Ok((if from_overlay { Source::Data { file: self, offset: pos } } else { Source::Below }, len))
+    }
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
+        Some(&self.base)
+    }
+}
+
+/// The overlay file holds each written block at its disk offset.
+impl DataFile for CowOverlay {
+    fn read_data_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.overlay.read_exact_at(buf, offset).map_err(|e| self.io_err("reading from", e))
+    }
+    fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
+        use std::os::fd::AsRawFd;
+        out.push(Extent::Data { fd: self.overlay.as_raw_fd(), offset, len })
+    }
+}
+
 impl Backend for CowOverlay {
     fn size(&self) -> u64 {
         self.size
@@ -124,27 +141,11 @@ impl Backend for CowOverlay {
     }
 
     fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        self.for_each_run(offset, offset + buf.len() as u64, |from_overlay, start, end| {
-            let piece = &mut buf[(start - offset) as usize..(end - offset) as usize];
-            if from_overlay {
-                self.overlay.read_exact_at(piece, start).map_err(|e| self.io_err("reading from", e))?;
-            } else {
-                self.base.read_at(piece, start)?;
-            }
-            Ok(true)
-        })?;
-        Ok(())
+        read_layer(self, buf, offset)
     }
 
     fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        use std::os::fd::AsRawFd;
-        self.for_each_run(offset, offset + len, |from_overlay, start, end| {
-            if from_overlay {
-                Ok(out.push(Extent::Data { fd: self.overlay.as_raw_fd(), offset: start, len: end - start }))
-            } else {
-                self.base.map(start, end - start, out)
-            }
-        })
+        map_layer(self, offset, len, out)
     }
 
     fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {
