@@ -134,20 +134,25 @@ fetch_trixie() {
 }
 
 # The kernels in one root want different pahole versions (trixie 1.30, sid 1.32), and a build
-# with another one warns "pahole version differs". Each version is unpacked once into
-# /opt/pahole-NNN in the root; prints the path of a wrapper that runs it.
+# with another one warns "pahole version differs". Each version is unpacked once, with its
+# libraries, into /opt/pahole-NNN in the root; prints the path of a wrapper that runs it.
 pahole_for() {
-	local want ver pv dir
+	local want ver pv suite libs dir
 	want=$(sed -n 's/^CONFIG_PAHOLE_VERSION=//p' "$R/usr/src/linux-headers-$1/.config")
 	[ -n "$want" ] && [ "$want" != 0 ] || return 0
 	dir=/opt/pahole-$want
 	if [ ! -x "$R$dir/pahole" ]; then
 		ver=${want:0:1}.${want:1}
-		pv=$(in_root apt-cache madison pahole | awk -v v="$ver" '$3 ~ "^" v "-" { print $3; exit }')
-		[ -n "$pv" ] || { log "no pahole $ver in the archive: expect a pahole warning"; return 0; }
+		# Its version and suite ("sid/main": madison's 6th field), and from that suite the
+		# libraries it depends on that an older pahole does not have (libdwarves1, libbpf1).
+		read -r pv suite < <(in_root apt-cache madison pahole |
+			awk -v v="$ver" '$3 ~ "^" v "-" { split($6, a, "/"); print $3, a[1]; exit }') || true
+		[ -n "${pv:-}" ] || { log "no pahole $ver in the archive: expect a pahole warning"; return 0; }
+		libs=$(in_root apt-cache show "pahole=$pv" | sed -n 's/^Depends: //p' | tr ',' '\n' |
+			awk '$1 ~ /^lib(dwarves|bpf)/ { printf " %s/'"$suite"'", $1 }')
 		rm -rf "$R/tmp/pahole"; mkdir -p "$R/tmp/pahole"
-		in_root sh -c "cd /tmp/pahole && apt-get -q download pahole=$pv" >&2
-		dpkg-deb -x "$R"/tmp/pahole/*.deb "$R$dir"
+		in_root sh -c "cd /tmp/pahole && apt-get -q download pahole=$pv$libs" >&2
+		for f in "$R"/tmp/pahole/*.deb; do dpkg-deb -x "$f" "$R$dir"; done
 		printf '#!/bin/sh\nLD_LIBRARY_PATH=%s/usr/lib/x86_64-linux-gnu exec %s/usr/bin/pahole "$@"\n' \
 			"$dir" "$dir" >"$R$dir/pahole"
 		chmod +x "$R$dir/pahole"
