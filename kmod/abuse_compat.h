@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * The differences between the kernels abuse.ko targets (Debian's 6.1 and 6.12), in one place.
- * Guards use the upstream version that changed the API (measured: ../shared/vm-notes.md).
+ * Every difference between the kernels abuse.ko builds on (Debian's 6.1 to 7.3, RT included),
+ * in one place. Each is decided by a compile test in compat/ (see Kbuild), named after the
+ * upstream change, never by the kernel version: vendor kernels backport changes.
  */
 #ifndef ABUSE_COMPAT_H
 #define ABUSE_COMPAT_H
 
-#include <linux/version.h>
+#include "abuse_probed.h"	/* generated: ABUSE_HAVE_* from the tests in compat/ */
 #include <linux/blkdev.h>
 #include <linux/blk-mq.h>
 #include <linux/device.h>
@@ -21,12 +22,12 @@ struct abuse_limits {
 	bool fua;
 };
 
-/* blk_mq_alloc_disk() with the queue limits set: passed at allocation since 6.11, set with the
- * blk_queue_* setters before. */
+/* blk_mq_alloc_disk() with the queue limits set: passed at allocation (6.11 upstream), set with
+ * the blk_queue_* setters before. compat/queue_limits_features.c */
 static inline struct gendisk *abuse_alloc_disk(struct blk_mq_tag_set *set, void *queuedata,
 					       const struct abuse_limits *l)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#ifdef ABUSE_HAVE_QUEUE_LIMITS_FEATURES
 	struct queue_limits lim = {
 		.logical_block_size = l->block_size,
 		.physical_block_size = l->block_size,
@@ -66,17 +67,28 @@ static inline struct gendisk *abuse_alloc_disk(struct blk_mq_tag_set *set, void 
 #endif
 }
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+/* class_create() lost its module argument (6.4). compat/class_create_name_only.c */
+#ifdef ABUSE_HAVE_CLASS_CREATE_NAME_ONLY
 #define abuse_class_create(name) class_create(name)
 #else
 #define abuse_class_create(name) class_create(THIS_MODULE, name)
 #endif
 
-/* BLK_MQ_F_SHOULD_MERGE is gone (merging is the default) since 6.14. */
-#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 14, 0)
+/* BLK_MQ_F_SHOULD_MERGE is gone, merging being the default (6.14).
+ * compat/blk_mq_f_should_merge.c */
+#ifdef ABUSE_HAVE_BLK_MQ_F_SHOULD_MERGE
 #define ABUSE_MQ_FLAGS BLK_MQ_F_SHOULD_MERGE
 #else
 #define ABUSE_MQ_FLAGS 0
+#endif
+
+/* blk_mq_ops.init_request's numa_node parameter became int ("blk-mq: nvme: Fix general
+ * protection fault in nvme_setup_descriptor_pools()", 2026; Debian 7.2 and 7.3 have it).
+ * compat/init_request_int_node.c */
+#ifdef ABUSE_HAVE_INIT_REQUEST_INT_NODE
+typedef int abuse_numa_node_t;
+#else
+typedef unsigned int abuse_numa_node_t;
 #endif
 
 #endif /* ABUSE_COMPAT_H */

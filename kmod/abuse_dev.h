@@ -39,6 +39,7 @@ struct abuse_dev {
 	u32 state;			/* ABUSE_STATE_* */
 	bool dying;			/* being torn down: fail new requests */
 	struct file *server;
+	u64 features;			/* ABUSE_FEAT_* granted to the server */
 	pid_t server_pid;
 	u64 completed, errors;
 	wait_queue_head_t wait;		/* servers waiting for requests */

@@ -51,7 +51,7 @@ static enum blk_eh_timer_return abuse_timeout(struct request *rq)
 }
 
 static int abuse_init_request(struct blk_mq_tag_set *set, struct request *rq,
-			      unsigned int hctx_idx, unsigned int numa_node)
+			      unsigned int hctx_idx, abuse_numa_node_t numa_node)
 {
 	struct abuse_cmd *cmd = blk_mq_rq_to_pdu(rq);
 
@@ -109,6 +109,8 @@ static int abuse_check_setup(const struct abuse_setup *s)
 
 	if (s->version != ABUSE_ABI_VERSION)
 		return -EPROTO;
+	if (s->features & ~ABUSE_FEATURES)
+		return -EINVAL;	/* the ioctl masks them off before */
 	for (i = 0; i < ARRAY_SIZE(s->reserved); i++)
 		if (s->reserved[i])
 			return -EINVAL;
@@ -139,6 +141,7 @@ static int abuse_reattach(struct abuse_dev *ad, struct file *file, const struct 
 		return -EINVAL;
 	spin_lock_irq(&ad->queue_lock);
 	ad->server = file;
+	ad->features = s->features;	/* a new server may want other features */
 	ad->server_pid = task_tgid_vnr(current);
 	ad->state = ABUSE_STATE_SERVING;
 	spin_unlock_irq(&ad->queue_lock);
@@ -216,6 +219,7 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 	ad->dying = false;
 	ad->state = ABUSE_STATE_SERVING;
 	ad->server = file;
+	ad->features = s->features;
 	ad->server_pid = task_tgid_vnr(current);
 	ad->completed = 0;
 	ad->errors = 0;

@@ -81,6 +81,11 @@ static long abctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	case ABUSE_SETUP:
 		if (copy_from_user(&setup, uarg, sizeof(setup)))
 			return -EFAULT;
+		/* An unknown feature is not an error: the server reads back what it was granted.
+		 * Written before the setup, so a failed write leaves no device behind. */
+		setup.features &= ABUSE_FEATURES;
+		if (put_user(setup.features, &((struct abuse_setup __user *)uarg)->features))
+			return -EFAULT;
 		mutex_lock(&ad->lock);
 		ret = abuse_setup(ad, file, &setup);
 		mutex_unlock(&ad->lock);
@@ -151,10 +156,25 @@ static void abuse_remove_ctl_devices(unsigned int n)
 		device_destroy(abuse_class, MKDEV(MAJOR(abctl_devt), n));
 }
 
+/* The ABI's sizes are fixed: a change here must be a deliberate change of the ABI (and of
+ * src/abuse/uapi.rs, which asserts the same numbers). */
+static void __init abuse_check_uapi(void)
+{
+	BUILD_BUG_ON(sizeof(struct abuse_setup) != 64);
+	BUILD_BUG_ON(sizeof(struct abuse_request) != 48);
+	BUILD_BUG_ON(sizeof(struct abuse_completion) != 40);
+	BUILD_BUG_ON(sizeof(struct abuse_extent) != 16);
+	BUILD_BUG_ON(sizeof(struct abuse_xfer) != 64);
+	BUILD_BUG_ON(sizeof(struct abuse_status) != 104);
+	BUILD_BUG_ON(ABUSE_FEATURES & ~(u64)ABUSE_FEAT_EXTENTS);	/* each one handled here */
+}
+
 static int __init abuse_init(void)
 {
 	unsigned int i;
 	int err;
+
+	abuse_check_uapi();
 
 	if (!max_abuse || max_abuse > 256 || max_part > 255)
 		return -EINVAL;

@@ -91,7 +91,7 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const str
 	blk_status_t status = BLK_STS_OK;
 	int ret = 0;
 
-	if (c->flags & ~ABUSE_CPL_FLAGS)
+	if ((c->flags & ~ABUSE_CPL_FLAGS) || c->reserved[0] || c->reserved[1])
 		return -EINVAL;
 	if ((c->flags & ABUSE_CPL_EXTENTS) ? !c->n_extents || c->n_extents > ABUSE_MAX_EXTENTS
 					   : c->n_extents)
@@ -99,7 +99,8 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const str
 	spin_lock_irq(&ad->queue_lock);
 	rq = c->tag < ad->cfg.queue_depth && ad->inflight ? ad->inflight[c->tag] : NULL;
 	cmd = rq ? blk_mq_rq_to_pdu(rq) : NULL;
-	if (!cmd || cmd->state != ABUSE_CMD_TAKEN || cmd->owner != file || cmd->gen != c->gen) {
+	if (!cmd || cmd->state != ABUSE_CMD_TAKEN || cmd->owner != file || cmd->gen != c->gen ||
+	    ((c->flags & ABUSE_CPL_EXTENTS) && !(ad->features & ABUSE_FEAT_EXTENTS))) {
 		spin_unlock_irq(&ad->queue_lock);
 		return -EINVAL;
 	}

@@ -17,11 +17,13 @@ const PROGRAM: &str = r#"
 int main(void) {
     S(abuse_setup) O(abuse_setup, version) O(abuse_setup, flags) O(abuse_setup, size)
     O(abuse_setup, block_size) O(abuse_setup, queue_depth) O(abuse_setup, max_io_bytes)
-    O(abuse_setup, reconnect_timeout_ms) O(abuse_setup, reserved)
+    O(abuse_setup, reconnect_timeout_ms) O(abuse_setup, features) O(abuse_setup, reserved)
     S(abuse_request) O(abuse_request, offset) O(abuse_request, length) O(abuse_request, op)
     O(abuse_request, flags) O(abuse_request, tag) O(abuse_request, gen) O(abuse_request, data)
+    O(abuse_request, reserved)
     S(abuse_completion) O(abuse_completion, tag) O(abuse_completion, gen) O(abuse_completion, result)
     O(abuse_completion, flags) O(abuse_completion, n_extents) O(abuse_completion, data)
+    O(abuse_completion, reserved)
     S(abuse_extent) O(abuse_extent, offset) O(abuse_extent, length) O(abuse_extent, fd)
     S(abuse_xfer) O(abuse_xfer, completions) O(abuse_xfer, requests) O(abuse_xfer, data)
     O(abuse_xfer, data_len) O(abuse_xfer, n_completions) O(abuse_xfer, max_requests) O(abuse_xfer, flags)
@@ -34,7 +36,8 @@ int main(void) {
     N(ABUSE_SETUP) N(ABUSE_XFER) N(ABUSE_STATUS) N(ABUSE_RESET) N(ABUSE_CTL_GET_FREE)
     N(ABUSE_ABI_VERSION) N(ABUSE_MAX_QUEUE_DEPTH) N(ABUSE_MAX_IO_BYTES)
     N(ABUSE_FLAG_READ_ONLY) N(ABUSE_FLAG_RECONNECT) N(ABUSE_FLAG_FLUSH) N(ABUSE_FLAG_FUA)
-    N(ABUSE_FLAG_DISCARD) N(ABUSE_FLAG_WRITE_ZEROES)
+    N(ABUSE_FLAG_DISCARD) N(ABUSE_FLAG_WRITE_ZEROES) N(ABUSE_SETUP_FLAGS)
+    N(ABUSE_FEAT_EXTENTS) N(ABUSE_FEATURES) N(ABUSE_CPL_FLAGS)
     N(ABUSE_OP_READ) N(ABUSE_OP_WRITE) N(ABUSE_OP_FLUSH) N(ABUSE_OP_DISCARD) N(ABUSE_OP_WRITE_ZEROES)
     N(ABUSE_REQ_FUA) N(ABUSE_REQ_NOUNMAP) N(ABUSE_XFER_WAIT)
     N(ABUSE_CPL_EXTENTS) N(ABUSE_MAX_EXTENTS) N(ABUSE_EXTENT_ZERO)
@@ -76,15 +79,15 @@ fn rust_mirror_matches_c_header() {
     let c = c_layout();
     let mut r: HashMap<String, u64> = HashMap::new();
     rust_layout!(r;
-        AbuseSetup as "abuse_setup" { version, flags, size, block_size, queue_depth, max_io_bytes, reconnect_timeout_ms, reserved }
-        AbuseRequest as "abuse_request" { offset, length, op, flags, tag, gen, data }
-        AbuseCompletion as "abuse_completion" { tag, gen, result, flags, n_extents, data }
+        AbuseSetup as "abuse_setup" { version, flags, size, block_size, queue_depth, max_io_bytes, reconnect_timeout_ms, features, reserved }
+        AbuseRequest as "abuse_request" { offset, length, op, flags, tag, gen, data, reserved }
+        AbuseCompletion as "abuse_completion" { tag, gen, result, flags, n_extents, data, reserved }
         AbuseExtent as "abuse_extent" { offset, length, fd }
         AbuseXfer as "abuse_xfer" { completions, requests, data, data_len, n_completions, max_requests, flags, n_requests, n_completed, reserved }
         AbuseStatus as "abuse_status" { version, index, state, flags, size, block_size, queue_depth, max_io_bytes,
             reconnect_timeout_ms, pending, in_flight, completed, errors, server_pid, openers, reserved }
     );
-    let nums: [(&str, u64); 31] = [
+    let nums: [(&str, u64); 35] = [
         ("ABUSE_SETUP", ABUSE_SETUP), ("ABUSE_XFER", ABUSE_XFER), ("ABUSE_STATUS", ABUSE_STATUS),
         ("ABUSE_RESET", ABUSE_RESET), ("ABUSE_CTL_GET_FREE", ABUSE_CTL_GET_FREE),
         ("ABUSE_ABI_VERSION", ABUSE_ABI_VERSION.into()), ("ABUSE_MAX_QUEUE_DEPTH", ABUSE_MAX_QUEUE_DEPTH.into()),
@@ -92,6 +95,9 @@ fn rust_mirror_matches_c_header() {
         ("ABUSE_FLAG_READ_ONLY", ABUSE_FLAG_READ_ONLY.into()), ("ABUSE_FLAG_RECONNECT", ABUSE_FLAG_RECONNECT.into()),
         ("ABUSE_FLAG_FLUSH", ABUSE_FLAG_FLUSH.into()), ("ABUSE_FLAG_FUA", ABUSE_FLAG_FUA.into()),
         ("ABUSE_FLAG_DISCARD", ABUSE_FLAG_DISCARD.into()), ("ABUSE_FLAG_WRITE_ZEROES", ABUSE_FLAG_WRITE_ZEROES.into()),
+        ("ABUSE_SETUP_FLAGS", ABUSE_SETUP_FLAGS.into()),
+        ("ABUSE_FEAT_EXTENTS", ABUSE_FEAT_EXTENTS), ("ABUSE_FEATURES", ABUSE_FEATURES),
+        ("ABUSE_CPL_FLAGS", ABUSE_CPL_FLAGS.into()),
         ("ABUSE_OP_READ", ABUSE_OP_READ.into()), ("ABUSE_OP_WRITE", ABUSE_OP_WRITE.into()),
         ("ABUSE_OP_FLUSH", ABUSE_OP_FLUSH.into()), ("ABUSE_OP_DISCARD", ABUSE_OP_DISCARD.into()),
         ("ABUSE_OP_WRITE_ZEROES", ABUSE_OP_WRITE_ZEROES.into()),
@@ -116,4 +122,31 @@ fn rust_mirror_matches_c_header() {
     }
     assert!(mismatches.is_empty(), "uapi mismatches:\n{}", mismatches.join("\n"));
     assert_eq!(c.len(), r.len(), "the C program and the Rust side check different sets of names");
+}
+
+/// abuse.ko checks every uapi size at build time (BUILD_BUG_ON in kmod/main.c); those numbers
+/// must be the Rust mirror's too.
+#[test]
+fn module_build_checks_match_rust_sizes() {
+    let main_c = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kmod/main.c")).unwrap();
+    let rust: HashMap<&str, usize> = [
+        ("abuse_setup", size_of::<AbuseSetup>()),
+        ("abuse_request", size_of::<AbuseRequest>()),
+        ("abuse_completion", size_of::<AbuseCompletion>()),
+        ("abuse_extent", size_of::<AbuseExtent>()),
+        ("abuse_xfer", size_of::<AbuseXfer>()),
+        ("abuse_status", size_of::<AbuseStatus>()),
+    ]
+    .into();
+    let mut checked = HashMap::new();
+    for line in main_c.lines() {
+        // BUILD_BUG_ON(sizeof(struct NAME) != SIZE);
+        let Some(rest) = line.trim().strip_prefix("BUILD_BUG_ON(sizeof(struct ") else { continue };
+        let (name, size) = rest.split_once(") != ").unwrap();
+        checked.insert(name, size.trim_end_matches(");").parse::<usize>().unwrap());
+    }
+    for (name, size) in &rust {
+        assert_eq!(checked.get(name), Some(size), "BUILD_BUG_ON for struct {name} in kmod/main.c");
+    }
+    assert_eq!(checked.len(), rust.len(), "kmod/main.c checks a struct the Rust mirror does not have");
 }

@@ -5,12 +5,15 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub const CONTROL_PATH: &str = "/dev/abuse-control";
 
 pub struct ControlDevice {
     pub path: PathBuf,
     file: File,
+    /// ABUSE_FEAT_* the module granted at setup.
+    features: AtomicU64,
 }
 
 fn ioctl<T>(file: &File, request: u64, arg: *mut T) -> io::Result<i32> {
@@ -34,12 +37,25 @@ impl AsRawFd for ControlDevice {
 impl ControlDevice {
     pub fn open(path: &Path) -> io::Result<ControlDevice> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(ControlDevice { path: path.to_path_buf(), file })
+        Ok(ControlDevice { path: path.to_path_buf(), file, features: AtomicU64::new(0) })
     }
 
+    /// ABUSE_SETUP. The module writes back the features it granted (a subset of those asked
+    /// for); `features()` returns them afterwards.
     pub fn setup(&self, setup: &AbuseSetup) -> io::Result<()> {
         let mut s = *setup;
-        ioctl(&self.file, ABUSE_SETUP, &mut s).map(|_| ())
+        ioctl(&self.file, ABUSE_SETUP, &mut s)?;
+        if s.features & !setup.features != 0 {
+            // A module that grants what nobody asked for does not speak this ABI.
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        self.features.store(s.features, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The ABUSE_FEAT_* bits granted at setup (0 before it).
+    pub fn features(&self) -> u64 {
+        self.features.load(Ordering::Relaxed)
     }
 
     /// One ABUSE_XFER call. Interrupted waits come back as `ErrorKind::Interrupted`.

@@ -85,6 +85,8 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
     // One extent list per request for reads the kernel reads itself, and its wire form.
     let mut extents: Vec<Extents> = (0..BATCH).map(|_| Extents::new(ABUSE_MAX_EXTENTS as usize)).collect();
     let mut wire: Vec<Vec<AbuseExtent>> = (0..BATCH).map(|_| Vec::with_capacity(ABUSE_MAX_EXTENTS as usize)).collect();
+    // Reads are answered with extents only if the module granted that at setup.
+    let extents_granted = dev.features() & ABUSE_FEAT_EXTENTS != 0;
 
     loop {
         let stopping = stop.load(Ordering::Relaxed);
@@ -111,9 +113,10 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
             Err(e) => return Err(e),
         }
         for (i, req) in requests[..x.n_requests as usize].iter().enumerate() {
-            if let Some(n) = describe_read(backend, req, &mut extents[i], &mut wire[i], stats) {
+            let described = if extents_granted { describe_read(backend, req, &mut extents[i], &mut wire[i], stats) } else { None };
+            if let Some(n) = described {
                 let (flags, data) = (ABUSE_CPL_EXTENTS, wire[i].as_ptr() as u64);
-                completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, result: 0, flags, n_extents: n, data });
+                completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, flags, n_extents: n, data, ..Default::default() });
                 continue;
             }
             let slot = &mut read_area[i * MAX_IO_BYTES as usize..(i + 1) * MAX_IO_BYTES as usize];

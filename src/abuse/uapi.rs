@@ -2,7 +2,7 @@
 //! and offset is asserted at compile time below; tests/uapi_layout.rs also compares them with a
 //! C program compiled against the header.
 
-pub const ABUSE_ABI_VERSION: u32 = 2;
+pub const ABUSE_ABI_VERSION: u32 = 3;
 pub const ABUSE_MAX_QUEUE_DEPTH: u32 = 1024;
 pub const ABUSE_MAX_IO_BYTES: u32 = 1 << 20;
 
@@ -12,6 +12,12 @@ pub const ABUSE_FLAG_FLUSH: u32 = 1 << 2;
 pub const ABUSE_FLAG_FUA: u32 = 1 << 3;
 pub const ABUSE_FLAG_DISCARD: u32 = 1 << 4;
 pub const ABUSE_FLAG_WRITE_ZEROES: u32 = 1 << 5;
+pub const ABUSE_SETUP_FLAGS: u32 = 0x3f;
+
+/// Optional parts of the protocol: asked for in `AbuseSetup::features`, granted (masked) by the
+/// module, which writes the field back.
+pub const ABUSE_FEAT_EXTENTS: u64 = 1 << 0;
+pub const ABUSE_FEATURES: u64 = 0x1;
 
 pub const ABUSE_OP_READ: u16 = 0;
 pub const ABUSE_OP_WRITE: u16 = 1;
@@ -25,6 +31,7 @@ pub const ABUSE_REQ_NOUNMAP: u16 = 1 << 1;
 pub const ABUSE_XFER_WAIT: u32 = 1 << 0;
 
 pub const ABUSE_CPL_EXTENTS: u16 = 1 << 0;
+pub const ABUSE_CPL_FLAGS: u16 = 0x1;
 pub const ABUSE_MAX_EXTENTS: u32 = 256;
 pub const ABUSE_EXTENT_ZERO: i32 = -1;
 
@@ -43,7 +50,8 @@ pub struct AbuseSetup {
     pub queue_depth: u32,
     pub max_io_bytes: u32,
     pub reconnect_timeout_ms: u32,
-    pub reserved: [u64; 4],
+    pub features: u64,
+    pub reserved: [u64; 3],
 }
 
 #[repr(C)]
@@ -56,6 +64,7 @@ pub struct AbuseRequest {
     pub tag: u32,
     pub gen: u32,
     pub data: u64,
+    pub reserved: [u64; 2],
 }
 
 #[repr(C)]
@@ -67,6 +76,7 @@ pub struct AbuseCompletion {
     pub flags: u16,
     pub n_extents: u16,
     pub data: u64,
+    pub reserved: [u64; 2],
 }
 
 #[repr(C)]
@@ -119,7 +129,7 @@ const IOC_READ: u64 = 2;
 const fn ioc(dir: u64, nr: u64, size: usize) -> u64 {
     (dir << 30) | ((size as u64) << 16) | (0xAB << 8) | nr
 }
-pub const ABUSE_SETUP: u64 = ioc(IOC_WRITE, 0, std::mem::size_of::<AbuseSetup>());
+pub const ABUSE_SETUP: u64 = ioc(IOC_READ | IOC_WRITE, 0, std::mem::size_of::<AbuseSetup>());
 pub const ABUSE_XFER: u64 = ioc(IOC_READ | IOC_WRITE, 1, std::mem::size_of::<AbuseXfer>());
 pub const ABUSE_STATUS: u64 = ioc(IOC_READ, 2, std::mem::size_of::<AbuseStatus>());
 pub const ABUSE_RESET: u64 = ioc(0, 3, 0);
@@ -132,9 +142,11 @@ macro_rules! assert_layout {
     };
 }
 assert_layout!(AbuseSetup, 64, version = 0, flags = 4, size = 8, block_size = 16, queue_depth = 20,
-    max_io_bytes = 24, reconnect_timeout_ms = 28, reserved = 32);
-assert_layout!(AbuseRequest, 32, offset = 0, length = 8, op = 12, flags = 14, tag = 16, gen = 20, data = 24);
-assert_layout!(AbuseCompletion, 24, tag = 0, gen = 4, result = 8, flags = 12, n_extents = 14, data = 16);
+    max_io_bytes = 24, reconnect_timeout_ms = 28, features = 32, reserved = 40);
+assert_layout!(AbuseRequest, 48, offset = 0, length = 8, op = 12, flags = 14, tag = 16, gen = 20, data = 24,
+    reserved = 32);
+assert_layout!(AbuseCompletion, 40, tag = 0, gen = 4, result = 8, flags = 12, n_extents = 14, data = 16,
+    reserved = 24);
 assert_layout!(AbuseExtent, 16, offset = 0, length = 8, fd = 12);
 assert_layout!(AbuseXfer, 64, completions = 0, requests = 8, data = 16, data_len = 24, n_completions = 32,
     max_requests = 36, flags = 40, n_requests = 44, n_completed = 48, reserved = 52);

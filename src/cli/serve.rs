@@ -100,6 +100,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         queue_depth: server::QUEUE_DEPTH,
         max_io_bytes: server::MAX_IO_BYTES,
         reconnect_timeout_ms: args.reconnect_timeout.map_or(0, |s| s.saturating_mul(1000)),
+        features: ABUSE_FEAT_EXTENTS,
         ..Default::default()
     };
     workers::install_signal_handlers();

@@ -6,8 +6,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 KVER=$1 VDMOUNT=$2 OUT=$3
-MODDIR=/lib/modules/$KVER
-[ -d "$MODDIR/kernel" ] || { echo "no $MODDIR/kernel: run tests/vm/setup-host.sh" >&2; exit 1; }
+# A kernel fetched by fetch-kernel.sh has its modules under its own root.
+MODROOT=/
+# shellcheck disable=SC1090
+[ -e "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env" ] && . "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env"
+MODDIR=$MODROOT/lib/modules/$KVER
+[ -d "$MODDIR/kernel" ] || { echo "no $MODDIR/kernel: run tests/vm/setup-host.sh or fetch-kernel.sh" >&2; exit 1; }
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 "$HERE/build-kmod.sh" "$KVER" "$W"
 
@@ -42,7 +46,7 @@ qemu-img create -q -f qcow2 -b ../e2e.qcow2 -F qcow2 "$R/fixtures/confine/child.
 # The kernel's own modules, in dependency order (modules built in print no insmod line).
 : >"$R/mods/order"
 for m in ext4 vfat nls_cp437 nls_ascii nls_utf8 loop virtio_pci virtio_blk; do
-	modprobe -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+	modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
 	base=$(basename "$ko")
 	case "$ko" in

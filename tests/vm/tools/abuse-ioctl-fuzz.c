@@ -5,7 +5,9 @@
  *     never handed out, a duplicate) and checks each is refused with EINVAL and ends nothing;
  *  2. answers one request in each form a completion can take, good and bad (extents
  *     included), and checks which reads succeed;
- *  3. throws random ioctls with random arguments and bad pointers at the device, and resets it.
+ *  3. throws random ioctls with random arguments and bad pointers at the device, and resets it;
+ *  4. sets it up again without ABUSE_FEAT_EXTENTS and checks extents are then refused.
+ * Throughout: unknown feature bits are masked off, non-zero reserved fields refused.
  * The kernel must survive all of it (the scenario checks dmesg). Exit 0 when every refusal that
  * should happen happened.  Usage: abuse-ioctl-fuzz CTLDEV BLOCKDEV ITERATIONS
  */
@@ -81,8 +83,10 @@ int main(int argc, char **argv)
 	int fd = open(argv[1], O_RDWR);
 	if (fd < 0) { perror(argv[1]); return 2; }
 	long iters = atol(argv[3]);
+	/* Every feature bit, known or not: the module grants the ones it has. */
 	struct abuse_setup s = { .version = ABUSE_ABI_VERSION, .flags = ABUSE_FLAG_READ_ONLY,
-		.size = 8 << 20, .block_size = 512, .queue_depth = 4, .max_io_bytes = 1 << 20 };
+		.size = 8 << 20, .block_size = 512, .queue_depth = 4, .max_io_bytes = 1 << 20,
+		.features = ~0ULL };
 
 	/* Bad setups first: each must be refused. */
 	struct abuse_setup bad = s; bad.version = 99;
@@ -97,6 +101,8 @@ int main(int argc, char **argv)
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "reserved field accepted");
 	CHECK(ioctl(fd, ABUSE_SETUP, (void *)16) < 0 && errno == EFAULT, "bad setup pointer accepted");
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "good setup refused: %s", strerror(errno));
+	CHECK(s.features == ABUSE_FEATURES, "asked for every feature, granted %#llx (want %#llx)",
+	      (unsigned long long)s.features, (unsigned long long)ABUSE_FEATURES);
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) < 0 && errno == EBUSY, "second setup accepted");
 
 	/* A reader of the block device gives us requests to hold. */
@@ -116,6 +122,8 @@ int main(int argc, char **argv)
 		if (n <= 0) usleep(50000);
 	}
 	CHECK(n > 0, "no request arrived (%d)", n);
+	for (int i = 0; i < n; i++)
+		CHECK(!req[i].reserved[0] && !req[i].reserved[1], "request with non-zero reserved fields");
 	if (n > 0) {
 		struct abuse_completion c = { .tag = req[0].tag, .gen = req[0].gen + 1, .data = (uintptr_t)readbuf };
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with a wrong generation accepted");
@@ -123,7 +131,11 @@ int main(int argc, char **argv)
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with an out-of-range tag accepted");
 		c.tag = req[0].tag; c.flags = 0x80;
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with an unknown flag accepted");
-		c.flags = 0; c.n_extents = 1;
+		c.flags = 0; c.reserved[1] = 1;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with a non-zero reserved field accepted");
+		c.reserved[1] = 0; c.reserved[0] = 1ULL << 63;
+		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "completion with a non-zero reserved field accepted");
+		c.reserved[0] = 0; c.n_extents = 1;
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "extent count without ABUSE_CPL_EXTENTS accepted");
 		c.flags = ABUSE_CPL_EXTENTS; c.n_extents = 0;
 		CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "ABUSE_CPL_EXTENTS with no extents accepted");
@@ -203,6 +215,42 @@ int main(int argc, char **argv)
 	}
 
 	CHECK(ioctl(fd, ABUSE_RESET) == 0, "reset refused: %s", strerror(errno));
+
+	/* A server that did not ask for ABUSE_FEAT_EXTENTS may not answer with extents. */
+	s.features = 0;
+	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "setup without features refused: %s", strerror(errno));
+	CHECK(s.features == 0, "granted %#llx without asking", (unsigned long long)s.features);
+	pid_t last = fork();
+	if (last == 0) {
+		char cmd[256];
+		snprintf(cmd, sizeof(cmd), "dd if=%s of=/dev/null bs=4096 count=1 iflag=direct 2>/dev/null", argv[2]);
+		_exit(system(cmd) == 0 ? 0 : 1);
+	}
+	/* Serve until the reader is done (the partition scan reads too); the first request is
+	 * also answered with extents, which must be refused and end nothing. */
+	int refused = 0;
+	for (int round = 0; round < 500 && last; round++) {
+		struct abuse_request r;
+		int got = xfer(fd, NULL, 0, &r, 1, 0);
+		if (got == 1 && !refused) {
+			struct abuse_extent zero = { .length = r.length, .fd = ABUSE_EXTENT_ZERO };
+			struct abuse_completion c = { .tag = r.tag, .gen = r.gen, .flags = ABUSE_CPL_EXTENTS,
+						      .n_extents = 1, .data = (uintptr_t)&zero };
+			CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "extents accepted without ABUSE_FEAT_EXTENTS");
+			refused = 1;
+		}
+		if (got == 1)
+			answer_in_form(fd, &r, 0);
+		int st = 0;
+		if (waitpid(last, &st, WNOHANG) == last) {
+			CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "reader after the second setup: status %d", st);
+			last = 0;
+		} else if (got <= 0) {
+			usleep(20000);
+		}
+	}
+	CHECK(refused && !last, "the reader after the second setup did not finish");
+	CHECK(ioctl(fd, ABUSE_RESET) == 0, "second reset refused: %s", strerror(errno));
 	close(fd);
 	printf("abuse-ioctl-fuzz: %ld random ioctls, %d failures\n", iters, failures);
 	return failures ? 1 : 0;

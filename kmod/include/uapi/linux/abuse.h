@@ -14,6 +14,13 @@
  * answered when it is closed go back to the queue for the next server (ABUSE_FLAG_RECONNECT);
  * if none sets up within the reconnect timeout, they fail with EIO. ABUSE_RESET removes the
  * block device (refused with EBUSY while it is open).
+ *
+ * Growing the ABI: ABUSE_ABI_VERSION changes only for an incompatible change (the module refuses
+ * any other version with EPROTO). Anything optional is a feature bit: the server sets in
+ * abuse_setup.features what it wants to use, the module clears the bits it does not know or
+ * support and writes the struct back, and both sides use only what came back. New fields come
+ * out of the reserved space, which must be zero until a feature bit gives it a meaning: the
+ * module refuses non-zero reserved fields from a server with EINVAL and zeroes its own.
  */
 #ifndef _UAPI_LINUX_ABUSE_H
 #define _UAPI_LINUX_ABUSE_H
@@ -21,7 +28,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define ABUSE_ABI_VERSION	2	/* 2: completions may give read data as extents */
+#define ABUSE_ABI_VERSION	3	/* 3: feature bits; reserved space in requests and completions */
 
 /* Limits the module enforces on struct abuse_setup. */
 #define ABUSE_MAX_QUEUE_DEPTH	1024
@@ -36,6 +43,14 @@
 #define ABUSE_FLAG_WRITE_ZEROES	(1U << 5) /* server handles ABUSE_OP_WRITE_ZEROES */
 #define ABUSE_SETUP_FLAGS	0x3fU	  /* every flag above */
 
+/*
+ * struct abuse_setup.features: optional parts of the protocol, negotiated. Unlike the flags
+ * (which describe the device, and an unknown one is refused), an unknown feature bit is not an
+ * error: the module masks it off and the server sees it was not granted.
+ */
+#define ABUSE_FEAT_EXTENTS	(1ULL << 0) /* completions may give read data as extents (ABUSE_CPL_EXTENTS) */
+#define ABUSE_FEATURES		0x1ULL	    /* every feature this header knows */
+
 struct abuse_setup {
 	__u32 version;			/* ABUSE_ABI_VERSION */
 	__u32 flags;			/* ABUSE_FLAG_* */
@@ -44,7 +59,8 @@ struct abuse_setup {
 	__u32 queue_depth;		/* requests in flight at once, 1..ABUSE_MAX_QUEUE_DEPTH */
 	__u32 max_io_bytes;		/* largest request, 4096..ABUSE_MAX_IO_BYTES, multiple of 4096 */
 	__u32 reconnect_timeout_ms;	/* 0: the module parameter reconnect_timeout_ms */
-	__u64 reserved[4];		/* must be zero */
+	__u64 features;			/* in: ABUSE_FEAT_* wanted; out: those granted */
+	__u64 reserved[3];		/* must be zero */
 };
 
 /* struct abuse_request.op */
@@ -67,6 +83,7 @@ struct abuse_request {
 	__u32 tag;			/* echo in the completion */
 	__u32 gen;			/* echo in the completion */
 	__u64 data;			/* ABUSE_OP_WRITE: address in the xfer data area holding the payload */
+	__u64 reserved[2];		/* zero */
 };
 
 /* struct abuse_completion.flags */
@@ -80,7 +97,8 @@ struct abuse_request {
  * The server's answer to one request. A successful read gives its data either as a buffer
  * (data: address of the length bytes read) or, with ABUSE_CPL_EXTENTS, as where the data lives:
  * data points to n_extents extents whose lengths add up to the request's length, and the
- * kernel reads them into the request itself (one copy fewer).
+ * kernel reads them into the request itself (one copy fewer); only if ABUSE_FEAT_EXTENTS was
+ * granted.
  */
 struct abuse_completion {
 	__u32 tag;			/* from the request */
@@ -89,6 +107,7 @@ struct abuse_completion {
 	__u16 flags;			/* ABUSE_CPL_* */
 	__u16 n_extents;		/* with ABUSE_CPL_EXTENTS: 1..ABUSE_MAX_EXTENTS, else 0 */
 	__u64 data;			/* ABUSE_OP_READ with result 0: see above */
+	__u64 reserved[2];		/* must be zero */
 };
 
 /* struct abuse_extent.fd for a run of zeros. */
@@ -149,7 +168,7 @@ struct abuse_status {
 };
 
 #define ABUSE_IOCTL_MAGIC	0xAB
-#define ABUSE_SETUP		_IOW(ABUSE_IOCTL_MAGIC, 0, struct abuse_setup)
+#define ABUSE_SETUP		_IOWR(ABUSE_IOCTL_MAGIC, 0, struct abuse_setup) /* writes back features */
 #define ABUSE_XFER		_IOWR(ABUSE_IOCTL_MAGIC, 1, struct abuse_xfer)
 #define ABUSE_STATUS		_IOR(ABUSE_IOCTL_MAGIC, 2, struct abuse_status)
 #define ABUSE_RESET		_IO(ABUSE_IOCTL_MAGIC, 3)
