@@ -7,6 +7,7 @@ mod detach;
 mod harden;
 mod info;
 mod list;
+mod man;
 mod record;
 mod sandbox;
 mod serve;
@@ -62,6 +63,9 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff): how man/vdmount.1 is made.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Options every command that opens an image takes.
@@ -127,6 +131,10 @@ pub fn main() -> i32 {
         Some(Command::Detach(a)) => detach::run(&a),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdmount", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            print!("{}", man::render());
             Ok(())
         }
         None => serve::run(&cli.serve),
