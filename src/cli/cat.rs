@@ -8,11 +8,11 @@ use super::ImageArgs;
 use crate::error::{Error, Result};
 use crate::formats::DiskImage;
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct CatArgs {
@@ -52,7 +52,8 @@ pub fn run(args: &CatArgs) -> Result<()> {
     let described = AtomicU64::new(0);
     let via_extents = args.via_extents.then_some(&described);
 
-    std::thread::scope(|s| {
+    let progress = progress_bar(size);
+    let result = std::thread::scope(|s| {
         for _ in 0..readers {
             let filled_tx = filled_tx.clone();
             let (disk, free_rx, next) = (&disk, &free_rx, &next);
@@ -60,8 +61,14 @@ pub fn run(args: &CatArgs) -> Result<()> {
         }
         drop(filled_tx);
         // Returning drops the channel ends the readers wait on, so they stop too.
-        write_in_order(chunks, size, filled_rx, free_tx)
-    })?;
+        write_in_order(chunks, size, filled_rx, free_tx, &progress)
+    });
+    // The bar stays where it stopped, and whatever follows (an error) starts on its own line.
+    progress.abandon();
+    if !progress.is_hidden() {
+        eprintln!();
+    }
+    result?;
     if args.via_extents {
         eprintln!("vdmount: {} of {size} bytes described as extents", described.load(Ordering::Relaxed));
     }
@@ -153,9 +160,14 @@ fn read_chunks(
 
 /// The main thread: writes chunks to standard output in index order, returning each buffer to
 /// the pool once written.
-fn write_in_order(chunks: u64, size: u64, filled_rx: Receiver<Filled>, free_tx: Sender<Vec<u8>>) -> Result<()> {
+fn write_in_order(
+    chunks: u64,
+    size: u64,
+    filled_rx: Receiver<Filled>,
+    free_tx: Sender<Vec<u8>>,
+    progress: &ProgressBar,
+) -> Result<()> {
     let mut out = stdout_file();
-    let mut progress = Progress::new(size);
     // Results, errors included, are taken in disk order: the error reported is the first one on
     // the disk, whatever thread hit it first, and everything before it has been written.
     let mut waiting: BTreeMap<u64, Result<Vec<u8>>> = BTreeMap::new();
@@ -174,12 +186,11 @@ fn write_in_order(chunks: u64, size: u64, filled_rx: Receiver<Filled>, free_tx: 
                 return Err(Error::Usage(format!("writing to standard output: {e}")));
             }
             written += 1;
-            progress.update(written * CHUNK as u64);
+            progress.set_position((written * CHUNK as u64).min(size));
             buf.resize(CHUNK, 0);
             let _ = free_tx.send(buf);
         }
     }
-    progress.finish();
     Ok(())
 }
 
@@ -190,43 +201,10 @@ fn stdout_file() -> std::mem::ManuallyDrop<std::fs::File> {
     std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) })
 }
 
-/// A one-line progress report on standard error, only when standard error is a terminal.
-struct Progress {
-    total: u64,
-    start: Instant,
-    last: Instant,
-    shown: bool,
-    enabled: bool,
-}
-
-impl Progress {
-    fn new(total: u64) -> Progress {
-        let now = Instant::now();
-        Progress { total, start: now, last: now, shown: false, enabled: std::io::stderr().is_terminal() }
-    }
-
-    fn update(&mut self, done: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(250) {
-            return;
-        }
-        self.last = Instant::now();
-        let done = done.min(self.total);
-        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
-        let rate = done as f64 / secs;
-        let eta = (self.total - done) as f64 / rate.max(1.0);
-        let pct = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
-        eprint!(
-            "\r{:.1} / {:.1} GiB  {pct:.0}%  {:.0} MB/s  {eta:.0} s left   ",
-            done as f64 / (1u64 << 30) as f64,
-            self.total as f64 / (1u64 << 30) as f64,
-            rate / 1e6
-        );
-        self.shown = true;
-    }
-
-    fn finish(&self) {
-        if self.shown {
-            eprintln!();
-        }
-    }
+/// A progress bar on standard error (bytes, rate, time left). indicatif draws it only when
+/// standard error is a terminal, and at most 20 times a second however often it is updated.
+fn progress_bar(total: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template("{bytes} / {total_bytes}  {percent}%  {bytes_per_sec}  {eta} left")
+        .expect("a valid progress template");
+    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(style)
 }

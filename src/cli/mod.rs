@@ -7,6 +7,7 @@ mod detach;
 mod harden;
 mod info;
 mod list;
+mod man;
 mod record;
 mod sandbox;
 mod serve;
@@ -58,9 +59,13 @@ enum Command {
     Detach(detach::DetachArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
+        /// The shell to write the script for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the man page (roff): how man/vdmount.1 is made.
+    #[command(hide = true)]
+    Man,
 }
 
 /// Options every command that opens an image takes.
@@ -70,23 +75,32 @@ pub struct ImageArgs {
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
     /// Read IMAGE as this format instead of detecting it; a file without that format's signature is then an error.
+    ///
+    /// The exception is raw, which serves the file's bytes. Without this option a file with no
+    /// known signature is served as raw, as qemu-img does, and info says so. A fixed VHD is
+    /// recognised by the footer at its end whatever its name.
     #[arg(long, value_enum, value_name = "FMT")]
     pub format: Option<Format>,
     /// Expose this qcow2 internal snapshot (name or id), read-only, instead of the live disk.
     #[arg(long, value_name = "NAME|ID")]
     pub snapshot: Option<String>,
     /// Open a child image even if its recorded parent id does not match the parent's.
+    ///
+    /// The ids compared are VMDK's parentCID, VHD's parent unique id and VHDX's parent_linkage.
     #[arg(long)]
     pub ignore_parent_id: bool,
     /// Also let the image's backing files, data files, extents and parents lie beneath DIR (by
     /// default only files beneath the image's own folder are opened). Repeatable.
+    ///
+    /// A refusal names the image, the name it gave, where that resolves, and the folder to pass
+    /// here. See SECURITY in the man page.
     #[arg(long, value_name = "DIR")]
     pub allow_dir: Vec<PathBuf>,
-    /// Follow every file name the image gives, wherever it leads (symlinks, "..", absolute paths,
-    /// block devices), as qemu does. Only for images you trust.
+    /// Follow every file name the image gives, wherever it leads (symlinks out of the folder, "..",
+    /// absolute paths, block devices), as qemu does. Only for images you trust.
     #[arg(long)]
     pub allow_any_path: bool,
-    /// Memory for cached metadata tables and decompressed clusters, in MiB.
+    /// Memory for cached metadata tables and decompressed clusters, in MiB, shared by every layer.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     pub cache_size: u64,
 }
@@ -117,6 +131,10 @@ pub fn main() -> i32 {
         Some(Command::Detach(a)) => detach::run(&a),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdmount", &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Man) => {
+            print!("{}", man::render());
             Ok(())
         }
         None => serve::run(&cli.serve),
