@@ -182,3 +182,15 @@ pub fn le32(b: &[u8], at: usize) -> u32 {
 pub fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
+
+/// For header tests: `bytes` written to a temporary file and opened. Keep the first value alive
+/// as long as the file is used.
+#[cfg(test)]
+pub(crate) fn test_file(bytes: &[u8]) -> (tempfile::NamedTempFile, ImageFile) {
+    use std::io::Write;
+    let mut tmp = tempfile::NamedTempFile::new().unwrap();
+    tmp.write_all(bytes).unwrap();
+    tmp.flush().unwrap();
+    let file = ImageFile::open(tmp.path()).unwrap();
+    (tmp, file)
+}

@@ -287,3 +287,238 @@ fn check_features(path: &std::path::Path, h: &Header) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// A version 3 header of 104 bytes (no compression type byte), big-endian, 64 KiB clusters,
+    /// no backing file, followed by no extensions (the zeros after it are the end marker).
+    fn v3_header() -> Vec<u8> {
+        vec![
+            0x51, 0x46, 0x49, 0xfb, //                            0: magic "QFI\xfb"
+            0x00, 0x00, 0x00, 0x03, //                            4: version 3
+            0, 0, 0, 0, 0, 0, 0, 0, //                            8: backing_file_offset 0 (none)
+            0x00, 0x00, 0x00, 0x00, //                           16: backing_file_size 0
+            0x00, 0x00, 0x00, 0x10, //                           20: cluster_bits 16 (64 KiB)
+            0, 0, 0, 0, 0x40, 0, 0, 0, //                        24: size 1 GiB
+            0x00, 0x00, 0x00, 0x00, //                           32: crypt_method 0 (none)
+            0x00, 0x00, 0x00, 0x02, //                           36: l1_size 2
+            0, 0, 0, 0, 0, 0x03, 0, 0, //                        40: l1_table_offset 0x30000
+            0, 0, 0, 0, 0, 0x01, 0, 0, //                        48: refcount_table_offset 0x10000
+            0x00, 0x00, 0x00, 0x01, //                           56: refcount_table_clusters 1
+            0x00, 0x00, 0x00, 0x01, //                           60: nb_snapshots 1
+            0, 0, 0, 0, 0, 0x04, 0, 0, //                        64: snapshots_offset 0x40000
+            0, 0, 0, 0, 0, 0, 0, 0x01, //                        72: incompatible_features: dirty
+            0, 0, 0, 0, 0, 0, 0, 0x01, //                        80: compatible_features: lazy_refcounts
+            0, 0, 0, 0, 0, 0, 0, 0x00, //                        88: autoclear_features 0
+            0x00, 0x00, 0x00, 0x04, //                           96: refcount_order 4 (16 bits)
+            0x00, 0x00, 0x00, 0x68, //                          100: header_length 104
+        ]
+    }
+
+    /// A version 2 header: the first 72 bytes of a version 3 one, with version 2.
+    fn v2_header() -> Vec<u8> {
+        let mut h = v3_header();
+        h.truncate(72);
+        h[4..8].copy_from_slice(&2u32.to_be_bytes()); // 4: version 2
+        h
+    }
+
+    fn set_be32(h: &mut [u8], at: usize, v: u32) {
+        h[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    fn set_be64(h: &mut [u8], at: usize, v: u64) {
+        h[at..at + 8].copy_from_slice(&v.to_be_bytes());
+    }
+
+    fn parse(bytes: &[u8]) -> Header {
+        let (_tmp, file) = test_file(bytes);
+        match read_header(&file) {
+            Ok(h) => h,
+            Err(e) => panic!("valid header refused: {e}"),
+        }
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        let (_tmp, file) = test_file(bytes);
+        match read_header(&file) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn v3_header_fields() {
+        let h = parse(&v3_header());
+        assert_eq!(h.version, 3);
+        assert_eq!(h.cluster_bits, 16);
+        assert_eq!(h.cluster_size(), 65536);
+        assert_eq!(h.size, 1 << 30);
+        assert_eq!(h.l1_size, 2);
+        assert_eq!(h.l1_table_offset, 0x30000);
+        assert_eq!(h.nb_snapshots, 1);
+        assert_eq!(h.snapshots_offset, 0x40000);
+        assert_eq!(h.incompatible, INCOMPAT_DIRTY);
+        assert_eq!(h.compatible, COMPAT_LAZY_REFCOUNTS);
+        assert_eq!(h.autoclear, 0);
+        assert!(h.compression == Compression::Zlib);
+        assert!(h.backing_file.is_none() && h.backing_format.is_none() && h.data_file.is_none());
+        assert_eq!(h.feature_list(), ["dirty", "lazy_refcounts"]);
+    }
+
+    #[test]
+    fn v2_header_fields_and_no_v3_fields() {
+        let mut b = v2_header();
+        // Version 2 has no feature fields: its extensions start at 72.
+        b.extend([
+            0xe2, 0x79, 0x2a, 0xca, //                           72: extension: backing file format
+            0x00, 0x00, 0x00, 0x03, //                           76:   length 3
+            b'r', b'a', b'w', 0, 0, 0, 0, 0, //                  80:   "raw", padded to 8
+        ]);
+        let h = parse(&b);
+        assert_eq!(h.version, 2);
+        assert_eq!(h.size, 1 << 30);
+        assert_eq!(h.l1_table_offset, 0x30000);
+        assert_eq!((h.incompatible, h.compatible, h.autoclear), (0, 0, 0));
+        assert_eq!(h.backing_format.as_deref(), Some("raw"));
+    }
+
+    #[test]
+    fn v3_extensions_and_backing_file() {
+        let mut b = v3_header();
+        set_be32(&mut b, 100, 112); //                        100: header_length 112
+        b.extend([
+            0x01, 0, 0, 0, 0, 0, 0, 0, //                       104: compression_type 1 (zstd), padding
+            0xe2, 0x79, 0x2a, 0xca, //                          112: extension: backing file format
+            0x00, 0x00, 0x00, 0x05, //                          116:   length 5
+            b'q', b'c', b'o', b'w', b'2', 0, 0, 0, //           120:   "qcow2", padded to 8
+            0x68, 0x03, 0xf8, 0x57, //                          128: extension: feature name table
+            0x00, 0x00, 0x00, 0x30, //                          132:   length 48 (one entry)
+            0x02, 0x05, //                                      136:   autoclear bit 5
+        ]);
+        b.extend(b"future_bit"); //                             138:   its name,
+        b.extend([0; 36]); //                                           NUL-padded to 46 bytes
+        b.extend([0; 8]); //                                    184: extension: end
+        b.extend(b"base.qcow2"); //                             192: the backing file name
+        set_be64(&mut b, 8, 192); //                              8: backing_file_offset 192
+        set_be32(&mut b, 16, 10); //                             16: backing_file_size 10
+        set_be64(&mut b, 72, INCOMPAT_COMPRESSION); //           72: incompatible: compression type
+        set_be64(&mut b, 88, 1 << 5); //                         88: autoclear bit 5
+        let h = parse(&b);
+        assert!(h.compression == Compression::Zstd);
+        assert_eq!(h.backing_format.as_deref(), Some("qcow2"));
+        assert_eq!(h.backing_file.as_deref(), Some(&b"base.qcow2"[..]));
+        assert_eq!(h.feature_names, [(2, 5, "future_bit".to_string())]);
+        assert_eq!(h.feature_list(), ["compression=zstd", "lazy_refcounts", "autoclear bit 5 (future_bit)"]);
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        let mut b = v3_header();
+        set_be32(&mut b, 4, 4); //                                4: version 4
+        assert!(refusal(&b).contains("qcow2 version 4 is not one vdmount reads"), "{}", refusal(&b));
+    }
+
+    #[test]
+    fn refuses_cluster_bits_out_of_range() {
+        for bits in [0, 8, 22, 63] {
+            let mut b = v3_header();
+            set_be32(&mut b, 20, bits); //                       20: cluster_bits
+            let e = refusal(&b);
+            assert!(e.contains(&format!("cluster_bits is {bits}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_header_length_below_104_or_past_the_cluster() {
+        let mut b = v3_header();
+        set_be32(&mut b, 100, 100); //                          100: header_length 100
+        let e = refusal(&b);
+        assert!(e.contains("header_length is 100"), "{e}");
+        set_be32(&mut b, 20, 9); //                              20: cluster_bits 9 (512 B)
+        set_be32(&mut b, 100, 520); //                          100: header_length 520
+        let e = refusal(&b);
+        assert!(e.contains("header_length is 520, outside 104..512"), "{e}");
+    }
+
+    #[test]
+    fn refuses_backing_file_name_too_long_or_past_the_end() {
+        let mut b = v3_header();
+        set_be64(&mut b, 8, 104); //                              8: backing_file_offset 104
+        set_be32(&mut b, 16, 1024); //                           16: backing_file_size 1024
+        b.extend([b'a'; 1024]);
+        let e = refusal(&b);
+        assert!(e.contains("qcow2 backing file name length is 1024, more than the limit of 1023"), "{e}");
+        set_be32(&mut b, 16, 1000); //                           16: backing_file_size 1000
+        b.truncate(104 + 999);
+        let e = refusal(&b);
+        assert!(e.contains("the backing file name at offset 104 (1000 bytes) lies past the end"), "{e}");
+    }
+
+    #[test]
+    fn refuses_an_extension_longer_than_the_header_area() {
+        let mut b = v3_header();
+        b.extend([
+            0xe2, 0x79, 0x2a, 0xca, //                          104: extension: backing file format
+            0x00, 0x01, 0x00, 0x00, //                          108:   length 65536
+        ]);
+        let e = refusal(&b);
+        assert!(e.contains("extension 0xe2792aca at offset 104 is 65536 bytes long"), "{e}");
+    }
+
+    #[test]
+    fn refuses_unknown_incompatible_bits_naming_them() {
+        let mut b = v3_header();
+        set_be64(&mut b, 72, 1 << 7); //                         72: incompatible bit 7
+        b.extend([
+            0x68, 0x03, 0xf8, 0x57, //                          104: extension: feature name table
+            0x00, 0x00, 0x00, 0x30, //                          108:   length 48
+            0x00, 0x07, //                                      112:   incompatible bit 7
+        ]);
+        b.extend(b"shiny"); //                                  114:   its name
+        b.extend([0; 41]);
+        let e = refusal(&b);
+        assert!(e.contains("incompatible qcow2 feature bit 7 (shiny)"), "{e}");
+        set_be64(&mut b, 72, 1 << 40); //                        72: incompatible bit 40, unnamed
+        let e = refusal(&b);
+        assert!(e.contains("incompatible qcow2 feature bit 40 that"), "{e}");
+    }
+
+    #[test]
+    fn refuses_corrupt_bit_encryption_and_huge_size() {
+        let mut b = v3_header();
+        set_be64(&mut b, 72, INCOMPAT_CORRUPT); //               72: incompatible: corrupt
+        assert!(refusal(&b).contains("corrupt (incompatible bit 1)"));
+        let mut b = v3_header();
+        set_be32(&mut b, 32, 2); //                              32: crypt_method 2 (LUKS)
+        assert!(refusal(&b).contains("encrypted with LUKS (qcow2 encryption method 2)"));
+        let mut b = v3_header();
+        set_be64(&mut b, 24, u64::MAX); //                       24: size 2^64 - 1
+        assert!(refusal(&b).contains("qcow2 virtual size is 18446744073709551615, more than the limit"));
+    }
+
+    #[test]
+    fn refuses_compression_type_disagreeing_or_unknown() {
+        let mut b = v3_header();
+        set_be32(&mut b, 100, 112); //                          100: header_length 112
+        b.extend([0x01, 0, 0, 0, 0, 0, 0, 0]); //               104: compression_type 1, bit 3 clear
+        assert!(refusal(&b).contains("compression type zstd disagrees with incompatible bit 3"));
+        b[104] = 2; //                                          104: compression_type 2
+        assert!(refusal(&b).contains("compression type 2 is unknown"));
+    }
+
+    #[test]
+    fn refuses_a_data_file_bit_without_a_data_file_name() {
+        let mut b = v3_header();
+        set_be64(&mut b, 72, INCOMPAT_DATA_FILE); //             72: incompatible: external data file
+        assert!(refusal(&b).contains("external data file (incompatible bit 2), but its header does not name"));
+        b.extend([
+            0x44, 0x41, 0x54, 0x41, //                          104: extension: data file name
+            0x00, 0x00, 0x00, 0x08, //                          108:   length 8
+            b'd', b'a', b't', b'a', b'.', b'r', b'a', b'w', //  112:   "data.raw"
+        ]);
+        assert_eq!(parse(&b).data_file.as_deref(), Some(&b"data.raw"[..]));
+    }
+}

@@ -198,3 +198,89 @@ impl DiskImage for Qcow1 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cache::Cache;
+    use crate::formats::image_file::test_file;
+    use crate::formats::{open, ImageInfo, OpenOptions};
+
+    /// A qcow (version 1) header, big-endian: 4 KiB clusters, 512-entry L2 tables (2 MiB per
+    /// L2 table), a 4 MiB disk, so an L1 table of 2 entries, which follows at offset 48.
+    fn header() -> Vec<u8> {
+        vec![
+            0x51, 0x46, 0x49, 0xfb, //                            0: magic "QFI\xfb"
+            0x00, 0x00, 0x00, 0x01, //                            4: version 1
+            0, 0, 0, 0, 0, 0, 0, 0, //                            8: backing_file_offset 0 (none)
+            0x00, 0x00, 0x00, 0x00, //                           16: backing_file_size 0
+            0x00, 0x00, 0x00, 0x00, //                           20: mtime 0
+            0, 0, 0, 0, 0, 0x40, 0x00, 0x00, //                  24: size 4 MiB
+            0x0c, //                                             32: cluster_bits 12 (4 KiB)
+            0x09, //                                             33: l2_bits 9 (512 entries)
+            0x00, 0x00, //                                       34: padding
+            0x00, 0x00, 0x00, 0x00, //                           36: crypt_method 0 (none)
+            0, 0, 0, 0, 0, 0, 0, 0x30, //                        40: l1_table_offset 48
+            0, 0, 0, 0, 0, 0, 0, 0, //                           48: L1 entry 0: not allocated
+            0, 0, 0, 0, 0, 0, 0, 0, //                           56: L1 entry 1: not allocated
+        ]
+    }
+
+    fn open_bytes(bytes: &[u8]) -> crate::error::Result<ImageInfo> {
+        let (tmp, _file) = test_file(bytes);
+        open(tmp.path(), &OpenOptions::new(Cache::new(1 << 20))).map(|image| image.info())
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match open_bytes(bytes) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let info = open_bytes(&header()).unwrap();
+        assert_eq!(info.format, "qcow");
+        assert_eq!(info.virtual_size, 4 << 20);
+        assert_eq!(info.cluster_size, Some(4096));
+        assert!(info.details.contains(&("l2 table entries".into(), "512".into())), "{:?}", info.details);
+        assert!(info.backing.is_none());
+    }
+
+    #[test]
+    fn refuses_cluster_and_l2_bits_out_of_range() {
+        for (at, v) in [(32, 8), (32, 17), (33, 5), (33, 14)] {
+            let mut b = header();
+            b[at] = v; //                                         32: cluster_bits, 33: l2_bits
+            let e = refusal(&b);
+            assert!(e.contains("cluster_bits") && e.contains("l2_bits") && e.contains(&format!(" {v} ")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_encryption_huge_size_and_a_missing_l1_table() {
+        let mut b = header();
+        b[39] = 1; //                                            36: crypt_method 1 (AES)
+        assert!(refusal(&b).contains("encrypted (qcow encryption method 1, AES)"));
+        let mut b = header();
+        b[24..32].copy_from_slice(&u64::MAX.to_be_bytes()); //   24: size 2^64 - 1
+        assert!(refusal(&b).contains("qcow virtual size is 18446744073709551615, more than the limit"));
+        let mut b = header();
+        b[29] = 0x50; //                                         24: size 5 MiB: 3 L1 entries, the file holds 2
+        assert!(refusal(&b).contains("the L1 table at offset 48"));
+    }
+
+    #[test]
+    fn refuses_backing_file_name_too_long_or_past_the_end() {
+        let mut b = header();
+        b[8..16].copy_from_slice(&64u64.to_be_bytes()); //        8: backing_file_offset 64
+        b[16..20].copy_from_slice(&1024u32.to_be_bytes()); //    16: backing_file_size 1024
+        b.extend([b'a'; 1024]);
+        let e = refusal(&b);
+        assert!(e.contains("qcow backing file name length is 1024, more than the limit of 1023"), "{e}");
+        b[16..20].copy_from_slice(&1000u32.to_be_bytes()); //   16: backing_file_size 1000
+        b.truncate(64 + 999); //                                      but the file ends a byte early
+        let e = refusal(&b);
+        assert!(e.contains("the backing file name at offset 64 (1000 bytes) lies past the end"), "{e}");
+    }
+}

@@ -105,6 +105,93 @@ fn utc_date(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// Two snapshot table entries (big-endian), each padded to 8 bytes: "1" named "base" with
+    /// 16 bytes of extra data (qemu 2.x and later), "2" named "x" with none (older qemu).
+    fn table() -> Vec<u8> {
+        let mut b = vec![
+            0, 0, 0, 0, 0, 0x05, 0, 0, //                         0: l1_table_offset 0x50000
+            0x00, 0x00, 0x00, 0x02, //                            8: l1_size 2
+            0x00, 0x01, //                                       12: id_str_size 1
+            0x00, 0x04, //                                       14: name_size 4
+            0x65, 0x53, 0xf1, 0x00, //                           16: date_sec 1700000000
+            0x00, 0x00, 0x00, 0x00, //                           20: date_nsec 0
+            0, 0, 0, 0, 0, 0, 0, 0, //                           24: vm_clock_nsec 0
+            0x00, 0x00, 0x00, 0x07, //                           32: vm_state_size 7 (32-bit)
+            0x00, 0x00, 0x00, 0x10, //                           36: extra_data_size 16
+            0, 0, 0, 0, 0, 0, 0x10, 0, //                        40: extra: vm_state_size_large 4096
+            0, 0, 0, 0, 0x40, 0, 0, 0, //                        48: extra: disk_size 1 GiB
+            b'1', //                                             56: id "1"
+            b'b', b'a', b's', b'e', //                           57: name "base"
+            0, 0, 0, //                                          61: padding to 64
+            0, 0, 0, 0, 0, 0x06, 0, 0, //                        64: l1_table_offset 0x60000
+            0x00, 0x00, 0x00, 0x01, //                           72: l1_size 1
+            0x00, 0x01, //                                       76: id_str_size 1
+            0x00, 0x01, //                                       78: name_size 1
+            0x00, 0x00, 0x00, 0x00, //                           80: date_sec 0
+            0x00, 0x00, 0x00, 0x00, //                           84: date_nsec 0
+            0, 0, 0, 0, 0, 0, 0, 0, //                           88: vm_clock_nsec 0
+            0x00, 0x00, 0x00, 0x09, //                           96: vm_state_size 9
+            0x00, 0x00, 0x00, 0x00, //                          100: extra_data_size 0
+            b'2', //                                            104: id "2"
+            b'x', //                                            105: name "x"
+        ];
+        b.resize(112, 0); //                                    106: padding
+        b
+    }
+
+    /// `table()` at offset 512 of the test file (a 512-byte cluster).
+    fn read(table: &[u8], count: u32, offset: u64) -> Result<Vec<Snapshot>> {
+        let mut b = vec![0u8; 512];
+        b.extend(table);
+        let (_tmp, file) = test_file(&b);
+        read_table(&file, offset, count, 512)
+    }
+
+    fn refusal(table: &[u8], count: u32, offset: u64) -> String {
+        match read(table, count, offset) {
+            Ok(_) => panic!("snapshot table accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn entry_fields() {
+        let list = read(&table(), 2, 512).unwrap();
+        let s = &list[0];
+        assert_eq!((s.id.as_str(), s.name.as_str()), ("1", "base"));
+        assert_eq!((s.l1_table_offset, s.l1_size), (0x50000, 2));
+        assert_eq!(s.date_sec, 1_700_000_000);
+        assert_eq!(s.disk_size, Some(1 << 30));
+        assert_eq!(s.vm_state_size, 4096);
+        let s = &list[1];
+        assert_eq!((s.id.as_str(), s.name.as_str()), ("2", "x"));
+        assert_eq!((s.l1_table_offset, s.l1_size), (0x60000, 1));
+        assert_eq!((s.disk_size, s.vm_state_size), (None, 9));
+        assert_eq!(describe(s, 42), "id 2, name 'x', disk size 42 bytes, taken 1970-01-01 00:00:00 UTC, vm state 9 bytes");
+    }
+
+    #[test]
+    fn refuses_too_many_snapshots_or_an_unaligned_table() {
+        assert!(refusal(&table(), 65537, 512).contains("number of qcow2 snapshots is 65537, more than the limit of 65536"));
+        assert!(refusal(&table(), 2, 520).contains("the snapshot table offset 520 is not cluster aligned"));
+    }
+
+    #[test]
+    fn refuses_too_much_extra_data_or_an_entry_past_the_end() {
+        let mut t = table();
+        t[36..40].copy_from_slice(&1025u32.to_be_bytes()); //   36: extra_data_size 1025
+        assert!(refusal(&t, 2, 512).contains("extra data size of snapshot table entry 0 is 1025, more than the limit of 1024"));
+        let e = refusal(&table(), 3, 512); // a third entry, past the end of the file
+        assert!(e.contains("snapshot table entry 2 at offset 624 (40 bytes) lies past the end"), "{e}");
+        let mut t = table();
+        t[78..80].copy_from_slice(&100u16.to_be_bytes()); //    78: entry 1's name_size 100
+        let e = refusal(&t, 2, 512);
+        assert!(e.contains("snapshot table entry 1 at offset 616 (101 bytes) lies past the end"), "{e}");
+    }
+
     #[test]
     fn dates() {
         assert_eq!(super::utc_date(0), "1970-01-01 00:00:00");

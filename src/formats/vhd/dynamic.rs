@@ -136,3 +136,106 @@ pub fn sector_is_set(bitmap: &[u8], sector: u64) -> bool {
     let byte = usize::try_from(sector / 8).ok().and_then(|i| bitmap.get(i)).copied().unwrap_or(0);
     byte & (0x80 >> (sector % 8)) != 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// A dynamic disk header (big-endian) at offset 0 of the test file: 2 MiB blocks, a BAT of
+    /// 4 entries right after the header (offset 1024), with its checksum.
+    fn header() -> Vec<u8> {
+        let mut h = vec![
+            b'c', b'x', b's', b'p', b'a', b'r', b's', b'e', //    0: cookie "cxsparse"
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, //   8: data offset: none
+            0, 0, 0, 0, 0, 0, 0x04, 0x00, //                     16: table offset 1024
+            0x00, 0x01, 0x00, 0x00, //                           24: header version 1.0
+            0x00, 0x00, 0x00, 0x04, //                           28: max table entries 4
+            0x00, 0x20, 0x00, 0x00, //                           32: block size 2 MiB
+            0x00, 0x00, 0x00, 0x00, //                           36: checksum (set below)
+            0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, //   40: parent unique id
+            0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+            0x00, 0x00, 0x01, 0x00, //                           56: parent timestamp 256
+        ];
+        h.resize(HEADER_SIZE, 0); // 60: reserved, parent name, parent locators, reserved
+        fix_checksum(&mut h);
+        h
+    }
+
+    fn fix_checksum(h: &mut [u8]) {
+        let sum = checksum(h, CHECKSUM_AT);
+        h[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    /// The header, then its BAT: 4 entries, all unallocated.
+    fn with_bat(h: &[u8]) -> Vec<u8> {
+        let mut b = h.to_vec();
+        b.extend([0xff; 16]);
+        b
+    }
+
+    fn read(bytes: &[u8]) -> Result<DynamicHeader> {
+        let (_tmp, file) = test_file(bytes);
+        DynamicHeader::read(&file, 0)
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match read(bytes) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let h = read(&with_bat(&header())).unwrap();
+        assert_eq!(h.table_offset, 1024);
+        assert_eq!(h.max_table_entries, 4);
+        assert_eq!(h.block_size, 2 << 20);
+        assert_eq!(h.parent_unique_id, [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf]);
+        assert_eq!(h.parent_timestamp, 256);
+        assert_eq!(h.checksum_state, "good");
+        assert_eq!(h.bitmap_size(), 512);
+        assert_eq!(h.table_coverage(), 8 << 20);
+    }
+
+    #[test]
+    fn a_bad_checksum_is_reported_not_refused() {
+        let mut h = header();
+        h[36] ^= 1; //                                           36: checksum off by one bit
+        let h = read(&with_bat(&h)).unwrap();
+        assert!(h.checksum_state.starts_with("BAD (expected"), "{}", h.checksum_state);
+    }
+
+    #[test]
+    fn refuses_wrong_cookie() {
+        let mut h = header();
+        h[..8].copy_from_slice(b"conectix"); //                   0: cookie "conectix"
+        assert!(refusal(&with_bat(&h)).contains("no dynamic disk header (\"cxsparse\") at offset 0"));
+    }
+
+    #[test]
+    fn refuses_absurd_block_sizes() {
+        for size in [0, 256, 3 << 20] {
+            let mut h = header();
+            h[32..36].copy_from_slice(&u32::to_be_bytes(size)); // 32: block size
+            let e = refusal(&with_bat(&h));
+            assert!(e.contains(&format!("the VHD block size is {size} bytes")), "{e}");
+        }
+        let mut h = header();
+        h[32..36].copy_from_slice(&u32::to_be_bytes(1 << 31)); // 32: block size 2 GiB
+        let e = refusal(&with_bat(&h));
+        assert!(e.contains("the VHD block size is 2147483648, more than the limit"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_table_past_the_end_or_too_big() {
+        let mut h = header();
+        h[28..32].copy_from_slice(&u32::to_be_bytes(5)); //      28: max table entries 5: 20 bytes
+        let e = refusal(&with_bat(&h));
+        assert!(e.contains("the VHD block allocation table (5 entries at offset 1024) lies past the end"), "{e}");
+        h[28..32].copy_from_slice(&u32::to_be_bytes(u32::MAX)); // 28: max table entries 2^32 - 1
+        let e = refusal(&with_bat(&h));
+        assert!(e.contains("the size of the VHD block allocation table is 17179869180, more than the limit"), "{e}");
+    }
+}

@@ -222,6 +222,119 @@ pub fn locate(file: &ImageFile) -> Result<Located> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// A VHD footer (big-endian) of a 1 MiB fixed disk made by Hyper-V, with its checksum.
+    fn footer() -> Vec<u8> {
+        let mut f = vec![
+            b'c', b'o', b'n', b'e', b'c', b't', b'i', b'x', //    0: cookie "conectix"
+            0x00, 0x00, 0x00, 0x02, //                            8: features: reserved bit
+            0x00, 0x01, 0x00, 0x00, //                           12: file format version 1.0
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, //   16: data offset: none (fixed)
+            0x12, 0x34, 0x56, 0x78, //                           24: timestamp 0x12345678
+            b'w', b'i', b'n', b' ', //                           28: creator application "win "
+            0x00, 0x0a, //                                       32: creator version major 10
+            0x00, 0x00, //                                       34: creator version minor 0
+            b'W', b'i', b'2', b'k', //                           36: creator host OS "Wi2k"
+            0, 0, 0, 0, 0, 0x10, 0x00, 0x00, //                  40: original size 1 MiB
+            0, 0, 0, 0, 0, 0x10, 0x00, 0x00, //                  48: current size 1 MiB
+            0x00, 0x20, //                                       56: cylinders 32
+            0x04, //                                             58: heads 4
+            0x11, //                                             59: sectors per track 17
+            0x00, 0x00, 0x00, 0x02, //                           60: disk type 2 (fixed)
+            0x00, 0x00, 0x00, 0x00, //                           64: checksum (set below)
+            0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, //   68: unique id
+            0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10,
+            0x00, //                                             84: saved state 0
+        ];
+        f.resize(FOOTER_SIZE, 0); //                             85: reserved
+        fix_checksum(&mut f);
+        f
+    }
+
+    fn fix_checksum(f: &mut [u8]) {
+        let sum = checksum(f, CHECKSUM_AT);
+        f[CHECKSUM_AT..CHECKSUM_AT + 4].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    /// A fixed disk: 1 MiB of data, then the footer.
+    fn fixed(footer: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 1 << 20];
+        b.extend(footer);
+        b
+    }
+
+    fn locate_bytes(bytes: &[u8]) -> Result<Located> {
+        let (_tmp, file) = test_file(bytes);
+        locate(&file)
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match locate_bytes(bytes) {
+            Ok(_) => panic!("footer accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn footer_fields() {
+        let l = locate_bytes(&fixed(&footer())).unwrap();
+        let f = &l.footer;
+        assert_eq!(f.data_offset, u64::MAX);
+        assert_eq!(f.timestamp, 0x1234_5678);
+        assert_eq!(&f.creator_app, b"win ");
+        assert_eq!((f.creator_major, f.creator_minor), (10, 0));
+        assert_eq!(&f.creator_os, b"Wi2k");
+        assert_eq!((f.original_size, f.current_size), (1 << 20, 1 << 20));
+        assert_eq!((f.cylinders, f.heads, f.sectors_per_track), (32, 4, 17));
+        assert_eq!(f.disk_type, DiskType::Fixed);
+        assert_eq!(f.unique_id, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+        assert!(!f.saved_state);
+        assert_eq!(f.virtual_size().0, 1 << 20);
+        assert_eq!(l.tail_offset, Some(1 << 20));
+        assert_eq!(l.state, "head copy absent; end copy checksum good");
+    }
+
+    #[test]
+    fn virtual_pc_disks_are_sized_by_their_geometry() {
+        let mut f = footer();
+        f[28..32].copy_from_slice(b"vpc "); //                   28: creator application "vpc "
+        fix_checksum(&mut f);
+        let l = locate_bytes(&fixed(&f)).unwrap();
+        assert_eq!(l.footer.virtual_size().0, 32 * 4 * 17 * 512);
+    }
+
+    #[test]
+    fn a_damaged_head_copy_gives_way_to_the_end_copy() {
+        let mut head = footer();
+        head[48..56].copy_from_slice(&(2u64 << 20).to_be_bytes()); // 48: current size changed, checksum not
+        let mut b = head;
+        b.extend(fixed(&footer()));
+        let l = locate_bytes(&b).unwrap();
+        assert_eq!(l.footer.current_size, 1 << 20);
+        assert!(l.state.contains("head copy checksum BAD"), "{}", l.state);
+        assert!(l.state.ends_with("the head copy is bad, the end copy is used"), "{}", l.state);
+    }
+
+    #[test]
+    fn refuses_no_cookie_bad_checksum_and_short_file() {
+        let mut f = footer();
+        f[..8].copy_from_slice(b"conectiX"); //                   0: cookie "conectiX"
+        assert!(refusal(&fixed(&f)).contains("no VHD footer (\"conectix\") at offset 0 or in the last 512 bytes"));
+        let mut f = footer();
+        f[64] ^= 1; //                                           64: checksum off by one bit
+        let e = refusal(&fixed(&f));
+        assert!(e.contains("no VHD footer copy has a good checksum") && e.contains("checksum BAD"), "{e}");
+        assert!(refusal(&footer()[..511]).contains("the file is 511 bytes, too short"));
+    }
+
+    #[test]
+    fn refuses_unknown_disk_types() {
+        let mut f = footer();
+        f[63] = 5; //                                            60: disk type 5
+        fix_checksum(&mut f);
+        assert!(refusal(&fixed(&f)).contains("gives disk type 5"));
+    }
 
     #[test]
     fn checksum_skips_its_own_field() {

@@ -208,6 +208,75 @@ pub fn uuid(b: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::image_file::test_file;
+    use crate::formats::vhd::dynamic::HEADER_SIZE;
+
+    /// One parent locator entry (big-endian): platform code, data space, data length,
+    /// reserved, data offset.
+    fn locator(code: &[u8; 4], length: u32, offset: u64) -> Vec<u8> {
+        let mut e = code.to_vec(); //                             0: platform code
+        e.extend(512u32.to_be_bytes()); //                        4: platform data space
+        e.extend(length.to_be_bytes()); //                        8: platform data length
+        e.extend([0; 4]); //                                     12: reserved
+        e.extend(offset.to_be_bytes()); //                       16: platform data offset
+        e
+    }
+
+    /// A dynamic disk header's parent fields (the rest zero) and the file it lies in: the
+    /// locators' data follows the header.
+    fn child() -> (Vec<u8>, DynamicHeader) {
+        let mut h = vec![0u8; 64];
+        h.extend("base.vhd".encode_utf16().flat_map(u16::to_be_bytes)); // 64: parent unicode name
+        h.resize(LOCATORS_AT, 0);
+        let w2ru: Vec<u8> = ".\\sub\\base.vhd".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let wi2k = b"C:\\vms\\base.vhd";
+        let macx = b"file://localhost/srv/a%20b.vhd\0";
+        h.extend(locator(b"W2ru", w2ru.len() as u32, 1024)); //                576: locator 0
+        h.extend(locator(b"Wi2k", wi2k.len() as u32, 1024 + 512)); //          600: locator 1
+        h.extend(locator(b"Mac ", 16, 1024 + 1024)); //                        624: locator 2
+        h.extend(locator(b"MacX", macx.len() as u32, 1024 + 1024)); //         648: locator 3
+        h.extend(locator(b"W2ku", 65 << 10, 1024)); //                         672: locator 4
+        h.extend(locator(b"W2ku", 16, 1 << 20)); //                            696: locator 5
+        h.resize(HEADER_SIZE, 0); //                                  720: locators 6, 7 unused
+        let mut file = h.clone();
+        file.extend(&w2ru); //                                  1024: locator 0's data
+        file.resize(1024 + 512, 0);
+        file.extend(wi2k); //                                   1536: locator 1's data
+        file.resize(2048, 0);
+        file.extend(macx); //                                   2048: locator 3's data
+        let header = DynamicHeader {
+            bytes: Box::new(h.try_into().unwrap()),
+            table_offset: 0,
+            max_table_entries: 0,
+            block_size: 2 << 20,
+            parent_unique_id: [0; 16],
+            parent_timestamp: 0,
+            checksum_state: "good".into(),
+        };
+        (file, header)
+    }
+
+    #[test]
+    fn parent_locators_and_name() {
+        let (bytes, header) = child();
+        let (_tmp, file) = test_file(&bytes);
+        let mut details = Vec::new();
+        let recorded = recorded_paths(&file, &header, &mut details);
+        let paths: Vec<(&str, &str)> = recorded.iter().map(|r| (r.source.as_str(), r.path.as_str())).collect();
+        assert_eq!(
+            paths,
+            [
+                ("locator 0 (W2ru)", "./sub/base.vhd"),
+                ("locator 1 (Wi2k)", "C:/vms/base.vhd"),
+                ("locator 3 (MacX)", "/srv/a b.vhd"),
+                ("parent unicode name", "base.vhd"),
+            ]
+        );
+        assert_eq!(details[2], ("locator 2 (Mac)".to_string(), "skipped (not a path vdmount can follow)".to_string()));
+        assert!(details[4].1.contains("unreadable: ") && details[4].1.contains("the size of a VHD parent locator is 66560, more than the limit of 65536"), "{:?}", details[4]);
+        assert!(details[5].1.contains("a VHD parent locator at offset 1048576 (16 bytes) lies past the end"), "{:?}", details[5]);
+        assert_eq!(candidates(&recorded), [PathBuf::from("sub/base.vhd"), PathBuf::from("base.vhd"), PathBuf::from("a b.vhd"), PathBuf::from("/srv/a b.vhd")]);
+    }
 
     #[test]
     fn candidates_prefer_relative_then_basename() {

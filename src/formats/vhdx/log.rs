@@ -320,3 +320,151 @@ fn apply_entry(reader: &LogReader, e: &Entry, overlay: &mut Overlay, path: &std:
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// The header fields the log is placed by: a 4 KiB log at 1 MiB, with a log GUID.
+    fn header() -> Header {
+        Header {
+            sequence: 1,
+            file_write_guid: Guid([0x11; 16]),
+            data_write_guid: Guid([0x22; 16]),
+            log_guid: Guid([0x33; 16]),
+            log_version: 0,
+            log_length: 4096,
+            log_offset: 1 << 20,
+        }
+    }
+
+    /// A file of 1 MiB + 4 KiB of zeros: the log holds no entry.
+    fn replay_with(h: &Header) -> Result<LogState> {
+        let (_tmp, file) = test_file(&vec![0u8; (1 << 20) + 4096]);
+        replay(&file, h, &MemoryBudget::default())
+    }
+
+    fn refusal(h: &Header) -> String {
+        match replay_with(h) {
+            Ok(_) => panic!("log accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A log of one entry (little-endian), sequence 5, of two sectors: its header and
+    /// descriptors, then one data sector. It zeroes file offset 0..4096 and writes the sector
+    /// at 4096.
+    fn entry() -> Vec<u8> {
+        let mut b = vec![
+            b'l', b'o', b'g', b'e', //                            0: signature "loge"
+            0x00, 0x00, 0x00, 0x00, //                            4: checksum (set below)
+            0x00, 0x20, 0x00, 0x00, //                            8: entry length 8 KiB
+            0x00, 0x00, 0x00, 0x00, //                           12: tail 0 (this entry)
+            5, 0, 0, 0, 0, 0, 0, 0, //                           16: sequence number 5
+            0x02, 0x00, 0x00, 0x00, //                           24: descriptor count 2
+            0x00, 0x00, 0x00, 0x00, //                           28: reserved
+        ];
+        b.extend([0x33; 16]); //                                 32: log GUID
+        b.extend([0, 0, 0x10, 0, 0, 0, 0, 0]); //                48: flushed file offset 1 MiB
+        b.extend([0, 0x20, 0x10, 0, 0, 0, 0, 0]); //             56: last file offset 1 MiB + 8 KiB
+        b.extend(b"zero"); //                                    64: descriptor 0: "zero"
+        b.extend([0; 4]); //                                     68:   reserved
+        b.extend([0, 0x10, 0, 0, 0, 0, 0, 0]); //                72:   length 4 KiB
+        b.extend([0; 8]); //                                     80:   file offset 0
+        b.extend([5, 0, 0, 0, 0, 0, 0, 0]); //                   88:   sequence number 5
+        b.extend(b"desc"); //                                    96: descriptor 1: "desc"
+        b.extend(b"TAIL"); //                                   100:   trailing 4 bytes
+        b.extend(b"LEADING!"); //                               104:   leading 8 bytes
+        b.extend([0, 0x10, 0, 0, 0, 0, 0, 0]); //               112:   file offset 4 KiB
+        b.extend([5, 0, 0, 0, 0, 0, 0, 0]); //                  120:   sequence number 5
+        b.resize(4096, 0); //                                   128: no more descriptors
+        b.extend(b"data"); //                                  4096: data sector: "data"
+        b.extend([0; 4]); //                                   4100:   sequence number, high half
+        b.extend([0xab; 4084]); //                             4104:   bytes 8..4092 of the sector
+        b.extend([5, 0, 0, 0]); //                             8188:   sequence number, low half
+        fix_checksum(&mut b);
+        b
+    }
+
+    fn fix_checksum(b: &mut [u8]) {
+        let crc = checksum(b);
+        b[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// `log` at 1 MiB of a file that ends with it.
+    fn replay_log(log: &[u8]) -> Result<LogState> {
+        let mut b = vec![0u8; 1 << 20];
+        b.extend(log);
+        let (_tmp, file) = test_file(&b);
+        let h = Header { log_length: log.len() as u32, ..header() };
+        replay(&file, &h, &MemoryBudget::default())
+    }
+
+    #[test]
+    fn replays_an_entry() {
+        let LogState::Replayed(r) = replay_log(&entry()).unwrap() else { panic!("not replayed") };
+        assert_eq!((r.entries, r.first_sequence, r.last_sequence), (1, 5, 5));
+        assert_eq!(r.last_file_offset, (1 << 20) + 8192);
+        let mut v = vec![9u8; 8192];
+        r.overlay.apply(&mut v, 0);
+        assert!(v[..4096].iter().all(|&b| b == 0));
+        assert_eq!(&v[4096..4104], b"LEADING!");
+        assert!(v[4104..8188].iter().all(|&b| b == 0xab));
+        assert_eq!(&v[8188..], b"TAIL");
+    }
+
+    #[test]
+    fn invalid_entries_are_not_replayed() {
+        let mut e = entry();
+        e[32] = 0x34; //                                         32: another log's GUID
+        fix_checksum(&mut e);
+        assert!(matches!(replay_log(&e).unwrap(), LogState::NoActiveSequence));
+        let mut e = entry();
+        e[16] = 6; //                                            16: sequence changed, checksum not
+        assert!(matches!(replay_log(&e).unwrap(), LogState::NoActiveSequence));
+        let mut e = entry();
+        e[120] = 6; //                                          120: descriptor 1's sequence 6
+        fix_checksum(&mut e);
+        assert!(matches!(replay_log(&e).unwrap(), LogState::NoActiveSequence));
+        let mut e = entry();
+        e[8188] = 6; //                                        8188: data sector's sequence 6
+        fix_checksum(&mut e);
+        assert!(matches!(replay_log(&e).unwrap(), LogState::NoActiveSequence));
+    }
+
+    #[test]
+    fn refuses_an_entry_flushed_past_the_end_of_the_file() {
+        let mut e = entry();
+        e[50] = 0x20; //                                         48: flushed file offset 2 MiB
+        fix_checksum(&mut e);
+        let Err(err) = replay_log(&e) else { panic!("log accepted") };
+        let err = err.to_string();
+        assert!(err.contains("VHDX log entry 5 says the file had been written up to 2097152 bytes, but it has 1056768"), "{err}");
+    }
+
+    #[test]
+    fn no_log_guid_or_no_entries() {
+        let h = Header { log_guid: Guid::default(), ..header() };
+        assert!(matches!(replay_with(&h).unwrap(), LogState::Clean));
+        assert!(matches!(replay_with(&header()).unwrap(), LogState::NoActiveSequence));
+    }
+
+    #[test]
+    fn refuses_unknown_log_versions() {
+        let h = Header { log_version: 1, ..header() };
+        assert!(refusal(&h).contains("the VHDX log has version 1; only version 0 exists"));
+    }
+
+    #[test]
+    fn refuses_a_misplaced_or_truncated_log() {
+        for (log_offset, log_length) in [(1 << 20, 4095), ((1 << 20) - 4096, 4096), ((1 << 20) + 512, 4096)] {
+            let h = Header { log_offset, log_length, ..header() };
+            let e = refusal(&h);
+            assert!(e.contains(&format!("the VHDX log is placed at offset {log_offset} with length {log_length}; it must start")), "{e}");
+        }
+        let h = Header { log_length: 8192, ..header() };
+        let e = refusal(&h);
+        assert!(e.contains("the VHDX log (offset 1048576, 8192 bytes) lies past the end of the file (1052672 bytes)"), "{e}");
+    }
+}

@@ -135,3 +135,145 @@ fn parse_table(file: &VhdxFile, buf: &[u8], number: usize, log: Option<Region>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+    use crate::formats::vhdx::overlay::Overlay;
+
+    /// A region table (little-endian): the BAT at 1 MiB and the metadata at 1 MiB + 64 KiB,
+    /// 64 KiB each, both required; padded to 64 KiB, with its CRC-32C.
+    fn table() -> Vec<u8> {
+        let mut t = vec![
+            b'r', b'e', b'g', b'i', //                            0: signature "regi"
+            0x00, 0x00, 0x00, 0x00, //                            4: checksum (set below)
+            0x02, 0x00, 0x00, 0x00, //                            8: entry count 2
+            0x00, 0x00, 0x00, 0x00, //                           12: reserved
+        ];
+        t.extend(BAT_GUID.0); //                                 16: entry 0: the BAT's GUID
+        t.extend([0, 0, 0x10, 0, 0, 0, 0, 0]); //                32:   file offset 1 MiB
+        t.extend([0, 0, 0x01, 0]); //                            40:   length 64 KiB
+        t.extend([1, 0, 0, 0]); //                               44:   required
+        t.extend(METADATA_GUID.0); //                            48: entry 1: the metadata's GUID
+        t.extend([0, 0, 0x11, 0, 0, 0, 0, 0]); //                64:   file offset 1 MiB + 64 KiB
+        t.extend([0, 0, 0x01, 0]); //                            72:   length 64 KiB
+        t.extend([1, 0, 0, 0]); //                               76:   required
+        t.resize(TABLE_BYTES, 0); //                             80: unused entries
+        fix_checksum(&mut t);
+        t
+    }
+
+    fn fix_checksum(t: &mut [u8]) {
+        let crc = checksum(t);
+        t[4..8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Entry `i`'s field at `at` (0 GUID, 16 offset, 24 length, 28 required), set to `v`.
+    fn set(t: &mut [u8], i: usize, at: usize, v: &[u8]) {
+        let start = 16 + i * 32 + at;
+        t[start..start + v.len()].copy_from_slice(v);
+        fix_checksum(t);
+    }
+
+    /// A file of 1 MiB + 128 KiB with `t1` at 192 KiB and `t2` at 256 KiB.
+    fn file_with(t1: &[u8], t2: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 192 << 10];
+        b.extend(t1);
+        b.resize(256 << 10, 0);
+        b.extend(t2);
+        b.resize((1 << 20) + (128 << 10), 0);
+        b
+    }
+
+    fn read(bytes: &[u8], log: Option<Region>) -> Result<Regions> {
+        let (_tmp, file) = test_file(bytes);
+        read_regions(&VhdxFile::new(file, Overlay::default(), 0), log)
+    }
+
+    fn refusal(t: &[u8]) -> String {
+        match read(&file_with(t, t), None) {
+            Ok(_) => panic!("region table accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn table_fields() {
+        let r = read(&file_with(&table(), &table()), None).unwrap();
+        assert_eq!((r.bat.offset, r.bat.length), (1 << 20, 64 << 10));
+        assert_eq!((r.metadata.offset, r.metadata.length), ((1 << 20) + (64 << 10), 64 << 10));
+        assert!(r.problem.is_none());
+    }
+
+    #[test]
+    fn table_2_stands_in_for_a_damaged_table_1() {
+        let mut t1 = table();
+        t1[8] = 1; //                                             8: entry count changed, checksum not
+        let r = read(&file_with(&t1, &table()), None).unwrap();
+        assert_eq!(r.problem.as_deref(), Some("region table 1 has a bad CRC-32C"));
+        let e = match read(&file_with(&t1, &[0; 4]), None) {
+            Ok(_) => panic!("region tables accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("no valid VHDX region table: region table 1 has a bad CRC-32C; region table 2 has no \"regi\" signature"), "{e}");
+    }
+
+    #[test]
+    fn refuses_too_many_entries() {
+        let mut t = table();
+        t[8..12].copy_from_slice(&2048u32.to_le_bytes()); //      8: entry count 2048
+        fix_checksum(&mut t);
+        assert!(refusal(&t).contains("region table 1 claims 2048 entries; at most 2047"));
+    }
+
+    #[test]
+    fn refuses_unknown_required_regions_only() {
+        let mut t = table();
+        set(&mut t, 1, 0, &[0x42; 16]); //                       48: entry 1: an unknown GUID
+        set(&mut t, 1, 28, &[0, 0, 0, 0]); //                    76:   not required
+        assert!(refusal(&t).contains("has no metadata region"));
+        set(&mut t, 1, 28, &[1, 0, 0, 0]); //                    76:   required
+        let e = refusal(&t);
+        assert!(e.contains("lists a required region {42424242-4242-4242-4242-424242424242} that vdmount does not know"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_region_twice_or_missing() {
+        let mut t = table();
+        set(&mut t, 1, 0, &BAT_GUID.0); //                       48: entry 1: the BAT's GUID again
+        assert!(refusal(&t).contains("region table 1 lists the BAT region twice"));
+        let mut t = table();
+        t[8] = 1; //                                              8: entry count 1 (only the BAT)
+        fix_checksum(&mut t);
+        assert!(refusal(&t).contains("region table 1 has no metadata region"));
+    }
+
+    #[test]
+    fn refuses_regions_before_1_mib_empty_overlapping_or_past_the_end() {
+        let mut t = table();
+        set(&mut t, 0, 16, &(64u64 << 10).to_le_bytes()); //     32: BAT offset 64 KiB
+        assert!(refusal(&t).contains("the BAT region (offset 65536, length 65536) must be non-empty and start at or after 1 MiB"));
+        let mut t = table();
+        set(&mut t, 0, 24, &0u32.to_le_bytes()); //              40: BAT length 0
+        assert!(refusal(&t).contains("the BAT region (offset 1048576, length 0) must be non-empty"));
+        let mut t = table();
+        set(&mut t, 1, 16, &((1u64 << 20) + 4096).to_le_bytes()); // 64: metadata offset 1 MiB + 4 KiB
+        let e = refusal(&t);
+        assert!(e.contains("the metadata region (offset 1052672, length 65536) overlaps another region (offset 1048576"), "{e}");
+        let mut t = table();
+        set(&mut t, 1, 16, &(2u64 << 20).to_le_bytes()); //      64: metadata offset 2 MiB
+        let e = refusal(&t);
+        assert!(e.contains("the metadata region starts at offset 2097152, past the end of the file"), "{e}");
+    }
+
+    #[test]
+    fn refuses_a_region_overlapping_the_log() {
+        let log = Region { offset: (1 << 20) + (32 << 10), length: 64 << 10 };
+        let e = match read(&file_with(&table(), &table()), Some(log)) {
+            Ok(_) => panic!("region table accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("the BAT region (offset 1048576, length 65536) overlaps another region (offset 1081344"), "{e}");
+    }
+}

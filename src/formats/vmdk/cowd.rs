@@ -39,3 +39,60 @@ pub fn open_cowd(file: ImageFile, cache: Arc<Cache>) -> Result<SparseExtent> {
         cache,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// A COWD header (little-endian, all fields u32): a 4 MiB extent of 512-byte grains, one
+    /// grain directory entry at sector 1; then that directory.
+    fn cowd() -> Vec<u8> {
+        let mut b = vec![
+            b'C', b'O', b'W', b'D', //                            0: magic "COWD"
+            0x01, 0x00, 0x00, 0x00, //                            4: version 1
+            0x03, 0x00, 0x00, 0x00, //                            8: flags 3
+            0x00, 0x20, 0x00, 0x00, //                           12: capacity 8192 sectors (4 MiB)
+            0x01, 0x00, 0x00, 0x00, //                           16: grain size 1 sector
+            0x01, 0x00, 0x00, 0x00, //                           20: grain directory at sector 1
+            0x01, 0x00, 0x00, 0x00, //                           24: grain directory entries 1
+        ];
+        b.resize(1024, 0); // 28: rest of the sector; 512: the directory, its entry 0 (no table)
+        b
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        let (_tmp, file) = test_file(bytes);
+        match open_cowd(file, Cache::new(1 << 20)) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let (_tmp, file) = test_file(&cowd());
+        let e = open_cowd(file, Cache::new(1 << 20)).unwrap();
+        assert_eq!(e.description, "COWD version 1 (VMFS sparse)");
+        assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (4 << 20, 512, 4096));
+    }
+
+    #[test]
+    fn refuses_wrong_magic() {
+        let mut b = cowd();
+        b[..4].copy_from_slice(b"KDMV"); //                       0: magic "KDMV"
+        assert!(refusal(&b).contains("no \"COWD\" signature"));
+    }
+
+    #[test]
+    fn refuses_absurd_grain_sizes_and_a_directory_outside_the_file() {
+        let mut b = cowd();
+        b[16..20].copy_from_slice(&0u32.to_le_bytes()); //       16: grain size 0
+        assert!(refusal(&b).contains("grain size of 0 sectors"));
+        b[16..20].copy_from_slice(&(1u32 << 20).to_le_bytes()); // 16: grain size 512 MiB
+        assert!(refusal(&b).contains("grain size (bytes) is 536870912, more than the limit"));
+        let mut b = cowd();
+        b[24..28].copy_from_slice(&129u32.to_le_bytes()); //     24: 129 directory entries: 516 bytes
+        assert!(refusal(&b).contains("the COWD grain directory (129 entries at sector 1) lies outside the file"));
+    }
+}

@@ -237,11 +237,22 @@ mod tests {
 
     #[test]
     fn refuses_bad_extent_lines_and_too_many_extents() {
-        assert!(parse_descriptor("RW abc FLAT \"x\" 0").is_err());
-        assert!(parse_descriptor("RW 10 FLAT \"x").is_err());
-        assert!(parse_descriptor("RW 10 SPARSE").is_err());
+        let refusal = |t: &str| parse_descriptor(t).unwrap_err();
+        assert_eq!(refusal("RW abc FLAT \"x\" 0"), "line 1: invalid extent size \"abc\": RW abc FLAT \"x\" 0");
+        assert_eq!(refusal("# c\nRW 10 FLAT \"x"), "line 2: unterminated file name: RW 10 FLAT \"x");
+        assert!(refusal("RW 10 SPARSE").starts_with("line 1: a SPARSE extent needs a file name"), "{}", refusal("RW 10 SPARSE"));
+        assert!(refusal("RW 10 FLAT x.vmdk zz").starts_with("line 1: invalid extent offset \"zz\""));
+        assert!(refusal("RW").starts_with("line 1: invalid extent line (no size)"));
+        assert!(refusal("RW 1").starts_with("line 1: invalid extent line (no extent type)"));
         let many = "RW 1 ZERO\n".repeat(MAX_EXTENTS + 1);
-        assert!(parse_descriptor(&many).unwrap_err().contains("more than"));
+        assert!(refusal(&many).starts_with("the descriptor lists more than 4096 extents (line 4097)"));
+    }
+
+    #[test]
+    fn embedded_descriptor_padding_ends_the_text() {
+        let d = parse_descriptor("CID=0000000a\nRW 8 ZERO\n\0\0RW 8 ZERO\n").unwrap();
+        assert_eq!(d.cid(), Some(10));
+        assert_eq!(d.extents.len(), 1);
     }
 
     #[test]

@@ -198,3 +198,111 @@ impl SeSparseExtent {
         Error::corrupt(&self.file.path, format!("seSparse: {msg}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    fn push(b: &mut Vec<u8>, v: u64) {
+        b.extend(v.to_le_bytes());
+    }
+
+    /// A seSparse extent (little-endian u64 fields, sizes and offsets in sectors): the constant
+    /// header in sector 0, the volatile header in sector 1, a one-sector grain directory in
+    /// sector 2.
+    fn extent() -> Vec<u8> {
+        let mut b = Vec::new();
+        push(&mut b, 0xcafe_babe); //                             0: magic
+        push(&mut b, 0x0000_0002_0000_0001); //                   8: version 2.1
+        push(&mut b, 2048); //                                   16: capacity 2048 sectors (1 MiB)
+        push(&mut b, 8); //                                      24: grain size 8 sectors (4 KiB)
+        push(&mut b, 64); //                                     32: grain table size 64 sectors
+        push(&mut b, 0); //                                      40: flags 0
+        b.resize(80, 0); //                                      48: reserved
+        push(&mut b, 1); //                                      80: volatile header offset 1
+        push(&mut b, 1); //                                      88: volatile header size 1
+        b.resize(128, 0); //                                     96: journal header and journal
+        push(&mut b, 2); //                                     128: grain directory offset 2
+        push(&mut b, 1); //                                     136: grain directory size 1
+        push(&mut b, 3); //                                     144: grain tables offset 3
+        push(&mut b, 0); //                                     152: grain tables size 0
+        b.resize(192, 0); //                                    160: free bitmap and back map
+        push(&mut b, 4); //                                     192: grains offset 4
+        b.resize(512, 0); //                                    200: grains size, padding
+        push(&mut b, 0xcafe_cafe); //                           512: volatile magic
+        push(&mut b, 0); //                                     520: free gt number
+        push(&mut b, 0); //                                     528: next txn seq number
+        push(&mut b, 0); //                                     536: replay journal 0
+        b.resize(1536, 0); //                                   544: padding; 1024: the directory
+        b
+    }
+
+    fn set(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn open(bytes: &[u8]) -> Result<SeSparseExtent> {
+        let (_tmp, file) = test_file(bytes);
+        SeSparseExtent::open(file, Cache::new(1 << 20))
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match open(bytes) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let e = open(&extent()).unwrap();
+        assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (1 << 20, 4096, 4096));
+        assert_eq!((e.tables_offset, e.grains_offset), (1536, 2048));
+        assert!(matches!(e.lookup(0).unwrap(), Mapping::Unallocated));
+    }
+
+    #[test]
+    fn refuses_wrong_magic_version_and_flags() {
+        let mut b = extent();
+        set(&mut b, 0, 0xcafe_babf); //                           0: magic
+        assert!(refusal(&b).contains("no 0xcafebabe signature"));
+        let mut b = extent();
+        set(&mut b, 8, 0x0000_0003_0000_0001); //                 8: version 3.1
+        assert!(refusal(&b).contains("seSparse version 0x0000000300000001 is not the one"));
+        let mut b = extent();
+        set(&mut b, 40, 4); //                                   40: flags 4
+        assert!(refusal(&b).contains("seSparse flags 0x4 are not known"));
+    }
+
+    #[test]
+    fn refuses_absurd_sizes() {
+        let mut b = extent();
+        set(&mut b, 16, u64::MAX); //                            16: capacity 2^64 - 1 sectors
+        assert!(refusal(&b).contains("seSparse capacity (bytes) is"));
+        for v in [0, 1 << 20, u64::MAX] {
+            let mut b = extent();
+            set(&mut b, 24, v); //                               24: grain size
+            assert!(refusal(&b).contains("seSparse grain size (bytes) is"));
+            let mut b = extent();
+            set(&mut b, 32, v); //                               32: grain table size
+            assert!(refusal(&b).contains("seSparse grain table size (bytes) is"));
+        }
+        let mut b = extent();
+        set(&mut b, 136, 2); //                                 136: grain directory size 2: past the end
+        assert!(refusal(&b).contains("the seSparse grain directory (128 entries at sector 2) lies outside the file"));
+    }
+
+    #[test]
+    fn refuses_a_bad_volatile_header_or_an_unreplayed_journal() {
+        let mut b = extent();
+        set(&mut b, 80, 3); //                                   80: volatile header offset 3: past the end
+        assert!(refusal(&b).contains("the seSparse volatile header at offset 1536 (512 bytes) lies past the end"));
+        let mut b = extent();
+        set(&mut b, 512, 0); //                                 512: volatile magic 0
+        assert!(refusal(&b).contains("the seSparse volatile header has no 0xcafecafe signature"));
+        let mut b = extent();
+        set(&mut b, 536, 1); //                                 536: replay journal 1
+        assert!(refusal(&b).contains("the seSparse journal holds changes that were never applied"));
+    }
+}

@@ -493,3 +493,153 @@ impl Directory {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::image_file::test_file;
+
+    /// A KDMV header (little-endian): version 1, a 1 MiB extent of 64 KiB grains, 512 entries
+    /// per grain table, the grain directory (one entry) at sector 1, no redundant directory;
+    /// padded to its 512 bytes.
+    fn header() -> Vec<u8> {
+        let mut h = vec![
+            b'K', b'D', b'M', b'V', //                            0: magic "KDMV"
+            0x01, 0x00, 0x00, 0x00, //                            4: version 1
+            0x01, 0x00, 0x00, 0x00, //                            8: flags: valid newline test
+            0x00, 0x08, 0, 0, 0, 0, 0, 0, //                     12: capacity 2048 sectors (1 MiB)
+            0x80, 0x00, 0, 0, 0, 0, 0, 0, //                     20: grainSize 128 sectors (64 KiB)
+            0x00, 0x00, 0, 0, 0, 0, 0, 0, //                     28: descriptorOffset 0 (none)
+            0x00, 0x00, 0, 0, 0, 0, 0, 0, //                     36: descriptorSize 0
+            0x00, 0x02, 0x00, 0x00, //                           44: numGTEsPerGT 512
+            0x00, 0x00, 0, 0, 0, 0, 0, 0, //                     48: rgdOffset 0 (none)
+            0x01, 0x00, 0, 0, 0, 0, 0, 0, //                     56: gdOffset sector 1
+            0x02, 0x00, 0, 0, 0, 0, 0, 0, //                     64: overHead 2 sectors
+            0x00, //                                             72: uncleanShutdown 0
+            b'\n', b' ', b'\r', b'\n', //                        73: newline detection characters
+            0x00, 0x00, //                                       77: compressAlgorithm 0 (none)
+        ];
+        h.resize(512, 0); //                                     79: padding
+        h
+    }
+
+    /// The header, then sector 1: a grain directory of one empty entry.
+    fn extent(h: &[u8]) -> Vec<u8> {
+        let mut b = h.to_vec();
+        b.resize(1024, 0);
+        b
+    }
+
+    fn set_le32(h: &mut [u8], at: usize, v: u32) {
+        h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn set_le64(h: &mut [u8], at: usize, v: u64) {
+        h[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn open(bytes: &[u8]) -> Result<SparseExtent> {
+        let (_tmp, file) = test_file(bytes);
+        SparseExtent::open_kdmv(file, Cache::new(1 << 20))
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        match open(bytes) {
+            Ok(_) => panic!("header accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn header_fields() {
+        let h = KdmvHeader::parse(header()[..].try_into().unwrap());
+        assert_eq!(h.version, 1);
+        assert_eq!(h.flags, 1);
+        assert_eq!(h.capacity, 2048);
+        assert_eq!(h.grain_sectors, 128);
+        assert_eq!((h.descriptor_offset, h.descriptor_sectors), (0, 0));
+        assert_eq!(h.gtes_per_gt, 512);
+        assert_eq!(h.rgd_offset, 0);
+        assert_eq!(h.gd_offset, 1);
+        assert_eq!(h.compress_algorithm, 0);
+        let e = open(&extent(&header())).unwrap();
+        assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (1 << 20, 64 << 10, 512));
+        assert!(!e.compressed && !e.markers && e.rgd.is_none());
+        assert_eq!(e.description, "KDMV version 1, hosted sparse");
+    }
+
+    #[test]
+    fn stream_optimized_header_from_the_footer() {
+        let mut h = header();
+        set_le32(&mut h, 4, 3); //                                4: version 3
+        set_le32(&mut h, 8, FLAG_COMPRESSED | FLAG_MARKERS); //   8: flags: compressed grains, markers
+        h[77] = 1; //                                            77: compressAlgorithm 1 (deflate)
+        let mut footer = h.clone();
+        set_le64(&mut h, 56, GD_AT_END); //                      56: gdOffset: at the end
+        let mut b = extent(&h); //                         sectors 0-1: header, grain directory
+        let mut marker = vec![0u8; 512]; //                   sector 2: footer marker
+        set_le32(&mut marker, 12, MARKER_FOOTER); //                    12: type 3 (footer)
+        b.extend(marker);
+        set_le64(&mut footer, 56, 1); //                      sector 3: footer, gdOffset sector 1
+        b.extend(footer);
+        b.extend([0; 512]); //                                sector 4: end-of-stream marker
+        let e = open(&b).unwrap();
+        assert!(e.compressed && e.markers);
+        assert_eq!(e.description, "KDMV version 3, streamOptimized (deflate grains)");
+        b.truncate(1024); // no footer
+        assert!(refusal(&b).contains("no footer with the real header was found"));
+    }
+
+    #[test]
+    fn refuses_unknown_versions() {
+        for v in [0, 4] {
+            let mut h = header();
+            set_le32(&mut h, 4, v); //                            4: version
+            let e = refusal(&extent(&h));
+            assert!(e.contains(&format!("sparse extent version {v} is not one vdmount reads")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_compression() {
+        let mut h = header();
+        h[77] = 2; //                                            77: compressAlgorithm 2
+        assert!(refusal(&extent(&h)).contains("grain compression algorithm 2 is unknown"));
+    }
+
+    #[test]
+    fn refuses_grain_tables_of_0_or_more_than_512_entries() {
+        for n in [0, 513] {
+            let mut h = header();
+            set_le32(&mut h, 44, n); //                          44: numGTEsPerGT
+            let e = refusal(&extent(&h));
+            assert!(e.contains(&format!("numGTEsPerGT is {n}")), "{e}");
+        }
+    }
+
+    #[test]
+    fn refuses_absurd_grain_sizes_and_capacity() {
+        let mut h = header();
+        set_le64(&mut h, 20, 0); //                              20: grainSize 0
+        assert!(refusal(&extent(&h)).contains("grain size of 0 sectors in the sparse header is invalid"));
+        set_le64(&mut h, 20, u64::MAX); //                       20: grainSize: bytes overflow
+        assert!(refusal(&extent(&h)).contains("grain size of 18446744073709551615 sectors"));
+        set_le64(&mut h, 20, 1 << 20); //                        20: grainSize 512 MiB
+        assert!(refusal(&extent(&h)).contains("grain size (bytes) is 536870912, more than the limit"));
+        set_le64(&mut h, 20, 16384); //                          20: grainSize 8 MiB, compressed
+        h[77] = 1; //                                            77: compressAlgorithm 1 (deflate)
+        assert!(refusal(&extent(&h)).contains("its compressed grains are 8388608 bytes"));
+        let mut h = header();
+        set_le64(&mut h, 12, u64::MAX); //                       12: capacity 2^64 - 1 sectors
+        assert!(refusal(&extent(&h)).contains("capacity in the sparse header (bytes) is"));
+    }
+
+    #[test]
+    fn refuses_a_grain_directory_outside_the_file() {
+        let mut h = header();
+        set_le64(&mut h, 56, 2); //                              56: gdOffset sector 2: past the end
+        let e = refusal(&extent(&h));
+        assert!(e.contains("the grain directory (1 entries at sector 2) lies outside the file"), "{e}");
+        set_le64(&mut h, 56, 0); //                              56: gdOffset 0
+        assert!(refusal(&extent(&h)).contains("the grain directory (1 entries at sector 0)"));
+    }
+}
