@@ -4,7 +4,7 @@
 //! the same runs as extents for the kernel (`DiskImage::map`), so what the kernel is told to
 //! read is what `read_at` reads, by construction.
 
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents};
 use crate::error::{Error, Result};
 use std::path::Path;

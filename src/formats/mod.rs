@@ -1,9 +1,9 @@
 //! Image formats. Each reader turns reads of the virtual disk into reads of its image file(s);
 //! they all implement `DiskImage`, and `open` (open.rs) picks one by magic.
 
-pub mod extents;
+pub mod bytes;
+pub mod cached;
 pub mod failed;
-pub mod image_file;
 pub mod layer;
 pub mod open;
 pub mod raw;
@@ -12,7 +12,7 @@ pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
-pub use extents::{Extent, Extents};
+pub use crate::source::extents::{Extent, Extents};
 pub use open::{open, open_backing, Chain, Format, OpenOptions};
 
 use crate::error::Result;

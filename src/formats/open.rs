@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::{qcow2, raw, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};

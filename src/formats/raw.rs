@@ -1,6 +1,6 @@
 //! Raw images: the file's bytes are the disk's bytes.
 
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents, ImageInfo};
 use crate::error::Result;
 

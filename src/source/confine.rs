@@ -11,7 +11,7 @@
 //! descriptor. Magic links (/proc/self/root/..., /proc/PID/fd/N) are refused outright.
 
 use crate::error::{Error, Result};
-use crate::formats::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;

@@ -3,7 +3,8 @@
 
 use super::compressed::Compression;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::bytes::{be32, be64};
+use crate::source::file::ImageFile;
 use crate::limits;
 
 /// Incompatible feature bits (header offset 72, version 3).
@@ -291,7 +292,7 @@ fn check_features(path: &std::path::Path, h: &Header) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A version 3 header of 104 bytes (no compression type byte), big-endian, 64 KiB clusters,
     /// no backing file, followed by no extensions (the zeros after it are the end marker).

@@ -8,9 +8,10 @@ use super::read::{source_at, ClusterMap, Extent};
 use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_l1_table};
+use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
 use std::path::Path;
@@ -106,7 +107,7 @@ impl Qcow2 {
                 format!("an L1 entry points to an L2 table at offset {offset}, which is not cluster aligned; the image is corrupt"),
             ));
         }
-        self.file.load_cached(&self.cache, Kind::Table, offset, size, limits::MAX_TABLE_BYTES, "an L2 table")
+        load_table(&self.cache, &self.file, Kind::Table, offset, size, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     /// The extent of guest offset `guest`, whose L2 table is `table` (covering guests from `base`).

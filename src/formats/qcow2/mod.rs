@@ -10,7 +10,9 @@ mod read;
 mod snapshot;
 pub mod spec;
 
-use super::image_file::{be32, ImageFile};
+use crate::formats::bytes::be32;
+
+use crate::source::file::ImageFile;
 use super::{open_backing, Chain, DiskImage, Format, ImageInfo, OpenOptions};
 use crate::error::{Error, Result};
 use std::path::Path;

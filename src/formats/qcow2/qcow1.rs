@@ -5,9 +5,11 @@ use super::compressed::{decompress, Compression};
 use super::read::{source_at, ClusterMap, Extent};
 use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::{open_backing_layer, read_l1_table};
+use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::bytes::{be32, be64};
+use crate::source::file::ImageFile;
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
 use std::path::Path;
@@ -81,7 +83,7 @@ impl Qcow1 {
 
     fn l2_table(&self, offset: u64) -> Result<Arc<[u8]>> {
         let bytes = 8u64 << self.l2_bits;
-        self.file.load_cached(&self.cache, Kind::Table, offset, bytes, limits::MAX_TABLE_BYTES, "an L2 table")
+        load_table(&self.cache, &self.file, Kind::Table, offset, bytes, limits::MAX_TABLE_BYTES, "an L2 table")
     }
 
     fn decode(&self, table: &[u8], base: u64, guest: u64) -> Result<Extent> {
@@ -202,7 +204,7 @@ impl DiskImage for Qcow1 {
 #[cfg(test)]
 mod tests {
     use crate::cache::Cache;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
     use crate::formats::{open, ImageInfo, OpenOptions};
 
     /// A qcow (version 1) header, big-endian: 4 KiB clusters, 512-entry L2 tables (2 MiB per

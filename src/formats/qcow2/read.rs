@@ -2,7 +2,7 @@
 //! stored one way), which `source_at` hands to the one read loop (`formats::layer`), and the
 //! reading of compressed clusters.
 
-use super::super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::super::layer::{Decompress, Layer, Source};
 use crate::error::{Error, Result};
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! The qcow2 internal snapshot table: listed by `info`, and `--snapshot` reads one of them.
 
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be16, be32, be64, ImageFile};
+use crate::formats::bytes::{be16, be32, be64};
+use crate::source::file::ImageFile;
 use crate::limits;
 
 /// Fixed part of a snapshot table entry.
@@ -106,7 +107,7 @@ fn utc_date(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// Two snapshot table entries (big-endian), each padded to 8 bytes: "1" named "base" with
     /// 16 bytes of extra data (qemu 2.x and later), "2" named "x" with none (older qemu).

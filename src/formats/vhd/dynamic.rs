@@ -2,9 +2,11 @@
 //! allocation table (BAT) and per-block sector bitmaps it leads to.
 
 use super::footer::checksum;
+use crate::formats::cached::load_table;
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::bytes::{be32, be64};
+use crate::source::file::ImageFile;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES};
 
 pub const HEADER_SIZE: usize = 1024;
@@ -112,7 +114,7 @@ impl BlockMap<'_> {
         let page = block / BAT_PAGE_ENTRIES;
         let page_offset = self.header.table_offset + page * BAT_PAGE_ENTRIES * 4;
         let page_entries = (self.header.max_table_entries - page * BAT_PAGE_ENTRIES).min(BAT_PAGE_ENTRIES);
-        let table = self.file.load_cached(self.cache, Kind::Table,
+        let table = load_table(self.cache, self.file, Kind::Table,
             page_offset,
             page_entries * 4,
             MAX_TABLE_BYTES,
@@ -126,7 +128,7 @@ impl BlockMap<'_> {
     /// The sector bitmap at `offset` (from `bitmap_offset`).
     pub fn bitmap(&self, offset: u64) -> Result<std::sync::Arc<[u8]>> {
         let len = self.header.bitmap_size();
-        self.file.load_cached(self.cache, Kind::Bitmap, offset, len, MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
+        load_table(self.cache, self.file, Kind::Bitmap, offset, len, MAX_CLUSTER_BYTES, "a VHD block's sector bitmap")
     }
 }
 
@@ -140,7 +142,7 @@ pub fn sector_is_set(bitmap: &[u8], sector: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A dynamic disk header (big-endian) at offset 0 of the test file: 2 MiB blocks, a BAT of
     /// 4 entries right after the header (offset 1024), with its checksum.

@@ -2,7 +2,8 @@
 //! offset 0 in dynamic and differencing disks. Which copy to trust, and the virtual size rule.
 
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be16, be32, be64, ImageFile};
+use crate::formats::bytes::{be16, be32, be64};
+use crate::source::file::ImageFile;
 
 pub const FOOTER_SIZE: usize = 512;
 const COOKIE: &[u8; 8] = b"conectix";
@@ -222,7 +223,7 @@ pub fn locate(file: &ImageFile) -> Result<Located> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A VHD footer (big-endian) of a 1 MiB fixed disk made by Hyper-V, with its checksum.
     fn footer() -> Vec<u8> {

@@ -7,7 +7,7 @@ mod dynamic;
 mod footer;
 mod parent;
 
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;

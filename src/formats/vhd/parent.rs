@@ -3,7 +3,8 @@
 
 use super::dynamic::DynamicHeader;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be32, be64, ImageFile};
+use crate::formats::bytes::{be32, be64};
+use crate::source::file::ImageFile;
 use crate::formats::open::{open_backing, resolve_beside};
 use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
@@ -208,7 +209,7 @@ pub fn uuid(b: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
     use crate::formats::vhd::dynamic::HEADER_SIZE;
 
     /// One parent locator entry (big-endian): platform code, data space, data length,

@@ -6,7 +6,7 @@ use super::overlay::VhdxFile;
 use super::region::Region;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::le64;
+use crate::formats::bytes::le64;
 use std::sync::Arc;
 
 const PIECE_BYTES: u64 = 64 << 10;

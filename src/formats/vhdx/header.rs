@@ -3,7 +3,8 @@
 
 use super::guid::Guid;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le16, le32, le64, ImageFile};
+use crate::formats::bytes::{le16, le32, le64};
+use crate::source::file::ImageFile;
 
 pub const HEADER_OFFSETS: [u64; 2] = [64 << 10, 128 << 10];
 const HEADER_BYTES: usize = 4096;
@@ -121,7 +122,7 @@ pub fn read_headers(file: &ImageFile) -> Result<Headers> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A VHDX header (little-endian) with sequence number `seq`, a 1 MiB log at 1 MiB, and its
     /// CRC-32C; padded to its 4 KiB.

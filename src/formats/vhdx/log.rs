@@ -8,7 +8,8 @@ use super::guid::Guid;
 use super::header::{checksum, Header};
 use super::overlay::Overlay;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le32, le64, ImageFile};
+use crate::formats::bytes::{le32, le64};
+use crate::source::file::ImageFile;
 use crate::limits::{self, MemoryBudget, MAX_LOG_BYTES};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -324,7 +325,7 @@ fn apply_entry(reader: &LogReader, e: &Entry, overlay: &mut Overlay, path: &std:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// The header fields the log is placed by: a 4 KiB log at 1 MiB, with a log GUID.
     fn header() -> Header {

@@ -5,7 +5,7 @@ use super::guid::Guid;
 use super::overlay::VhdxFile;
 use super::region::Region;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le16, le32, le64};
+use crate::formats::bytes::{le16, le32, le64};
 use crate::limits::{MAX_VHDX_METADATA_ITEM_BYTES, MAX_VIRTUAL_SIZE};
 
 const TABLE_BYTES: usize = 64 << 10;
@@ -175,7 +175,7 @@ fn parse_parent_locator(d: &[u8]) -> std::result::Result<ParentLocator, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
     use crate::formats::vhdx::overlay::Overlay;
 
     /// Where the items start, after the 64 KiB table.

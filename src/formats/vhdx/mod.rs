@@ -13,7 +13,7 @@ mod overlay;
 mod parent;
 mod region;
 
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;

@@ -2,7 +2,7 @@
 //! laid over them in memory. The file itself is never written.
 
 use crate::error::Result;
-use crate::formats::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use crate::formats::layer::DataFile;
 use crate::formats::{Extent, Extents};
 use std::collections::BTreeMap;

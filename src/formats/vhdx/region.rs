@@ -4,7 +4,7 @@ use super::guid::Guid;
 use super::header::checksum;
 use super::overlay::VhdxFile;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le32, le64};
+use crate::formats::bytes::{le32, le64};
 
 const TABLE_OFFSETS: [u64; 2] = [192 << 10, 256 << 10];
 const TABLE_BYTES: usize = 64 << 10;
@@ -139,7 +139,7 @@ fn parse_table(file: &VhdxFile, buf: &[u8], number: usize, log: Option<Region>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
     use crate::formats::vhdx::overlay::Overlay;
 
     /// A region table (little-endian): the BAT at 1 MiB and the metadata at 1 MiB + 64 KiB,

@@ -6,7 +6,8 @@
 use super::sparse::{capacity_bytes, grain_bytes, Directory, SparseExtent};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le32, ImageFile};
+use crate::formats::bytes::le32;
+use crate::source::file::ImageFile;
 use std::sync::Arc;
 
 const GTES_PER_GT: u64 = 4096;
@@ -43,7 +44,7 @@ pub fn open_cowd(file: ImageFile, cache: Arc<Cache>) -> Result<SparseExtent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A COWD header (little-endian, all fields u32): a 4 MiB extent of 512-byte grains, one
     /// grain directory entry at sector 1; then that directory.

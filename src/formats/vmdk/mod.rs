@@ -17,7 +17,7 @@ use self::descriptor::{
 };
 use self::sesparse::SeSparseExtent;
 use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
-use super::image_file::ImageFile;
+use crate::source::file::ImageFile;
 use super::open::{open_backing, resolve_beside};
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
 use super::layer::{map_layer, read_layer, Decompress, Layer, Source};

@@ -7,9 +7,11 @@
 
 use super::sparse::{Directory, SECTOR};
 use super::Mapping;
+use crate::formats::cached::load_table;
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le64, ImageFile};
+use crate::formats::bytes::le64;
+use crate::source::file::ImageFile;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use std::sync::Arc;
 
@@ -162,7 +164,7 @@ impl SeSparseExtent {
                     "grain table {gd_index} lies beyond any file offset"
                 ))
             })?;
-        let gt = self.file.load_cached(&self.cache, Kind::Table,
+        let gt = load_table(&self.cache, &self.file, Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,
@@ -202,7 +204,7 @@ impl SeSparseExtent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     fn push(b: &mut Vec<u8>, v: u64) {
         b.extend(v.to_le_bytes());

@@ -3,9 +3,11 @@
 //! sector (0: not in this file, 1: zeros). COWD extents (cowd.rs) share the same two-level map.
 
 use super::Mapping;
+use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::formats::image_file::{le16, le32, le64, ImageFile};
+use crate::formats::bytes::{le16, le32, le64};
+use crate::source::file::ImageFile;
 use crate::limits::{
     self, MAX_CLUSTER_BYTES, MAX_COMPRESSED_GRAIN_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
@@ -214,7 +216,7 @@ impl SparseExtent {
             return Ok(Mapping::Unallocated);
         }
         let gt_off = sector * SECTOR;
-        let gt = self.file.load_cached(&self.cache, Kind::Table,
+        let gt = load_table(&self.cache, &self.file, Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,
@@ -497,7 +499,7 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::image_file::test_file;
+    use crate::source::file::test_file;
 
     /// A KDMV header (little-endian): version 1, a 1 MiB extent of 64 KiB grains, 512 entries
     /// per grain table, the grain directory (one entry) at sector 1, no redundant directory;

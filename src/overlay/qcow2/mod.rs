@@ -37,7 +37,7 @@ pub use header::backing_file_name;
 use tables::{place, Place};
 use crate::overlay::Backend;
 use crate::error::{Error, Result};
-use crate::formats::image_file::{be32, be64};
+use crate::formats::bytes::{be32, be64};
 use crate::formats::qcow2::spec::{COMPRESSED, COPIED, EXT_BACKING_FORMAT, MAGIC, MAX_BACKING_NAME, OFFSET_MASK, ZERO};
 use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
 use crate::formats::{DiskImage, Extent, Extents};

@@ -1,14 +1,12 @@
 //! An image file opened read-only, with positional reads whose errors say which file, which
 //! structure and which offset. Every format reader reads its files through this.
 
-use crate::cache::{Cache, Key, Kind};
 use super::extents::{Extent, Extents};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 pub struct ImageFile {
     pub path: PathBuf,
@@ -103,12 +101,6 @@ impl ImageFile {
             && out.push(Extent::Zero { len: len - inside })
     }
 
-    /// The `len`-byte structure `what` (a table, a bitmap) at `offset`: read once, checked
-    /// against `limit` and the file's size, then served from the shared cache.
-    pub fn load_cached(&self, cache: &Cache, kind: Kind, offset: u64, len: u64, limit: u64, what: &str) -> Result<Arc<[u8]>> {
-        cache.get_or_load(Key { file: self.id, kind, offset }, || self.read_vec(offset, len, limit, what))
-    }
-
     /// Reads a whole structure of `len` bytes into a new buffer, checking `len` against `limit`.
     pub fn read_vec(&self, offset: u64, len: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
         crate::limits::check(&self.path, &format!("size of {what}"), len, limit)?;
@@ -162,26 +154,6 @@ fn block_device_size(file: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-/// Big- and little-endian field readers for parsing headers out of byte slices. Callers slice
-/// with known-good bounds (fixed-size headers), so these index directly.
-pub fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes(b[at..at + 2].try_into().unwrap())
-}
-pub fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-pub fn be64(b: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(b[at..at + 8].try_into().unwrap())
-}
-pub fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(b[at..at + 2].try_into().unwrap())
-}
-pub fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
-}
-pub fn le64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
 
 /// For header tests: `bytes` written to a temporary file and opened. Keep the first value alive
 /// as long as the file is used.
