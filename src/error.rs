@@ -70,7 +70,9 @@ impl Error {
     /// A failure of the control device `ctl` while doing `what`, with what to do about it.
     pub fn device(ctl: &Path, what: &str, e: io::Error) -> Error {
         let hint = match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENXIO) if ctl.starts_with("/dev") => " (is abuse.ko loaded? try: modprobe abuse)",
+            Some(libc::ENOENT) | Some(libc::ENXIO) if ctl.starts_with("/dev") => {
+                " (is abuse.ko loaded? try: modprobe abuse)"
+            }
             Some(libc::EBUSY) => " (another server is using it; pick another /dev/abctlN, or omit CTLDEV)",
             Some(libc::EACCES) | Some(libc::EPERM) => " (serving a block device needs root)",
             Some(libc::EINVAL) => " (for --reattach: the size and mode must be the first server's)",

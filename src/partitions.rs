@@ -68,13 +68,18 @@ fn gpt(disk: &dyn DiskImage, ss: u64) -> Result<Vec<Partition>> {
         // Entries come from the image: an entry ending before it starts, or past any disk, is
         // skipped rather than trusted.
         let Some(sectors) = last.checked_sub(first).and_then(|n| n.checked_add(1)) else { continue };
-        let name: Vec<u16> = e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&c| c != 0).collect();
+        let name: Vec<u16> =
+            e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|&c| c != 0).collect();
         let name = String::from_utf16_lossy(&name);
         parts.push(Partition {
             number: i as u32 + 1,
             start: first.saturating_mul(ss),
             size: sectors.saturating_mul(ss),
-            kind: format!("{}{}", gpt_type(&e[0..16]), if name.is_empty() { String::new() } else { format!(" \"{name}\"") }),
+            kind: format!(
+                "{}{}",
+                gpt_type(&e[0..16]),
+                if name.is_empty() { String::new() } else { format!(" \"{name}\"") }
+            ),
             filesystem: None,
             label: None,
         });
@@ -124,10 +129,24 @@ fn mbr_parts(disk: &dyn DiskImage, ss: u64, entries: &[&[u8]]) -> Result<Vec<Par
         }
         if matches!(kind, 0x05 | 0x0f | 0x85) {
             // Extended: the kernel shows it as a 1 KiB partition and numbers logicals from 5.
-            parts.push(Partition { number: i as u32 + 1, start: start * ss, size: 1024.min(len * ss), kind: "extended".into(), filesystem: None, label: None });
+            parts.push(Partition {
+                number: i as u32 + 1,
+                start: start * ss,
+                size: 1024.min(len * ss),
+                kind: "extended".into(),
+                filesystem: None,
+                label: None,
+            });
             logical(disk, ss, start, &mut parts)?;
         } else {
-            parts.push(Partition { number: i as u32 + 1, start: start * ss, size: len * ss, kind: mbr_type(kind).into(), filesystem: None, label: None });
+            parts.push(Partition {
+                number: i as u32 + 1,
+                start: start * ss,
+                size: len * ss,
+                kind: mbr_type(kind).into(),
+                filesystem: None,
+                label: None,
+            });
         }
     }
     Ok(parts)
@@ -146,7 +165,14 @@ fn logical(disk: &dyn DiskImage, ss: u64, ext_start: u64, parts: &mut Vec<Partit
         let (e1, e2) = (&buf[446..462], &buf[462..478]);
         if e1[4] != 0 && le32(e1, 12) != 0 {
             let start = ebr_lba + le32(e1, 8) as u64;
-            parts.push(Partition { number, start: start * ss, size: le32(e1, 12) as u64 * ss, kind: mbr_type(e1[4]).into(), filesystem: None, label: None });
+            parts.push(Partition {
+                number,
+                start: start * ss,
+                size: le32(e1, 12) as u64 * ss,
+                kind: mbr_type(e1[4]).into(),
+                filesystem: None,
+                label: None,
+            });
             number += 1;
         }
         if e2[4] == 0 || le32(e2, 8) == 0 {
@@ -171,7 +197,13 @@ fn probe_filesystem(disk: &dyn DiskImage, start: u64) -> (Option<String>, Option
     let sb = &b[1024..2048];
     if sb[56] == 0x53 && sb[57] == 0xEF {
         let incompat = le32(sb, 96);
-        let fs = if incompat & 0x40 != 0 || incompat & 0x80 != 0 { "ext4" } else if le32(sb, 92) & 0x4 != 0 { "ext3" } else { "ext2" };
+        let fs = if incompat & 0x40 != 0 || incompat & 0x80 != 0 {
+            "ext4"
+        } else if le32(sb, 92) & 0x4 != 0 {
+            "ext3"
+        } else {
+            "ext2"
+        };
         return (Some(fs.into()), text(&sb[120..136]));
     }
     if &b[0..4] == b"XFSB" {

@@ -49,10 +49,7 @@ fn format_option_forces_and_refuses_wrong_magic() {
     assert_refused(&["cat", "--format", "qcow2", p], "disk.raw", "qcow2");
     // Forcing raw on a qcow2 serves the container's bytes, as qemu-img -f raw does.
     let fixture = repo().join("fixtures/e2e.qcow2");
-    assert_eq!(
-        vdmount_cat_sha256(&fixture, &["--format", "raw"]).unwrap(),
-        sha256_file(&fixture)
-    );
+    assert_eq!(vdmount_cat_sha256(&fixture, &["--format", "raw"]).unwrap(), sha256_file(&fixture));
 }
 
 #[test]

@@ -95,7 +95,12 @@ fn names_that_stay_inside_are_followed() {
     secret(&top.join("base.raw"));
     std::os::unix::fs::symlink(top.join("base.raw"), top.join("abs-link.raw")).unwrap();
     std::os::unix::fs::symlink("../base.raw", top.join("sub/rel-link.raw")).unwrap();
-    for backing in [s(&top.join("base.raw")).to_string(), "sub/../base.raw".into(), "abs-link.raw".into(), "sub/rel-link.raw".into()] {
+    for backing in [
+        s(&top.join("base.raw")).to_string(),
+        "sub/../base.raw".into(),
+        "abs-link.raw".into(),
+        "sub/rel-link.raw".into(),
+    ] {
         let img = qcow2_over(&top, "in.qcow2", &backing);
         assert_eq!(vdmount_cat_sha256(&img, &[]).unwrap(), qemu_raw_sha256(&img, None), "backing {backing}");
     }
@@ -157,7 +162,16 @@ fn data_file_outside_is_refused() {
     let (_d, top, out) = folders();
     let img = top.join("df.qcow2");
     let data = out.join("data.raw");
-    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &format!("data_file={},data_file_raw=on", s(&data)), s(&img), "1M"]);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={},data_file_raw=on", s(&data)),
+        s(&img),
+        "1M",
+    ]);
     secret(&data);
     let err = refusal(&img, &[]);
     assert!(err.contains("external data file") && err.contains("outside") && err.contains(s(&data)), "{err}");
@@ -186,7 +200,10 @@ fn vmdk_extents_outside_are_refused() {
         let desc = top.join("disk.vmdk");
         vmdk_descriptor(&desc, &format!("RW 2048 FLAT \"{name}\" 0"), None);
         let err = refusal(&desc, &[]);
-        assert!(err.contains("extent file") && err.contains(&format!("\"{name}\"")) && err.contains("outside"), "{err}");
+        assert!(
+            err.contains("extent file") && err.contains(&format!("\"{name}\"")) && err.contains("outside"),
+            "{err}"
+        );
         assert_eq!(vdmount_cat_sha256(&desc, &["--allow-dir", s(&out)]).unwrap(), sha256_file(&flat));
         assert_eq!(vdmount_cat_sha256(&desc, &["--allow-any-path"]).unwrap(), sha256_file(&flat));
     }

@@ -4,10 +4,10 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use vdmount::overlay::Backend;
 use vdmount::cache::Cache;
-use vdmount::overlay::ephemeral::CowOverlay;
 use vdmount::formats::{open, OpenOptions};
+use vdmount::overlay::ephemeral::CowOverlay;
+use vdmount::overlay::Backend;
 
 #[test]
 fn overlay_matches_model_and_base_is_untouched() {

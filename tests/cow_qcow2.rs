@@ -11,10 +11,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use vdmount::overlay::Backend;
 use vdmount::cache::Cache;
-use vdmount::overlay::qcow2::{OverlayFile, Qcow2Overlay};
 use vdmount::formats::{self, DiskImage, OpenOptions};
+use vdmount::overlay::qcow2::{OverlayFile, Qcow2Overlay};
+use vdmount::overlay::Backend;
 
 const CLUSTER: u64 = 65536;
 
@@ -82,21 +82,21 @@ fn ops(size: u64, seed: u64, random: usize) -> Vec<Op> {
     let mut r = Rng(seed | 1);
     let mb = 1 << 20;
     let mut v = vec![
-        Op::Write(0, r.bytes(4096)),                          // sub-cluster, copy-on-write from base
-        Op::Write(3 * CLUSTER + 7, r.bytes(100)),             // unaligned
-        Op::Write(5 * CLUSTER, r.bytes(CLUSTER as usize)),    // one whole cluster
-        Op::Write(7 * CLUSTER + 1000, r.bytes(200_000)),      // spanning clusters
-        Op::Write(2 * mb + 512, r.bytes(mb as usize)),        // big
-        Op::Write(2 * mb + 300_000, r.bytes(mb as usize)),    // overwrites the previous one
+        Op::Write(0, r.bytes(4096)),                       // sub-cluster, copy-on-write from base
+        Op::Write(3 * CLUSTER + 7, r.bytes(100)),          // unaligned
+        Op::Write(5 * CLUSTER, r.bytes(CLUSTER as usize)), // one whole cluster
+        Op::Write(7 * CLUSTER + 1000, r.bytes(200_000)),   // spanning clusters
+        Op::Write(2 * mb + 512, r.bytes(mb as usize)),     // big
+        Op::Write(2 * mb + 300_000, r.bytes(mb as usize)), // overwrites the previous one
         Op::Flush,
-        Op::Zero(20 * CLUSTER + 5000, 3 * CLUSTER),           // partial clusters at both ends
-        Op::Discard(4 * mb, mb),                              // whole unallocated clusters
-        Op::Write(4 * mb + CLUSTER + 10, r.bytes(1000)),      // into a zeroed unallocated cluster
-        Op::Discard(2 * mb, 4 * CLUSTER),                     // whole allocated clusters
-        Op::Write(2 * mb + CLUSTER + 100, r.bytes(5000)),     // reuses a zeroed allocation
+        Op::Zero(20 * CLUSTER + 5000, 3 * CLUSTER), // partial clusters at both ends
+        Op::Discard(4 * mb, mb),                    // whole unallocated clusters
+        Op::Write(4 * mb + CLUSTER + 10, r.bytes(1000)), // into a zeroed unallocated cluster
+        Op::Discard(2 * mb, 4 * CLUSTER),           // whole allocated clusters
+        Op::Write(2 * mb + CLUSTER + 100, r.bytes(5000)), // reuses a zeroed allocation
         Op::Write(2 * mb + 2 * CLUSTER, r.bytes(CLUSTER as usize)), // the same, whole cluster
-        Op::Zero(size - 70_000, 70_000),                      // up to the end of the disk
-        Op::Write(size - 512, r.bytes(512)),                  // last sector
+        Op::Zero(size - 70_000, 70_000),            // up to the end of the disk
+        Op::Write(size - 512, r.bytes(512)),        // last sector
         Op::Flush,
     ];
     for _ in 0..random {
@@ -244,7 +244,10 @@ fn refusals_name_the_file() {
     assert!(err.contains("exists.qcow2") && err.contains("must not exist"), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x", "an existing file was touched");
 
-    let err = Qcow2Overlay::create(&dir.path().join("new.qcow2"), open_image(&base), &base, "floppy").err().unwrap().to_string();
+    let err = Qcow2Overlay::create(&dir.path().join("new.qcow2"), open_image(&base), &base, "floppy")
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("new.qcow2") && err.contains("floppy"), "{err}");
     assert!(!dir.path().join("new.qcow2").exists());
 
@@ -341,7 +344,8 @@ fn power_cut_at_any_point_keeps_flushed_writes_and_consistent_metadata() {
     let overlay = Qcow2Overlay::create_on(Box::new(recording), &file_path, open_image(&base), &base, "raw").unwrap();
 
     let mut model = base_bytes.clone();
-    let mut flushed = vec![FlushPoint { log_len: log.lock().unwrap().len(), model: model.clone(), touched_after: Vec::new() }];
+    let mut flushed =
+        vec![FlushPoint { log_len: log.lock().unwrap().len(), model: model.clone(), touched_after: Vec::new() }];
     // First the cases where a cut between data and metadata could expose wrong bytes: copy of
     // base data into a new cluster, and reuse of allocations kept by a discard. Every log
     // position of this part is a cut; the random rest is cut at 16 places.
@@ -368,7 +372,11 @@ fn power_cut_at_any_point_keeps_flushed_writes_and_consistent_metadata() {
             flushed.last_mut().unwrap().touched_after.push(r);
         }
         if matches!(op, Op::Flush) {
-            flushed.push(FlushPoint { log_len: log.lock().unwrap().len(), model: model.clone(), touched_after: Vec::new() });
+            flushed.push(FlushPoint {
+                log_len: log.lock().unwrap().len(),
+                model: model.clone(),
+                touched_after: Vec::new(),
+            });
         }
     }
     let log = log.lock().unwrap().clone();
@@ -380,12 +388,17 @@ fn power_cut_at_any_point_keeps_flushed_writes_and_consistent_metadata() {
     // Each cut as an exact prefix of the log, then with a random subset of the writes after the
     // last sync (the disk may reorder those).
     let special_end = flushed[3].log_len;
-    let cuts = (flushed[0].log_len..=special_end).chain((1..=16).map(|i| special_end + (log.len() - special_end) * i / 16));
+    let cuts =
+        (flushed[0].log_len..=special_end).chain((1..=16).map(|i| special_end + (log.len() - special_end) * i / 16));
     let mut checked = 0;
     for (cut, reorder) in cuts.flat_map(|c| [(c, false), (c, true)]) {
         replay(&log, cut, &mut || !reorder || rng.below(2) == 0, &cut_file);
         let (code, text) = qemu_check(&cut_file);
-        assert!(code == 0 || code == 3, "cut at {cut}/{} (reordered: {reorder}): qemu-img check exit {code}:\n{text}", log.len());
+        assert!(
+            code == 0 || code == 3,
+            "cut at {cut}/{} (reordered: {reorder}): qemu-img check exit {code}:\n{text}",
+            log.len()
+        );
         let last = flushed.iter().rev().find(|f| f.log_len <= cut).unwrap();
         let (expected, touched) = (&last.model, &last.touched_after);
         run_ok(Command::new("qemu-img").args(["convert", "-U", "-f", "qcow2", "-O", "raw"]).arg(&cut_file).arg(&raw));
@@ -397,7 +410,11 @@ fn power_cut_at_any_point_keeps_flushed_writes_and_consistent_metadata() {
             let end = sector + 512;
             if !touched.iter().any(|&(a, b)| a < end && sector < b) {
                 let (s, e) = (sector as usize, end as usize);
-                assert!(got[s..e] == expected[s..e], "cut at {cut} (reordered: {reorder}): sector {} lost a flushed write", sector / 512);
+                assert!(
+                    got[s..e] == expected[s..e],
+                    "cut at {cut} (reordered: {reorder}): sector {} lost a flushed write",
+                    sector / 512
+                );
             }
             sector = end;
         }

@@ -435,7 +435,12 @@ fn vhd_cases(base: &[u8], seed: u64) -> Vec<Case> {
             .find(|e| *e != 0xffff_ffff)
             .unwrap_or(0) as u64
             * 512;
-        structures.extend([("footer copy", 0), ("dynamic header", header_at), ("block allocation table", table_at), ("first block", first)]);
+        structures.extend([
+            ("footer copy", 0),
+            ("dynamic header", header_at),
+            ("block allocation table", table_at),
+            ("first block", first),
+        ]);
     }
     let mut cases = generic_cases(base, &structures, seed, 60);
     let mut wrong = base.to_vec();
@@ -492,10 +497,14 @@ fn hostile_vhd() {
 
 // ---------------------------------------------------------------- VHDX
 
-const REGION_BAT: [u8; 16] = [0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08];
-const ITEM_FILE_PARAMETERS: [u8; 16] = [0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b];
-const ITEM_VIRTUAL_SIZE: [u8; 16] = [0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8];
-const ITEM_LOGICAL_SECTOR: [u8; 16] = [0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f];
+const REGION_BAT: [u8; 16] =
+    [0x66, 0x77, 0xc2, 0x2d, 0x23, 0xf6, 0x00, 0x42, 0x9d, 0x64, 0x11, 0x5e, 0x9b, 0xfd, 0x4a, 0x08];
+const ITEM_FILE_PARAMETERS: [u8; 16] =
+    [0x37, 0x67, 0xa1, 0xca, 0x36, 0xfa, 0x43, 0x4d, 0xb3, 0xb6, 0x33, 0xf0, 0xaa, 0x44, 0xe7, 0x6b];
+const ITEM_VIRTUAL_SIZE: [u8; 16] =
+    [0x24, 0x42, 0xa5, 0x2f, 0x1b, 0xcd, 0x76, 0x48, 0xb2, 0x11, 0x5d, 0xbe, 0xd8, 0x3b, 0xf4, 0xb8];
+const ITEM_LOGICAL_SECTOR: [u8; 16] =
+    [0x1d, 0xbf, 0x41, 0x81, 0x6f, 0xa9, 0x09, 0x47, 0xba, 0x47, 0xf2, 0x33, 0xa8, 0xfa, 0xab, 0x5f];
 
 /// Sets the CRC-32C checksum at offset 4 of a VHDX header or region table.
 fn vhdx_checksum(b: &mut [u8]) {
@@ -718,7 +727,10 @@ impl vdmount::overlay::Backend for FailsInRange {
     }
     fn read(&self, buf: &mut [u8], offset: u64) -> vdmount::error::Result<()> {
         if offset < self.bad.end && offset + buf.len() as u64 > self.bad.start {
-            return Err(vdmount::error::Error::corrupt(Path::new("bad.qcow2"), format!("L2 table at {offset} is corrupt")));
+            return Err(vdmount::error::Error::corrupt(
+                Path::new("bad.qcow2"),
+                format!("L2 table at {offset} is corrupt"),
+            ));
         }
         buf.fill(0xab);
         Ok(())
@@ -769,7 +781,13 @@ fn requests_past_the_end_fail_over_a_cow_overlay() {
     let stats = Stats::default();
     let mut slot = vec![0u8; 65536];
     let area = vec![1u8; 65536];
-    let req = |op: u16, offset: u64, length: u32| AbuseRequest { offset, length, op, data: area.as_ptr() as u64, ..Default::default() };
+    let req = |op: u16, offset: u64, length: u32| AbuseRequest {
+        offset,
+        length,
+        op,
+        data: area.as_ptr() as u64,
+        ..Default::default()
+    };
     for (op, offset, length) in [
         (ABUSE_OP_READ, u64::MAX - 100, 4096),
         (ABUSE_OP_READ, 1 << 20, 512),
@@ -844,7 +862,12 @@ fn hostile_memory() {
         qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", &below, "-F", "qcow2", layer.to_str().unwrap(), "1M"]);
         give_l1(&layer, 3 << 20);
     }
-    failures.extend(refused("chain over the memory budget", &d.join("layer0.qcow2"), &["layer"], "whole backing chain"));
+    failures.extend(refused(
+        "chain over the memory budget",
+        &d.join("layer0.qcow2"),
+        &["layer"],
+        "whole backing chain",
+    ));
 
     // A VHDX whose header asks for a 1 GiB log to be replayed.
     make(d, &src, "log.vhdx", "vhdx", &[]);
@@ -866,7 +889,12 @@ fn hostile_memory() {
     let stream = d.join("stream.vmdk");
     for mib in [32u64, 64, 256] {
         poke(&stream, 20, &(mib << 11).to_le_bytes());
-        failures.extend(refused(&format!("{mib} MiB compressed grains"), &stream, &["stream.vmdk"], "compressed grains"));
+        failures.extend(refused(
+            &format!("{mib} MiB compressed grains"),
+            &stream,
+            &["stream.vmdk"],
+            "compressed grains",
+        ));
     }
     // Uncompressed grains that large are only file offsets: read (or refused) cleanly.
     make(d, &src, "sparse.vmdk", "vmdk", &[]);

@@ -85,7 +85,15 @@ fn v2_and_v3_every_cluster_size() {
     for compat in ["0.10", "1.1"] {
         for cluster in ["512", "4k", "64k", "2M"] {
             let img = dir.path().join(format!("c{compat}-{cluster}.qcow2"));
-            qemu_img(&["convert", "-O", "qcow2", "-o", &format!("compat={compat},cluster_size={cluster}"), s(&src), s(&img)]);
+            qemu_img(&[
+                "convert",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("compat={compat},cluster_size={cluster}"),
+                s(&src),
+                s(&img),
+            ]);
             assert_reads_like_qemu(&img);
             assert_eq!(vdmount_cat_sha256(&img, &[]).unwrap(), sha256_file(&src), "{}", img.display());
         }
@@ -110,7 +118,14 @@ fn compressed_zlib_and_zstd() {
     for (ctype, cluster) in [("zlib", "64k"), ("zstd", "64k"), ("zlib", "512"), ("zstd", "2M")] {
         let img = dir.path().join(format!("{ctype}-{cluster}.qcow2"));
         qemu_img(&[
-            "convert", "-c", "-O", "qcow2", "-o", &format!("compression_type={ctype},cluster_size={cluster}"), s(&src), s(&img),
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            &format!("compression_type={ctype},cluster_size={cluster}"),
+            s(&src),
+            s(&img),
         ]);
         assert!(has_compressed_clusters(&img), "{} holds no compressed cluster", img.display());
         assert_reads_like_qemu(&img);
@@ -164,7 +179,11 @@ fn extended_l2_subclusters() {
         args.extend([s(&img), "4M"]);
         qemu_img(&args);
         // Partial subcluster writes, zeroed subclusters, and untouched subclusters next to them.
-        qemu_io("qcow2", &img, &["write -P 0x11 5k 3k", "write -z 70k 2k", "write -P 0x22 130k 1k", "write -P 0x33 1M 100k"]);
+        qemu_io(
+            "qcow2",
+            &img,
+            &["write -P 0x11 5k 3k", "write -z 70k 2k", "write -P 0x22 130k 1k", "write -P 0x33 1M 100k"],
+        );
         assert_reads_like_qemu(&img);
         assert!(vdmount_info(&img, &[]).contains("extended_l2"));
     }
@@ -246,7 +265,16 @@ fn internal_snapshot() {
     qemu_io("qcow2", &img, &["write -P 0xee 0 1M", "write -z 2M 512k", "write -P 0xdd 3M 3k"]);
 
     let oracle = dir.path().join("snap1.raw");
-    run_ok(Command::new("qemu-img").args(["convert", "-U", "-l", "snapshot.name=snap1", "-O", "raw", s(&img), s(&oracle)]));
+    run_ok(Command::new("qemu-img").args([
+        "convert",
+        "-U",
+        "-l",
+        "snapshot.name=snap1",
+        "-O",
+        "raw",
+        s(&img),
+        s(&oracle),
+    ]));
     let want = sha256_file(&oracle);
     assert_eq!(want, sha256_file(&src), "qemu's view of the snapshot is the source");
     assert_eq!(vdmount_cat_sha256(&img, &["--snapshot", "snap1"]).unwrap(), want);
@@ -346,8 +374,15 @@ fn refuses_encrypted_images() {
     let dir = scratch();
     let img = dir.path().join("luks.qcow2");
     qemu_img(&[
-        "create", "--object", "secret,id=sec0,data=abc", "-f", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=sec0",
-        s(&img), "1M",
+        "create",
+        "--object",
+        "secret,id=sec0,data=abc",
+        "-f",
+        "qcow2",
+        "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0",
+        s(&img),
+        "1M",
     ]);
     let err = refusal(&img, &[]);
     assert!(err.contains("encrypted") && err.contains("LUKS"), "{err}");

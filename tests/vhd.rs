@@ -37,7 +37,9 @@ fn fixed_and_dynamic_match_qemu() {
     for (i, size) in [6 * MIB, 5 * MIB - 1536].into_iter().enumerate() {
         let src = dir.path().join(format!("src{i}.raw"));
         source_with_hole(&src, size, 7 + i as u64, 2 * MIB, 4 * MIB + 4096);
-        for opts in ["subformat=fixed", "subformat=dynamic", "subformat=fixed,force_size=on", "subformat=dynamic,force_size=on"] {
+        for opts in
+            ["subformat=fixed", "subformat=dynamic", "subformat=fixed,force_size=on", "subformat=dynamic,force_size=on"]
+        {
             let img = dir.path().join(format!("img{i}-{}.vhd", opts.replace([',', '='], "-")));
             to_vpc(&src, &img, opts);
             let expected = qemu_raw_sha256(&img, Some("vpc"));
@@ -70,7 +72,13 @@ fn info_of_qemu_dynamic_vhd_says_chs_rule() {
     let img = dir.path().join("d.vhd");
     to_vpc(&src, &img, "subformat=dynamic");
     let text = info(&img, &[]);
-    for want in ["type: dynamic", "\"qemu\"", "size rule: CHS geometry", "block size: 2097152", "head copy checksum good; end copy checksum good"] {
+    for want in [
+        "type: dynamic",
+        "\"qemu\"",
+        "size rule: CHS geometry",
+        "block size: 2097152",
+        "head copy checksum good; end copy checksum good",
+    ] {
         assert!(text.contains(want), "info lacks {want:?}:\n{text}");
     }
 }
@@ -254,7 +262,11 @@ fn diff_case(parent_id_ok: bool, locators: Vec<([u8; 4], Vec<u8>)>, parent_name:
     let parent_data = source_with_hole(&src, size, 21, 2 * MIB, 4 * MIB);
     let parent = dir.path().join("parent.vhd");
     to_vpc(&src, &parent, "subformat=dynamic,force_size=on");
-    assert_eq!(qemu_raw_sha256(&parent, Some("vpc")), sha256_hex(&parent_data), "qemu-img should read the parent as its source");
+    assert_eq!(
+        qemu_raw_sha256(&parent, Some("vpc")),
+        sha256_hex(&parent_data),
+        "qemu-img should read the parent as its source"
+    );
     let parent_bytes = std::fs::read(&parent).unwrap();
     let mut parent_id: [u8; 16] = parent_bytes[68..84].try_into().unwrap();
     if !parent_id_ok {
@@ -327,9 +339,15 @@ fn standard_locators() -> Vec<([u8; 4], Vec<u8>)> {
 fn differencing_child_applies_partial_bitmaps_over_its_parent() {
     let case = diff_case(true, standard_locators(), "parent.vhd");
     let got = vdmount_cat_sha256(&case.child, &[]).unwrap();
-    assert_eq!(got, sha256_hex(&case.expected), "differencing view differs from the parent with the child's sectors applied");
+    assert_eq!(
+        got,
+        sha256_hex(&case.expected),
+        "differencing view differs from the parent with the child's sectors applied"
+    );
     let text = info(&case.child, &[]);
-    for want in ["type: differencing", "block size: 524288", "locator 1 (W2ru): ./parent.vhd", "backing file:", "type: dynamic"] {
+    for want in
+        ["type: differencing", "block size: 524288", "locator 1 (W2ru): ./parent.vhd", "backing file:", "type: dynamic"]
+    {
         assert!(text.contains(want), "info lacks {want:?}:\n{text}");
     }
     assert!(text.contains(&format!("parent: {}", case.parent.display())), "{text}");
@@ -401,7 +419,17 @@ fn dynamic_and_fixed_images_are_described_whole_as_extents() {
         run_ok(std::process::Command::new("qemu-io").args(["-f", "vpc", "-c", cmd]).arg(&img));
     }
     let fixed = dir.path().join("fixed.vhd");
-    qemu_img(&["convert", "-f", "vpc", "-O", "vpc", "-o", "subformat=fixed", img.to_str().unwrap(), fixed.to_str().unwrap()]);
+    qemu_img(&[
+        "convert",
+        "-f",
+        "vpc",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=fixed",
+        img.to_str().unwrap(),
+        fixed.to_str().unwrap(),
+    ]);
     for img in [&img, &fixed] {
         assert_eq!(vdmount_cat_sha256(img, &[]).unwrap(), qemu_raw_sha256(img, Some("vpc")), "{}", img.display());
         let (described, size) = described_bytes(img);
@@ -434,9 +462,13 @@ fn size_rule_follows_creator_like_qemu() {
     let chs = 6301696u64; // qemu-img's geometry for 6 MiB: 181/4/17
     assert_eq!(u64::from(u16::from_be_bytes([good[56], good[57]])) * good[58] as u64 * good[59] as u64 * 512, chs);
     let current = 7 * MIB; // the BAT (4 blocks of 2 MiB) still covers it
-    for (creator, max_geometry, want) in
-        [(b"qemu", false, chs), (b"vpc ", false, chs), (b"win ", false, current), (b"tap\0", false, current), (b"qemu", true, current)]
-    {
+    for (creator, max_geometry, want) in [
+        (b"qemu", false, chs),
+        (b"vpc ", false, chs),
+        (b"win ", false, current),
+        (b"tap\0", false, current),
+        (b"qemu", true, current),
+    ] {
         let mut b = good.clone();
         patch_footers(&mut b, |f| {
             f[28..32].copy_from_slice(creator);

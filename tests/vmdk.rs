@@ -25,16 +25,12 @@ fn qemu_vmdk(dir: &Path, subformat: &str, size: u64, seed: u64) -> (PathBuf, Pat
 }
 
 fn cat(image: &Path) -> String {
-    vdmount_cat_sha256(image, &[])
-        .unwrap_or_else(|e| panic!("vdmount cat {} failed: {e}", image.display()))
+    vdmount_cat_sha256(image, &[]).unwrap_or_else(|e| panic!("vdmount cat {} failed: {e}", image.display()))
 }
 
 fn cat_err(image: &Path, args: &[&str]) -> String {
     match vdmount_cat_sha256(image, args) {
-        Ok(h) => panic!(
-            "vdmount cat {} should have failed, read {h}",
-            image.display()
-        ),
+        Ok(h) => panic!("vdmount cat {} should have failed, read {h}", image.display()),
         Err(e) => e,
     }
 }
@@ -52,26 +48,12 @@ fn le64_at(path: &Path, offset: usize) -> u64 {
 
 #[test]
 fn qemu_subformats_match_qemu() {
-    for sub in [
-        "monolithicSparse",
-        "monolithicFlat",
-        "twoGbMaxExtentSparse",
-        "twoGbMaxExtentFlat",
-        "streamOptimized",
-    ] {
+    for sub in ["monolithicSparse", "monolithicFlat", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat", "streamOptimized"] {
         let dir = scratch();
         let (src, img) = qemu_vmdk(dir.path(), sub, 3 * MIB + 192 * 1024, 7);
         let ours = cat(&img);
-        assert_eq!(
-            ours,
-            qemu_raw_sha256(&img, None),
-            "{sub}: differs from qemu-img"
-        );
-        assert_eq!(
-            ours,
-            sha256_file(&src),
-            "{sub}: differs from the source disk"
-        );
+        assert_eq!(ours, qemu_raw_sha256(&img, None), "{sub}: differs from qemu-img");
+        assert_eq!(ours, sha256_file(&src), "{sub}: differs from the source disk");
     }
 }
 
@@ -99,10 +81,7 @@ fn streamoptimized_with_grain_directory_in_the_footer() {
     data.truncate(data.len() - 1536);
     std::fs::write(&img, &data).unwrap();
     let e = cat_err(&img, &[]);
-    assert!(
-        e.contains("footer") && e.contains("streamOptimized.vmdk"),
-        "{e}"
-    );
+    assert!(e.contains("footer") && e.contains("streamOptimized.vmdk"), "{e}");
 }
 
 #[test]
@@ -122,17 +101,7 @@ fn qemu_chain(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let (_, base) = qemu_vmdk(dir, "monolithicSparse", 4 * MIB, 5);
     let child = dir.join("child.vmdk");
     let grandchild = dir.join("grandchild.vmdk");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-b",
-        "monolithicSparse.vmdk",
-        "-F",
-        "vmdk",
-        child.to_str().unwrap(),
-    ]);
+    qemu_img(&["create", "-q", "-f", "vmdk", "-b", "monolithicSparse.vmdk", "-F", "vmdk", child.to_str().unwrap()]);
     run_ok(
         Command::new("qemu-io")
             .args([
@@ -147,22 +116,8 @@ fn qemu_chain(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             ])
             .arg(&child),
     );
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vmdk",
-        "-b",
-        "child.vmdk",
-        "-F",
-        "vmdk",
-        grandchild.to_str().unwrap(),
-    ]);
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "vmdk", "-c", "write -P 0x77 130k 8k"])
-            .arg(&grandchild),
-    );
+    qemu_img(&["create", "-q", "-f", "vmdk", "-b", "child.vmdk", "-F", "vmdk", grandchild.to_str().unwrap()]);
+    run_ok(Command::new("qemu-io").args(["-f", "vmdk", "-c", "write -P 0x77 130k 8k"]).arg(&grandchild));
     (base, child, grandchild)
 }
 
@@ -188,10 +143,7 @@ fn snapshot_chain_matches_qemu() {
 
     let out = run_ok(vdmount().arg("info").arg(&grandchild));
     let info = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        info.contains("parent CID") && info.contains("child.vmdk") && info.contains("backing file"),
-        "{info}"
-    );
+    assert!(info.contains("parent CID") && info.contains("child.vmdk") && info.contains("backing file"), "{info}");
 }
 
 #[test]
@@ -207,28 +159,16 @@ fn parent_cid_mismatch_is_refused_unless_ignored() {
     let at = data.windows(10).position(|w| w == b"parentCID=").unwrap() + 10;
     let len = data[at..].iter().position(|&b| b == b'\n').unwrap();
     let old = String::from_utf8_lossy(&data[at..at + len]).to_string();
-    let new: String = old
-        .chars()
-        .map(|c| if c == '7' { '8' } else { '7' })
-        .collect();
+    let new: String = old.chars().map(|c| if c == '7' { '8' } else { '7' }).collect();
     let new = new.as_str();
     data[at..at + len].copy_from_slice(new.as_bytes());
     std::fs::write(&copy, &data).unwrap();
 
     let e = cat_err(&copy, &[]);
-    assert!(
-        e.contains("child-copy.vmdk") && e.contains("monolithicSparse.vmdk"),
-        "{e}"
-    );
-    assert!(
-        e.contains(new) && e.contains(&old) && e.contains("--ignore-parent-id"),
-        "{e}"
-    );
+    assert!(e.contains("child-copy.vmdk") && e.contains("monolithicSparse.vmdk"), "{e}");
+    assert!(e.contains(new) && e.contains(&old) && e.contains("--ignore-parent-id"), "{e}");
     let h = vdmount_cat_sha256(&copy, &["--ignore-parent-id"]).unwrap();
-    assert_eq!(
-        h, expected,
-        "--ignore-parent-id should read the same data as the untouched chain"
-    );
+    assert_eq!(h, expected, "--ignore-parent-id should read the same data as the untouched chain");
 }
 
 /// A descriptor written by hand, as VMware writes them.
@@ -247,15 +187,7 @@ fn hand_written_vmfs_descriptors_read_the_flat_file() {
     make_source_disk(&flat, size, 21);
     let expected = sha256_file(&flat);
     let sectors = size / 512;
-    for (i, ct) in [
-        "vmfs",
-        "vmfsThin",
-        "vmfsEagerZeroedThick",
-        "vmfsPreallocated",
-        "monolithicFlat",
-    ]
-    .iter()
-    .enumerate()
+    for (i, ct) in ["vmfs", "vmfsThin", "vmfsEagerZeroedThick", "vmfsPreallocated", "monolithicFlat"].iter().enumerate()
     {
         for line in [
             format!("RW {sectors} VMFS \"disk-flat.vmdk\""),
@@ -306,10 +238,7 @@ fn several_extents_with_offsets_zero_and_subfolders() {
         "RW 2048 FLAT \"parts/a.bin\" 0".to_string(),
         "RDONLY 2048 FLAT \"parts/b.bin\" 8".to_string(),
         "RW 1024 ZERO".to_string(),
-        format!(
-            "RW 2048 SPARSE \"{}\"",
-            c_img.file_name().unwrap().to_str().unwrap()
-        ),
+        format!("RW 2048 SPARSE \"{}\"", c_img.file_name().unwrap().to_str().unwrap()),
     ];
     let desc = dir.path().join("multi.vmdk");
     std::fs::write(&desc, descriptor("twoGbMaxExtentFlat", &lines)).unwrap();
@@ -319,33 +248,16 @@ fn several_extents_with_offsets_zero_and_subfolders() {
     // read with --allow-dir naming that folder (or --allow-any-path).
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let up = dir.path().join("sub/up.vmdk");
-    std::fs::write(
-        &up,
-        descriptor(
-            "monolithicFlat",
-            &["RW 2048 FLAT \"../parts/a.bin\" 0".to_string()],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&up, descriptor("monolithicFlat", &["RW 2048 FLAT \"../parts/a.bin\" 0".to_string()])).unwrap();
     let e = cat_err(&up, &[]);
     assert!(e.contains("../parts/a.bin") && e.contains("outside") && e.contains("--allow-dir"), "{e}");
     let parts = dir.path().join("parts");
     assert_eq!(vdmount_cat_sha256(&up, &["--allow-dir", parts.to_str().unwrap()]).unwrap(), sha256_file(&a));
     assert_eq!(vdmount_cat_sha256(&up, &["--allow-any-path"]).unwrap(), sha256_file(&a));
     // ... but not when it names a folder.
-    std::fs::write(
-        &up,
-        descriptor(
-            "monolithicFlat",
-            &["RW 2048 FLAT \"../parts\" 0".to_string()],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&up, descriptor("monolithicFlat", &["RW 2048 FLAT \"../parts\" 0".to_string()])).unwrap();
     let e = cat_err(&up, &["--allow-dir", parts.to_str().unwrap()]);
-    assert!(
-        e.contains("parts") && e.contains("not a regular file"),
-        "{e}"
-    );
+    assert!(e.contains("parts") && e.contains("not a regular file"), "{e}");
 }
 
 #[test]
@@ -353,19 +265,13 @@ fn raw_device_mappings_are_refused_clearly() {
     let dir = scratch();
     for (ct, line) in [
         ("vmfsRDM", "RW 2048 VMFSRDM \"disk-rdm.vmdk\""),
-        (
-            "vmfsPassthroughRawDeviceMap",
-            "RW 2048 VMFSRDM \"disk-rdmp.vmdk\"",
-        ),
+        ("vmfsPassthroughRawDeviceMap", "RW 2048 VMFSRDM \"disk-rdmp.vmdk\""),
         ("fullDevice", "RW 2048 FLAT \"/dev/sda\" 0"),
     ] {
         let desc = dir.path().join(format!("{ct}.vmdk"));
         std::fs::write(&desc, descriptor(ct, &[line.to_string()])).unwrap();
         let e = cat_err(&desc, &[]);
-        assert!(
-            e.contains("raw device mapping") && e.contains(&format!("{ct}.vmdk")),
-            "{e}"
-        );
+        assert!(e.contains("raw device mapping") && e.contains(&format!("{ct}.vmdk")), "{e}");
     }
 }
 
@@ -393,18 +299,12 @@ fn build_cowd(capacity: u64, grain: u64, written: &[u64], seed: u8) -> (Vec<u8>,
     put(&mut file, 20, gd_sector as u32);
     put(&mut file, 24, gd_entries as u32);
     for i in 0..gd_entries {
-        put(
-            &mut file,
-            (gd_sector * 512 + i * 4) as usize,
-            (gt_sector + i * 8 * 4) as u32,
-        );
+        put(&mut file, (gd_sector * 512 + i * 4) as usize, (gt_sector + i * 8 * 4) as u32);
     }
     let mut disk = vec![0u8; capacity as usize];
     for (n, &g) in written.iter().enumerate() {
         let sector = file.len() as u64 / 512;
-        let data: Vec<u8> = (0..grain)
-            .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(n as u8 + 1))
-            .collect();
+        let data: Vec<u8> = (0..grain).map(|i| (i as u8).wrapping_mul(seed).wrapping_add(n as u8 + 1)).collect();
         disk[(g * grain) as usize..((g + 1) * grain) as usize].copy_from_slice(&data);
         file.extend_from_slice(&data);
         put(&mut file, (gt_sector * 512 + g * 4) as usize, sector as u32);
@@ -422,14 +322,7 @@ fn cowd_vmfs_sparse_hand_built() {
     // Through a vmfsSparse descriptor too; qemu reads COWD only that way (alone, it looks for a
     // CID in the COWD header and fails).
     let desc = dir.path().join("esx.vmdk");
-    std::fs::write(
-        &desc,
-        descriptor(
-            "vmfsSparse",
-            &["RW 2048 VMFSSPARSE \"esx-delta.vmdk\"".to_string()],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&desc, descriptor("vmfsSparse", &["RW 2048 VMFSSPARSE \"esx-delta.vmdk\"".to_string()])).unwrap();
     assert_eq!(cat(&desc), sha256_hex(&disk));
     assert_eq!(cat(&desc), qemu_raw_sha256(&desc, None));
 }
@@ -437,12 +330,7 @@ fn cowd_vmfs_sparse_hand_built() {
 /// Builds a seSparse extent from qemu's description of the format: constant header, volatile
 /// header, grain directory, grain tables (4096 u64 entries), 4 KiB grains. Grains listed in
 /// `zeroed` are marked zero; `written` grains get data. Returns (file, disk).
-fn build_sesparse(
-    capacity: u64,
-    written: &[u64],
-    zeroed: &[u64],
-    replay_journal: bool,
-) -> (Vec<u8>, Vec<u8>) {
+fn build_sesparse(capacity: u64, written: &[u64], zeroed: &[u64], replay_journal: bool) -> (Vec<u8>, Vec<u8>) {
     let grain = 4096u64;
     let gt_entries = 4096u64;
     let gd_entries = (capacity / grain).div_ceil(gt_entries);
@@ -451,13 +339,8 @@ fn build_sesparse(
     let gts_sectors = gd_entries * 64;
     let grains_sector = gts + gts_sectors;
     let mut file = vec![0u8; (grains_sector * 512) as usize];
-    let put = |f: &mut Vec<u8>, at: u64, v: u64| {
-        f[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes())
-    };
-    for (i, v) in [0xcafebabe, 0x0000_0002_0000_0001, capacity / 512, 8, 64, 0]
-        .iter()
-        .enumerate()
-    {
+    let put = |f: &mut Vec<u8>, at: u64, v: u64| f[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+    for (i, v) in [0xcafebabe, 0x0000_0002_0000_0001, capacity / 512, 8, 64, 0].iter().enumerate() {
         put(&mut file, i as u64 * 8, *v);
     }
     put(&mut file, 10 * 8, vol);
@@ -471,11 +354,7 @@ fn build_sesparse(
     put(&mut file, vol * 512 + 24, replay_journal as u64);
     // Grain tables are allocated in reverse order, to check the table number is followed.
     for i in 0..gd_entries {
-        put(
-            &mut file,
-            gd * 512 + i * 8,
-            0x1000_0000_0000_0000 | (gd_entries - 1 - i),
-        );
+        put(&mut file, gd * 512 + i * 8, 0x1000_0000_0000_0000 | (gd_entries - 1 - i));
     }
     let gte_at = |g: u64| {
         let table = gd_entries - 1 - g / gt_entries;
@@ -492,9 +371,7 @@ fn build_sesparse(
     file.resize((grains_sector * 512 + cluster_count * grain) as usize, 0);
     for (n, &g) in written.iter().enumerate() {
         let cluster = first_cluster + (written.len() - 1 - n) as u64;
-        let data: Vec<u8> = (0..grain)
-            .map(|i| (i as u8) ^ (g as u8).wrapping_mul(13) ^ 0x5a)
-            .collect();
+        let data: Vec<u8> = (0..grain).map(|i| (i as u8) ^ (g as u8).wrapping_mul(13) ^ 0x5a).collect();
         let at = grains_sector * 512 + cluster * grain;
         file[at as usize..(at + grain) as usize].copy_from_slice(&data);
         disk[(g * grain) as usize..((g + 1) * grain) as usize].copy_from_slice(&data);
@@ -511,17 +388,8 @@ fn sesparse_hand_built() {
     let (file, disk) = build_sesparse(capacity, &[0, 1, 7, 4096, 4500, 5119], &[2, 4097], false);
     std::fs::write(dir.path().join("snap-sesparse.vmdk"), &file).unwrap();
     let desc = dir.path().join("snap.vmdk");
-    std::fs::write(
-        &desc,
-        descriptor(
-            "seSparse",
-            &[format!(
-                "RW {} SESPARSE \"snap-sesparse.vmdk\"",
-                capacity / 512
-            )],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&desc, descriptor("seSparse", &[format!("RW {} SESPARSE \"snap-sesparse.vmdk\"", capacity / 512)]))
+        .unwrap();
     assert_eq!(cat(&desc), sha256_hex(&disk));
     assert_eq!(cat(&desc), qemu_raw_sha256(&desc, None));
 
@@ -529,10 +397,7 @@ fn sesparse_hand_built() {
     let (file, _) = build_sesparse(capacity, &[0], &[], true);
     std::fs::write(dir.path().join("snap-sesparse.vmdk"), &file).unwrap();
     let e = cat_err(&desc, &[]);
-    assert!(
-        e.contains("snap-sesparse.vmdk") && e.contains("journal"),
-        "{e}"
-    );
+    assert!(e.contains("snap-sesparse.vmdk") && e.contains("journal"), "{e}");
 }
 
 #[test]
@@ -540,20 +405,14 @@ fn redundant_grain_directory_stands_in_for_a_bad_primary() {
     let dir = scratch();
     let (src, img) = qemu_vmdk(dir.path(), "monolithicSparse", 2 * MIB, 41);
     let flags = u32::from_le_bytes(std::fs::read(&img).unwrap()[8..12].try_into().unwrap());
-    assert!(
-        flags & 2 != 0,
-        "qemu should write a redundant grain directory"
-    );
+    assert!(flags & 2 != 0, "qemu should write a redundant grain directory");
     // Primary grain directory past the end of the file: the redundant one is used.
     patch(&img, 56, &(1u64 << 40).to_le_bytes());
     assert_eq!(cat(&img), sha256_file(&src));
     // Both out of range: a clean error naming the file.
     patch(&img, 48, &(1u64 << 40).to_le_bytes());
     let e = cat_err(&img, &[]);
-    assert!(
-        e.contains("monolithicSparse.vmdk") && e.contains("grain directory"),
-        "{e}"
-    );
+    assert!(e.contains("monolithicSparse.vmdk") && e.contains("grain directory"), "{e}");
 }
 
 #[test]
@@ -573,51 +432,20 @@ fn hostile_sparse_headers_are_refused_cleanly() {
             }),
             "grain directory",
         ),
-        (
-            "capacity",
-            Box::new(|p: &Path| patch(p, 12, &(u64::MAX / 3).to_le_bytes())),
-            "capacity",
-        ),
-        (
-            "gtes",
-            Box::new(|p: &Path| patch(p, 44, &u32::MAX.to_le_bytes())),
-            "numGTEsPerGT",
-        ),
-        (
-            "gtes0",
-            Box::new(|p: &Path| patch(p, 44, &0u32.to_le_bytes())),
-            "numGTEsPerGT",
-        ),
-        (
-            "grain",
-            Box::new(|p: &Path| patch(p, 20, &(1u64 << 40).to_le_bytes())),
-            "grain size",
-        ),
-        (
-            "grain0",
-            Box::new(|p: &Path| patch(p, 20, &0u64.to_le_bytes())),
-            "grain size",
-        ),
-        (
-            "version",
-            Box::new(|p: &Path| patch(p, 4, &9u32.to_le_bytes())),
-            "version",
-        ),
-        (
-            "descriptor",
-            Box::new(|p: &Path| patch(p, 28, &(1u64 << 50).to_le_bytes())),
-            "descriptor",
-        ),
+        ("capacity", Box::new(|p: &Path| patch(p, 12, &(u64::MAX / 3).to_le_bytes())), "capacity"),
+        ("gtes", Box::new(|p: &Path| patch(p, 44, &u32::MAX.to_le_bytes())), "numGTEsPerGT"),
+        ("gtes0", Box::new(|p: &Path| patch(p, 44, &0u32.to_le_bytes())), "numGTEsPerGT"),
+        ("grain", Box::new(|p: &Path| patch(p, 20, &(1u64 << 40).to_le_bytes())), "grain size"),
+        ("grain0", Box::new(|p: &Path| patch(p, 20, &0u64.to_le_bytes())), "grain size"),
+        ("version", Box::new(|p: &Path| patch(p, 4, &9u32.to_le_bytes())), "version"),
+        ("descriptor", Box::new(|p: &Path| patch(p, 28, &(1u64 << 50).to_le_bytes())), "descriptor"),
     ];
     for (name, damage, want) in cases {
         let img = dir.path().join(format!("hostile-{name}.vmdk"));
         std::fs::copy(&good, &img).unwrap();
         damage(&img);
         let e = cat_err(&img, &[]);
-        assert!(
-            e.contains(&format!("hostile-{name}.vmdk")) && e.contains(want),
-            "{name}: {e}"
-        );
+        assert!(e.contains(&format!("hostile-{name}.vmdk")) && e.contains(want), "{name}: {e}");
     }
 }
 
@@ -654,30 +482,14 @@ fn hostile_descriptors_are_refused_cleanly() {
     assert!(e.contains("many.vmdk") && e.contains("extents"), "{e}");
     // A missing extent file: the error names it and the descriptor.
     let desc = dir.path().join("missing.vmdk");
-    std::fs::write(
-        &desc,
-        descriptor(
-            "monolithicFlat",
-            &["RW 2048 FLAT \"missing-flat.vmdk\" 0".to_string()],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&desc, descriptor("monolithicFlat", &["RW 2048 FLAT \"missing-flat.vmdk\" 0".to_string()])).unwrap();
     let e = cat_err(&desc, &[]);
-    assert!(
-        e.contains("missing-flat.vmdk") && e.contains("missing.vmdk"),
-        "{e}"
-    );
+    assert!(e.contains("missing-flat.vmdk") && e.contains("missing.vmdk"), "{e}");
     // Absurd extent sizes.
     let desc = dir.path().join("huge.vmdk");
     std::fs::write(
         &desc,
-        descriptor(
-            "monolithicFlat",
-            &[
-                "RW 18446744073709551615 ZERO".to_string(),
-                "RW 5 ZERO".to_string(),
-            ],
-        ),
+        descriptor("monolithicFlat", &["RW 18446744073709551615 ZERO".to_string(), "RW 5 ZERO".to_string()]),
     )
     .unwrap();
     let e = cat_err(&desc, &[]);
@@ -690,14 +502,7 @@ fn hostile_descriptors_are_refused_cleanly() {
     // A sparse extent that is not sparse.
     std::fs::write(dir.path().join("text.bin"), vec![b'x'; 4096]).unwrap();
     let desc = dir.path().join("notsparse.vmdk");
-    std::fs::write(
-        &desc,
-        descriptor(
-            "twoGbMaxExtentSparse",
-            &["RW 8 SPARSE \"text.bin\"".to_string()],
-        ),
-    )
-    .unwrap();
+    std::fs::write(&desc, descriptor("twoGbMaxExtentSparse", &["RW 8 SPARSE \"text.bin\"".to_string()])).unwrap();
     let e = cat_err(&desc, &[]);
     assert!(e.contains("text.bin") && e.contains("KDMV"), "{e}");
 }
@@ -716,11 +521,7 @@ fn kdmv_file_holding_only_a_descriptor() {
     file[28..36].copy_from_slice(&1u64.to_le_bytes()); // descriptor at sector 1
     file[36..44].copy_from_slice(&20u64.to_le_bytes()); // 20 sectors of descriptor
     file[44..48].copy_from_slice(&512u32.to_le_bytes());
-    let mut text = descriptor(
-        "monolithicFlat",
-        &["RW 2048 FLAT \"data-flat.vmdk\" 0".to_string()],
-    )
-    .into_bytes();
+    let mut text = descriptor("monolithicFlat", &["RW 2048 FLAT \"data-flat.vmdk\" 0".to_string()]).into_bytes();
     text.resize(20 * 512, 0);
     file.extend_from_slice(&text);
     let img = dir.path().join("kdmv-desc.vmdk");

@@ -7,12 +7,12 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
-use vdmount::overlay::{errno, Backend};
 use vdmount::abuse::server::{answer, describe_read, Stats};
 use vdmount::abuse::uapi::{AbuseExtent, AbuseRequest, ABUSE_EXTENT_ZERO};
-use vdmount::overlay::ephemeral::CowOverlay;
 use vdmount::error::Result;
 use vdmount::formats::{Format, OpenOptions};
+use vdmount::overlay::ephemeral::CowOverlay;
+use vdmount::overlay::{errno, Backend};
 
 /// Bytes in each answer slot and in the write area: small, so lengths often exceed them.
 const SLOT: usize = 64 << 10;
@@ -95,7 +95,8 @@ fn serve_all(backend: &dyn Backend, requests: &[Request], write_area: &[u8]) {
             Data::InArea(at) => (write_area.as_ptr() as u64).wrapping_add(at as u64 % (2 * SLOT as u64)),
             Data::Raw(addr) => addr,
         };
-        let req = AbuseRequest { offset: r.offset, length: r.length, op: r.op, flags: r.flags, data, ..Default::default() };
+        let req =
+            AbuseRequest { offset: r.offset, length: r.length, op: r.op, flags: r.flags, data, ..Default::default() };
         let (result, addr) = answer(backend, &req, &mut slot, write_area, &stats);
         assert!(result <= 0, "answer gave a positive result {result}");
         if result == 0 && r.op == vdmount::abuse::uapi::ABUSE_OP_READ {
@@ -125,7 +126,8 @@ fn serve_all(backend: &dyn Backend, requests: &[Request], write_area: &[u8]) {
                     } else {
                         let mut got = vec![0u8; e.length as usize];
                         // SAFETY: the fd is the backend's open file, alive for this call.
-                        let n = unsafe { libc::pread(e.fd, got.as_mut_ptr().cast(), got.len(), e.offset as libc::off_t) };
+                        let n =
+                            unsafe { libc::pread(e.fd, got.as_mut_ptr().cast(), got.len(), e.offset as libc::off_t) };
                         assert_eq!(n, got.len() as isize, "extent of {req:?} is not inside its file");
                         assert!(got == want, "extents of {req:?} differ from the read");
                     }

@@ -111,7 +111,9 @@ pub fn check_extents(disk: &dyn DiskImage, data: &[u8], offset: u64, extents: &m
     for e in extents.as_slice() {
         let want = &data[pos..pos + e.len() as usize];
         match *e {
-            Extent::Zero { .. } => assert!(want.iter().all(|&b| b == 0), "a zero extent at {} holds data", offset + pos as u64),
+            Extent::Zero { .. } => {
+                assert!(want.iter().all(|&b| b == 0), "a zero extent at {} holds data", offset + pos as u64)
+            }
             Extent::Data { fd, offset: at, len } => {
                 let mut got = vec![0u8; len as usize];
                 // SAFETY: the fd is one the reader holds open for as long as `disk` lives.

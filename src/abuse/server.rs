@@ -2,11 +2,11 @@
 //! backend, and hand the answers back in the same call that fetches the next batch, so a busy
 //! server makes about one system call per batch. Several threads can run it on one device.
 
-use crate::overlay::Backend;
-use crate::error::Error;
-use crate::formats::{Extent, Extents};
 use super::device::ControlDevice;
 use super::uapi::*;
+use crate::error::Error;
+use crate::formats::{Extent, Extents};
+use crate::overlay::Backend;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -113,10 +113,18 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
             Err(e) => return Err(e),
         }
         for (i, req) in requests[..x.n_requests as usize].iter().enumerate() {
-            let described = if extents_granted { describe_read(backend, req, &mut extents[i], &mut wire[i], stats) } else { None };
+            let described =
+                if extents_granted { describe_read(backend, req, &mut extents[i], &mut wire[i], stats) } else { None };
             if let Some(n) = described {
                 let (flags, data) = (ABUSE_CPL_EXTENTS, wire[i].as_ptr() as u64);
-                completions.push(AbuseCompletion { tag: req.tag, gen: req.gen, flags, n_extents: n, data, ..Default::default() });
+                completions.push(AbuseCompletion {
+                    tag: req.tag,
+                    gen: req.gen,
+                    flags,
+                    n_extents: n,
+                    data,
+                    ..Default::default()
+                });
                 continue;
             }
             let slot = &mut read_area[i * MAX_IO_BYTES as usize..(i + 1) * MAX_IO_BYTES as usize];
@@ -166,7 +174,13 @@ fn in_range(backend: &dyn Backend, req: &AbuseRequest) -> bool {
 }
 
 /// The result (0 or -errno) and read-data address for one request (public for the fuzz target).
-pub fn answer(backend: &dyn Backend, req: &AbuseRequest, slot: &mut [u8], write_area: &[u8], stats: &Stats) -> (i32, u64) {
+pub fn answer(
+    backend: &dyn Backend,
+    req: &AbuseRequest,
+    slot: &mut [u8],
+    write_area: &[u8],
+    stats: &Stats,
+) -> (i32, u64) {
     let len = req.length as usize;
     if let Some(c) = stats.ops.get(req.op as usize) {
         c.fetch_add(1, Ordering::Relaxed);

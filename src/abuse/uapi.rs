@@ -141,15 +141,64 @@ macro_rules! assert_layout {
         $( const _: () = assert!(std::mem::offset_of!($t, $field) == $off); )*
     };
 }
-assert_layout!(AbuseSetup, 64, version = 0, flags = 4, size = 8, block_size = 16, queue_depth = 20,
-    max_io_bytes = 24, reconnect_timeout_ms = 28, features = 32, reserved = 40);
-assert_layout!(AbuseRequest, 48, offset = 0, length = 8, op = 12, flags = 14, tag = 16, gen = 20, data = 24,
-    reserved = 32);
-assert_layout!(AbuseCompletion, 40, tag = 0, gen = 4, result = 8, flags = 12, n_extents = 14, data = 16,
-    reserved = 24);
+assert_layout!(
+    AbuseSetup,
+    64,
+    version = 0,
+    flags = 4,
+    size = 8,
+    block_size = 16,
+    queue_depth = 20,
+    max_io_bytes = 24,
+    reconnect_timeout_ms = 28,
+    features = 32,
+    reserved = 40
+);
+assert_layout!(
+    AbuseRequest,
+    48,
+    offset = 0,
+    length = 8,
+    op = 12,
+    flags = 14,
+    tag = 16,
+    gen = 20,
+    data = 24,
+    reserved = 32
+);
+assert_layout!(AbuseCompletion, 40, tag = 0, gen = 4, result = 8, flags = 12, n_extents = 14, data = 16, reserved = 24);
 assert_layout!(AbuseExtent, 16, offset = 0, length = 8, fd = 12);
-assert_layout!(AbuseXfer, 64, completions = 0, requests = 8, data = 16, data_len = 24, n_completions = 32,
-    max_requests = 36, flags = 40, n_requests = 44, n_completed = 48, reserved = 52);
-assert_layout!(AbuseStatus, 104, version = 0, index = 4, state = 8, flags = 12, size = 16, block_size = 24,
-    queue_depth = 28, max_io_bytes = 32, reconnect_timeout_ms = 36, pending = 40, in_flight = 44,
-    completed = 48, errors = 56, server_pid = 64, openers = 68, reserved = 72);
+assert_layout!(
+    AbuseXfer,
+    64,
+    completions = 0,
+    requests = 8,
+    data = 16,
+    data_len = 24,
+    n_completions = 32,
+    max_requests = 36,
+    flags = 40,
+    n_requests = 44,
+    n_completed = 48,
+    reserved = 52
+);
+assert_layout!(
+    AbuseStatus,
+    104,
+    version = 0,
+    index = 4,
+    state = 8,
+    flags = 12,
+    size = 16,
+    block_size = 24,
+    queue_depth = 28,
+    max_io_bytes = 32,
+    reconnect_timeout_ms = 36,
+    pending = 40,
+    in_flight = 44,
+    completed = 48,
+    errors = 56,
+    server_pid = 64,
+    openers = 68,
+    reserved = 72
+);

@@ -40,11 +40,22 @@ fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// The lines printed when a device is up: the device, each partition, the mount line.
-pub fn describe(index: u32, image: &Path, disk: &dyn DiskImage, writable: bool, pid: u32, parts: &[Partition]) -> String {
+pub fn describe(
+    index: u32,
+    image: &Path,
+    disk: &dyn DiskImage,
+    writable: bool,
+    pid: u32,
+    parts: &[Partition],
+) -> String {
     let info = disk.info();
     let mode = if writable { "copy-on-write" } else { "read-only" };
     let mut out = format!(
@@ -59,7 +70,13 @@ pub fn describe(index: u32, image: &Path, disk: &dyn DiskImage, writable: bool, 
             (Some(fs), None) => fs.clone(),
             _ => "-".into(),
         };
-        out += &format!("  /dev/abuse{index}p{:<3} start {:>12}  size {:>10}  {:<28} {fs}\n", p.number, p.start, human(p.size), p.kind);
+        out += &format!(
+            "  /dev/abuse{index}p{:<3} start {:>12}  size {:>10}  {:<28} {fs}\n",
+            p.number,
+            p.start,
+            human(p.size),
+            p.kind
+        );
     }
     let ro = if writable { "" } else { "-o ro " };
     let target = parts.iter().find(|p| p.filesystem.as_deref().is_some_and(|f| f != "swap" && f != "LVM2_member"));

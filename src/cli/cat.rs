@@ -7,8 +7,8 @@
 use super::ImageArgs;
 use crate::error::{Error, Result};
 use crate::formats::DiskImage;
-use std::collections::BTreeMap;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
@@ -93,7 +93,10 @@ fn read_via_extents(disk: &dyn DiskImage, buf: &mut [u8], offset: u64, described
         extents.clear();
         if disk.map(at, len as u64, &mut extents)? {
             if extents.total() != len as u64 {
-                return Err(Error::Usage(format!("internal error: extents at {at} cover {} bytes, not {len}", extents.total())));
+                return Err(Error::Usage(format!(
+                    "internal error: extents at {at} cover {} bytes, not {len}",
+                    extents.total()
+                )));
             }
             let mut pos = 0usize;
             for e in extents.as_slice() {

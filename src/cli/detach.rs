@@ -53,7 +53,8 @@ fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
         return Some(mounts.join(", "));
     }
     let st = dev.status().ok()?;
-    (st.openers > 0).then(|| format!("/dev/abuse{n} is held open ({} opener(s); see: fuser -vm /dev/abuse{n}*)", st.openers))
+    (st.openers > 0)
+        .then(|| format!("/dev/abuse{n} is held open ({} opener(s); see: fuser -vm /dev/abuse{n}*)", st.openers))
 }
 
 /// Stops the device: signals its live server (which removes it), or resets it directly; then

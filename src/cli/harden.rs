@@ -18,7 +18,14 @@ pub fn harden(mlock: bool) {
         }
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             warn("cannot give the server its own mount namespace");
-        } else if libc::mount(c"none".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        } else if libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             warn("cannot make the server's mounts private");
         } else {
             drop_abuse_mounts();

@@ -74,12 +74,27 @@ pub fn run(args: &ListArgs) -> Result<()> {
         println!("[{}]", objs.join(",\n "));
         return Ok(());
     }
-    println!("{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  IMAGE", "DEVICE", "STATE", "MODE", "SIZE", "BLOCK", "SERVER", "OPENERS", "PENDING", "ERRORS");
+    println!(
+        "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  IMAGE",
+        "DEVICE", "STATE", "MODE", "SIZE", "BLOCK", "SERVER", "OPENERS", "PENDING", "ERRORS"
+    );
     for (n, st, alive, image) in rows {
-        let server = if st.server_pid > 0 { format!("{}{}", st.server_pid, if alive { "" } else { "(gone)" }) } else { "-".into() };
+        let server = if st.server_pid > 0 {
+            format!("{}{}", st.server_pid, if alive { "" } else { "(gone)" })
+        } else {
+            "-".into()
+        };
         println!(
             "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  {}",
-            format!("/dev/abuse{n}"), state_name(st.state), mode(&st), st.size, st.block_size, server, st.openers, st.pending, st.errors,
+            format!("/dev/abuse{n}"),
+            state_name(st.state),
+            mode(&st),
+            st.size,
+            st.block_size,
+            server,
+            st.openers,
+            st.pending,
+            st.errors,
             image.as_deref().unwrap_or("-")
         );
     }

@@ -23,10 +23,12 @@ const DATE: &str = "December 2026";
 pub fn render() -> String {
     let mut cli = Cli::command();
     cli.build();
-    let image_ids: Vec<_> = ImageArgs::augment_args(Command::new("image")).get_arguments().map(|a| a.get_id().clone()).collect();
+    let image_ids: Vec<_> =
+        ImageArgs::augment_args(Command::new("image")).get_arguments().map(|a| a.get_id().clone()).collect();
     let is_image = |a: &Arg| image_ids.contains(a.get_id());
     let is_help = |a: &Arg| matches!(a.get_id().as_str(), "help" | "version");
-    let subcommands: Vec<&Command> = cli.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help").collect();
+    let subcommands: Vec<&Command> =
+        cli.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help").collect();
 
     let man = Man::new(cli.clone()).title("VDMOUNT").date(DATE).manual("User Commands");
     // Only the first fragment keeps the preamble roff writes at the top of each.

@@ -130,7 +130,12 @@ pub fn main() -> i32 {
         Some(Command::List(a)) => list::run(&a),
         Some(Command::Detach(a)) => detach::run(&a),
         Some(Command::Completions { shell }) => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "vdmount", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "vdmount",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Some(Command::Man) => {

@@ -129,7 +129,11 @@ fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(std::io::Error::other(format!("{}: is owned by uid {}, not by us (uid {me}); remove it", dir.display(), meta.uid())));
+        return Err(std::io::Error::other(format!(
+            "{}: is owned by uid {}, not by us (uid {me}); remove it",
+            dir.display(),
+            meta.uid()
+        )));
     }
     if meta.mode() & 0o7777 != 0o755 {
         // SAFETY: fchmod on the folder we just opened and own.
@@ -144,7 +148,14 @@ fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
 fn open_in(dir: &OwnedFd, name: &str, flags: i32, mode: libc::mode_t) -> std::io::Result<File> {
     let c = c_name(name);
     // SAFETY: a path relative to our folder's descriptor; the descriptor returned is ours.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY, mode as libc::c_uint) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY,
+            mode as libc::c_uint,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -170,7 +181,9 @@ fn save_in(dir: &Path, r: &Record) -> std::io::Result<()> {
     });
     // SAFETY: renameat/unlinkat relative to our folder's descriptor.
     let renamed = written.and_then(|()| {
-        match unsafe { libc::renameat(d.as_raw_fd(), c_name(&tmp).as_ptr(), d.as_raw_fd(), c_name(&name(r.index)).as_ptr()) } {
+        match unsafe {
+            libc::renameat(d.as_raw_fd(), c_name(&tmp).as_ptr(), d.as_raw_fd(), c_name(&name(r.index)).as_ptr())
+        } {
             0 => Ok(()),
             _ => Err(std::io::Error::last_os_error()),
         }
@@ -185,7 +198,11 @@ fn save_in(dir: &Path, r: &Record) -> std::io::Result<()> {
 fn load_in(dir: &Path, index: u32) -> Option<Record> {
     let d = open_dir(dir).ok()?;
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut open_in(&d, &name(index), libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?, &mut text).ok()?;
+    std::io::Read::read_to_string(
+        &mut open_in(&d, &name(index), libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?,
+        &mut text,
+    )
+    .ok()?;
     decode(index, &text)
 }
 
@@ -211,7 +228,12 @@ pub fn remove(index: u32) {
 /// planted at its name.
 pub fn open_log(index: u32) -> std::io::Result<File> {
     let d = open_dir(Path::new(DIR))?;
-    let log = open_in(&d, &format!("abuse{index}.log"), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK, 0o600)?;
+    let log = open_in(
+        &d,
+        &format!("abuse{index}.log"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK,
+        0o600,
+    )?;
     // A log left by an older vdmount may be 0644.
     // SAFETY: fchmod on the file we just opened.
     unsafe { libc::fchmod(log.as_raw_fd(), 0o600) };
@@ -229,7 +251,10 @@ mod tests {
             image: PathBuf::from("/evidence/a\nmode=cow\npid=1\n%41\\x\u{7f}é.qcow2"),
             mode: "cow=/tmp/o\nmode=read-only\r.qcow2".into(),
             pid: 4242,
-            allow_dirs: vec![PathBuf::from("/mnt/x\nallow_any_path=1"), PathBuf::from(OsStr::from_bytes(b"/raw\xff\x00dir"))],
+            allow_dirs: vec![
+                PathBuf::from("/mnt/x\nallow_any_path=1"),
+                PathBuf::from(OsStr::from_bytes(b"/raw\xff\x00dir")),
+            ],
             allow_any_path: false,
         }
     }
@@ -246,7 +271,10 @@ mod tests {
     #[test]
     fn old_records_load_with_empty_allow_fields() {
         let r = decode(0, "image=/a b.qcow2\nmode=read-only\npid=7\n").unwrap();
-        assert_eq!(r, Record { index: 0, image: "/a b.qcow2".into(), mode: "read-only".into(), pid: 7, ..Default::default() });
+        assert_eq!(
+            r,
+            Record { index: 0, image: "/a b.qcow2".into(), mode: "read-only".into(), pid: 7, ..Default::default() }
+        );
         let any = Record { allow_any_path: true, ..r.clone() };
         assert_eq!(decode(0, &encode(&any)), Some(any));
         assert_eq!(decode(0, "image=%4\nmode=cow\npid=1\n"), None, "a cut escape");

@@ -12,8 +12,8 @@ pub mod probe;
 mod trap;
 
 use seccompiler::{
-    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
-    SeccompFilter, SeccompRule,
+    apply_filter_all_threads, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule,
 };
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -70,7 +70,8 @@ const IOCTLS: &[u64] = &[crate::abuse::uapi::ABUSE_XFER, crate::abuse::uapi::ABU
 
 /// Flags every thread-creating clone carries (glibc's and musl's pthread_create); a clone without
 /// them would be a new process, and none of the namespace flags may be set.
-const THREAD_FLAGS: u64 = (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+const THREAD_FLAGS: u64 =
+    (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
 const NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
@@ -87,7 +88,11 @@ fn rule(conds: Vec<Cond>) -> Result<SeccompRule, String> {
     SeccompRule::new(conds).map_err(|e| e.to_string())
 }
 
-fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>, mismatch: SeccompAction, matched: SeccompAction) -> Result<BpfProgram, String> {
+fn compile(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, String> {
     let arch = std::env::consts::ARCH.try_into().map_err(|e| format!("{e:?}"))?;
     let filter = SeccompFilter::new(rules, mismatch, matched, arch).map_err(|e| e.to_string())?;
     filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
@@ -100,11 +105,16 @@ fn main_filter(ctl_fd: RawFd) -> Result<BpfProgram, String> {
     // ioctl: only the abuse requests, only on the control device.
     let ioctl = IOCTLS
         .iter()
-        .map(|&cmd| rule(vec![cond(0, Len::Dword, Op::Eq, ctl_fd as u64)?, cond(1, Len::Dword, Op::Eq, cmd & 0xffff_ffff)?]))
+        .map(|&cmd| {
+            rule(vec![cond(0, Len::Dword, Op::Eq, ctl_fd as u64)?, cond(1, Len::Dword, Op::Eq, cmd & 0xffff_ffff)?])
+        })
         .collect::<Result<_, _>>()?;
     rules.insert(libc::SYS_ioctl, ioctl);
     // clone: threads only.
-    rules.insert(libc::SYS_clone, vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(THREAD_FLAGS | NAMESPACE_FLAGS), THREAD_FLAGS)?])?]);
+    rules.insert(
+        libc::SYS_clone,
+        vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(THREAD_FLAGS | NAMESPACE_FLAGS), THREAD_FLAGS)?])?],
+    );
     // clone3's flags are behind a pointer the filter cannot read: allowed here, made to fail
     // with ENOSYS by the second filter, so the C library falls back to clone.
     rules.insert(libc::SYS_clone3, Vec::new());
@@ -119,7 +129,11 @@ fn main_filter(ctl_fd: RawFd) -> Result<BpfProgram, String> {
 
 /// clone3 fails with ENOSYS (not trapped: the C library tries it for every new thread).
 fn clone3_filter() -> Result<BpfProgram, String> {
-    compile([(libc::SYS_clone3, Vec::new())].into_iter().collect(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
+    compile(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+    )
 }
 
 /// Drops capabilities, installs the SIGSYS handler, then applies both filters to every thread
@@ -173,7 +187,14 @@ mod tests {
                 if libc::ioctl(ctl.as_raw_fd(), libc::FIONREAD as _, 0) != -1 || errno() != libc::EPERM {
                     return 14;
                 }
-                let exec = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+                let exec = libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
                 if exec != libc::MAP_FAILED || errno() != libc::EPERM {
                     return 15;
                 }

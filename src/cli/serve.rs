@@ -3,14 +3,14 @@
 
 use super::record::{self, Record};
 use super::{attach, workers, ImageArgs};
-use crate::overlay::{Backend, CowOverlay, Qcow2Overlay, ReadOnly};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server;
 use crate::abuse::uapi::*;
-use crate::formats::DiskImage;
-use std::sync::Arc;
 use crate::error::{Error, Result};
+use crate::formats::DiskImage;
+use crate::overlay::{Backend, CowOverlay, Qcow2Overlay, ReadOnly};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Args, Default, Clone)]
 pub struct ServeArgs {
@@ -77,13 +77,16 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         return Err(Error::Usage("no IMAGE given; see vdmount --help".into()));
     };
     if args.reattach && args.ctldev.is_none() {
-        return Err(Error::Usage("--reattach needs the device: vdmount --reattach /dev/abuseN, or IMAGE /dev/abctlN".into()));
+        return Err(Error::Usage(
+            "--reattach needs the device: vdmount --reattach /dev/abuseN, or IMAGE /dev/abctlN".into(),
+        ));
     }
     let disk = image.open()?;
     let parts = attach::read_partitions(disk.as_ref());
     let ctl = match &args.ctldev {
         Some(p) => p.clone(),
-        None => device::find_free().map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
+        None => device::find_free()
+            .map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
     };
     let index = device::index_of(&ctl);
     let mode = match &args.cow {
@@ -179,13 +182,14 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 record::save(&record_of(n, image, &mode, std::process::id()));
             }
             sandbox(args, &dev);
-            let code = match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("vdmount: {e}");
-                    super::exit_code(&e)
-                }
-            };
+            let code =
+                match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("vdmount: {e}");
+                        super::exit_code(&e)
+                    }
+                };
             std::process::exit(code);
         }
         pid => {
@@ -202,7 +206,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 return Err(Error::Device(format!("{}: the background server died while setting up", ctl.display())));
             }
             if setup_errno != 0 {
-                return Err(Error::device(&ctl, "cannot set up the device", std::io::Error::from_raw_os_error(setup_errno)));
+                return Err(Error::device(
+                    &ctl,
+                    "cannot set up the device",
+                    std::io::Error::from_raw_os_error(setup_errno),
+                ));
             }
             let Some(n) = index else { return Ok(()) };
             let mut alive = || {
@@ -261,7 +269,12 @@ fn reattach_from_record(args: &ServeArgs) -> Result<Option<ServeArgs>> {
         "cow" => Some(None),
         m => Some(Some(PathBuf::from(m.strip_prefix("cow=").unwrap_or(m)))),
     };
-    Ok(Some(ServeArgs { image: Some(image), ctldev: Some(PathBuf::from(format!("/dev/abctl{n}"))), cow, ..args.clone() }))
+    Ok(Some(ServeArgs {
+        image: Some(image),
+        ctldev: Some(PathBuf::from(format!("/dev/abctl{n}"))),
+        cow,
+        ..args.clone()
+    }))
 }
 
 /// A new server may take over only the image and mode the dead one served: the kernel checks

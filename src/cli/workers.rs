@@ -1,10 +1,10 @@
 //! The server's threads: `threads` copies of the service loop on one device, the signals that
 //! stop them (SIGINT, SIGTERM) and wake them (SIGUSR1), and what happens at a stop.
 
-use crate::overlay::Backend;
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server::{self, Stats};
 use crate::error::{Error, Result};
+use crate::overlay::Backend;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -104,7 +104,10 @@ pub fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backen
                 STOP.store(false, Ordering::SeqCst);
             }
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                eprintln!("vdmount: leaving {bdev} to wait for a new server: vdmount --reattach IMAGE {}", ctl.display());
+                eprintln!(
+                    "vdmount: leaving {bdev} to wait for a new server: vdmount --reattach IMAGE {}",
+                    ctl.display()
+                );
                 return Ok(());
             }
             Err(e) => return Err(Error::device(ctl, "cannot reset the device", e)),

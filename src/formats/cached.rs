@@ -8,6 +8,14 @@ use std::sync::Arc;
 
 /// The `len`-byte structure `what` (a table, a bitmap) at `offset` in `file`: read once,
 /// checked against `limit` and the file's size, then served from `cache`.
-pub fn load_table(cache: &Cache, file: &ImageFile, kind: Kind, offset: u64, len: u64, limit: u64, what: &str) -> Result<Arc<[u8]>> {
+pub fn load_table(
+    cache: &Cache,
+    file: &ImageFile,
+    kind: Kind,
+    offset: u64,
+    len: u64,
+    limit: u64,
+    what: &str,
+) -> Result<Arc<[u8]>> {
     cache.get_or_load(Key { file: file.id, kind, offset }, || file.read_vec(offset, len, limit, what))
 }

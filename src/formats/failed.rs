@@ -26,6 +26,11 @@ impl DiskImage for FailedLayer {
     }
 
     fn info(&self) -> ImageInfo {
-        ImageInfo { path: self.path.clone(), format: "not opened".into(), error: Some(self.why.clone()), ..Default::default() }
+        ImageInfo {
+            path: self.path.clone(),
+            format: "not opened".into(),
+            error: Some(self.why.clone()),
+            ..Default::default()
+        }
     }
 }

@@ -4,9 +4,9 @@
 //! the same runs as extents for the kernel (`DiskImage::map`), so what the kernel is told to
 //! read is what `read_at` reads, by construction.
 
-use crate::source::file::ImageFile;
 use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents};
 use crate::error::{Error, Result};
+use crate::source::file::ImageFile;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -2,12 +2,12 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use crate::source::file::ImageFile;
 use super::{qcow2, raw, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
 pub use crate::source::confine::resolve_beside;
+use crate::source::file::ImageFile;
 use crate::source::Confinement;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,7 +127,9 @@ pub fn open_backing(
     let opened = if chain.paths.len() >= MAX_CHAIN_DEPTH {
         Err(Error::Refused {
             path: chain.paths[0].clone(),
-            msg: format!("its backing chain is more than {MAX_CHAIN_DEPTH} images deep; the image is corrupt or hostile"),
+            msg: format!(
+                "its backing chain is more than {MAX_CHAIN_DEPTH} images deep; the image is corrupt or hostile"
+            ),
         })
     } else {
         chain
@@ -141,7 +143,12 @@ pub fn open_backing(
     }
 }
 
-fn open_in_chain(file: ImageFile, format: Option<Format>, chain: &Chain, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+fn open_in_chain(
+    file: ImageFile,
+    format: Option<Format>,
+    chain: &Chain,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn DiskImage>> {
     let path = file.path.clone();
     if let Some(inode) = file.inode() {
         if chain.inodes.contains(&inode) {

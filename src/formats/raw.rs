@@ -1,8 +1,8 @@
 //! Raw images: the file's bytes are the disk's bytes.
 
-use crate::source::file::ImageFile;
 use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents, ImageInfo};
 use crate::error::Result;
+use crate::source::file::ImageFile;
 
 pub struct RawImage {
     file: ImageFile,

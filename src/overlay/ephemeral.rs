@@ -2,10 +2,10 @@
 //! (so it is gone when the server exits, however it exits), never to the image. A bitmap of
 //! 4 KiB blocks says which blocks the overlay holds; every other block is read from the image.
 
-use crate::overlay::Backend;
 use crate::error::{Error, Result};
 use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
 use crate::formats::{DiskImage, Extent, Extents};
+use crate::overlay::Backend;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -32,14 +32,26 @@ impl CowOverlay {
     /// An overlay in `dir` (default: $TMPDIR) over `base`.
     pub fn new(base: Arc<dyn DiskImage>, dir: Option<PathBuf>) -> Result<CowOverlay> {
         let dir = dir.unwrap_or_else(std::env::temp_dir);
-        let overlay = unnamed_file(&dir)
-            .map_err(|e| Error::io(&dir, "cannot create the copy-on-write overlay in this folder (set TMPDIR to a writable folder)", e))?;
+        let overlay = unnamed_file(&dir).map_err(|e| {
+            Error::io(
+                &dir,
+                "cannot create the copy-on-write overlay in this folder (set TMPDIR to a writable folder)",
+                e,
+            )
+        })?;
         let size = base.virtual_size();
         // As long as the disk from the start (sparse: no space used), so a block marked written
         // always lies inside the file, holes punched by discard included.
         let block_end = size.div_ceil(BLOCK) * BLOCK;
         overlay.set_len(block_end).map_err(|e| Error::io(&dir, "cannot size the copy-on-write overlay", e))?;
-        Ok(CowOverlay { base, size, overlay, overlay_path: dir, written: RwLock::new(HashMap::new()), rmw: Mutex::new(()) })
+        Ok(CowOverlay {
+            base,
+            size,
+            overlay,
+            overlay_path: dir,
+            written: RwLock::new(HashMap::new()),
+            rmw: Mutex::new(()),
+        })
     }
 
     fn is_written(&self, block: u64) -> bool {
@@ -194,7 +206,11 @@ impl CowOverlay {
                 len as libc::off_t,
             )
         };
-        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     }
 
     /// Zeros [start, end) through the normal write path, in bounded pieces.
@@ -216,7 +232,12 @@ impl CowOverlay {
 /// and unlinked at once. Either way it is 0600 and gone when the server exits, however it exits.
 fn unnamed_file(dir: &std::path::Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmpfile = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC).open(dir);
+    let tmpfile = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir);
     match tmpfile {
         Ok(f) => return Ok(f),
         // Filesystems without O_TMPFILE say EOPNOTSUPP (or EISDIR/EINVAL on old kernels).

@@ -29,18 +29,15 @@ pub fn open_own_file(path: &Path, what: &str) -> Result<Option<File>> {
 /// Creates a new file at `path`, readable and writable by its owner only (0600); refuses if
 /// anything (a file, a symlink, even a dangling one) already has that name.
 pub fn create_private(path: &Path, what: &str) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(FLAGS)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
+    OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).custom_flags(FLAGS).open(path).map_err(|e| {
+        match e.raw_os_error() {
             Some(libc::EEXIST) => Error::io(path, format!("cannot create the {what} (it must not exist yet)"), e),
-            Some(libc::ELOOP) => Error::unsupported(path, format!("is a symbolic link; give the real path of the {what}")),
+            Some(libc::ELOOP) => {
+                Error::unsupported(path, format!("is a symbolic link; give the real path of the {what}"))
+            }
             _ => Error::io(path, format!("cannot create the {what}"), e),
-        })
+        }
+    })
 }
 
 /// The checks on an opened descriptor: a regular file, owned by the user running vdmount.

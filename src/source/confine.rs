@@ -34,10 +34,11 @@ impl Confinement {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let mut roots = vec![std::fs::canonicalize(folder).map_err(|e| Error::io(folder, "cannot resolve the image's folder", e))?];
+        let mut roots =
+            vec![std::fs::canonicalize(folder).map_err(|e| Error::io(folder, "cannot resolve the image's folder", e))?];
         for dir in allow_dirs {
-            let canonical = std::fs::canonicalize(dir)
-                .map_err(|e| Error::Usage(format!("--allow-dir {}: {e}", dir.display())))?;
+            let canonical =
+                std::fs::canonicalize(dir).map_err(|e| Error::Usage(format!("--allow-dir {}: {e}", dir.display())))?;
             if !canonical.is_dir() {
                 return Err(Error::Usage(format!("--allow-dir {}: not a folder", dir.display())));
             }
@@ -60,11 +61,17 @@ impl Confinement {
             } else {
                 e.to_string()
             };
-            Error::Refused { path: child.to_path_buf(), msg: format!("{}, which cannot be opened as {}: {why}", named(), path.display()) }
+            Error::Refused {
+                path: child.to_path_buf(),
+                msg: format!("{}, which cannot be opened as {}: {why}", named(), path.display()),
+            }
         })?;
         let real = std::fs::read_link(format!("/proc/self/fd/{}", handle.as_raw_fd())).map_err(|e| Error::Refused {
             path: child.to_path_buf(),
-            msg: format!("{}: cannot tell where it leads ({e}; is /proc mounted?); pass --allow-any-path to follow it unchecked", named()),
+            msg: format!(
+                "{}: cannot tell where it leads ({e}; is /proc mounted?); pass --allow-any-path to follow it unchecked",
+                named()
+            ),
         })?;
         if !self.roots.iter().any(|r| real.starts_with(r)) {
             let folder = real.parent().unwrap_or(Path::new("/"));
@@ -125,13 +132,16 @@ pub fn resolve_beside(child: &Path, name: &Path) -> PathBuf {
 /// Opens `path` with O_PATH, refusing magic links (openat2's RESOLVE_NO_MAGICLINKS; kernels
 /// before 5.6 lack openat2, and get a plain O_PATH open, still checked by where it leads).
 fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: open_how is plain integers; all zero is its "nothing asked" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
     how.resolve = libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: a valid C string and an open_how of the size given.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>()) };
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, libc::AT_FDCWD, c.as_ptr(), &how, std::mem::size_of::<libc::open_how>())
+    };
     let fd = if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
         // SAFETY: as above.
         unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) as libc::c_long }

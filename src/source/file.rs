@@ -154,7 +154,6 @@ fn block_device_size(file: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-
 /// For header tests: `bytes` written to a temporary file and opened. Keep the first value alive
 /// as long as the file is used.
 #[cfg(test)]

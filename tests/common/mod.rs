@@ -234,7 +234,8 @@ pub fn read_extents(extents: &[vdmount::formats::Extent]) -> Vec<u8> {
             vdmount::formats::Extent::Data { fd, offset, len } => {
                 let mut buf = vec![0u8; len as usize];
                 // SAFETY: the fd belongs to an image the caller holds open; ManuallyDrop keeps it open.
-                let f = std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+                let f =
+                    std::mem::ManuallyDrop::new(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) });
                 f.read_exact_at(&mut buf, offset).expect("reading an extent");
                 out.extend_from_slice(&buf);
             }

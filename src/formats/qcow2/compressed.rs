@@ -53,7 +53,14 @@ fn run(kind: Compression, input: &[u8], out: &mut [u8], path: &Path, host: u64) 
         Compression::Zstd => unzstd(input, out),
     }
     .map_err(|why| {
-        Error::corrupt(path, format!("compressed cluster at offset {host} ({} bytes): {} data is invalid: {why}", input.len(), kind.name()))
+        Error::corrupt(
+            path,
+            format!(
+                "compressed cluster at offset {host} ({} bytes): {} data is invalid: {why}",
+                input.len(),
+                kind.name()
+            ),
+        )
     })
 }
 
@@ -131,7 +138,11 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
     })
 }
 
-fn unzstd_with(d: &mut zstd::stream::raw::Decoder<'static>, input: &[u8], out: &mut [u8]) -> std::result::Result<usize, String> {
+fn unzstd_with(
+    d: &mut zstd::stream::raw::Decoder<'static>,
+    input: &[u8],
+    out: &mut [u8],
+) -> std::result::Result<usize, String> {
     use zstd::stream::raw::Operation;
     let (mut read, mut written) = (0usize, 0usize);
     loop {

@@ -4,8 +4,8 @@
 use super::compressed::Compression;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::source::file::ImageFile;
 use crate::limits;
+use crate::source::file::ImageFile;
 
 /// Incompatible feature bits (header offset 72, version 3).
 pub const INCOMPAT_DIRTY: u64 = 1 << 0;
@@ -88,7 +88,11 @@ impl Header {
         named(
             0,
             self.incompatible & !INCOMPAT_COMPRESSION,
-            &[(INCOMPAT_DIRTY, "dirty"), (INCOMPAT_DATA_FILE, "external_data_file"), (INCOMPAT_EXTENDED_L2, "extended_l2")],
+            &[
+                (INCOMPAT_DIRTY, "dirty"),
+                (INCOMPAT_DATA_FILE, "external_data_file"),
+                (INCOMPAT_EXTENDED_L2, "extended_l2"),
+            ],
             &mut f,
         );
         if self.compression != Compression::Zlib {

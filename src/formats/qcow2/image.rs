@@ -5,15 +5,15 @@ use super::compressed::{decompress, decompress_into};
 use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
 use super::read::{source_at, ClusterMap, Extent};
-use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_l1_table};
-use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::source::file::ImageFile;
+use crate::formats::cached::load_table;
+use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
+use crate::source::file::ImageFile;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -121,10 +121,15 @@ impl Qcow2 {
         self.layout.decode(entry, bitmap, guest).map_err(|bad| {
             let why = match bad {
                 BadEntry::UnalignedOffset(o) => format!("points to data at offset {o}, which is not cluster aligned"),
-                BadEntry::CompressedWithDataFile => "is compressed, which an image with an external data file cannot be".into(),
+                BadEntry::CompressedWithDataFile => {
+                    "is compressed, which an image with an external data file cannot be".into()
+                }
                 BadEntry::BadSubclusterBitmap(b) => format!("has an invalid subcluster bitmap {b:#018x}"),
             };
-            Error::corrupt(&self.file.path, format!("the L2 entry for guest offset {guest} {why}; the image is corrupt"))
+            Error::corrupt(
+                &self.file.path,
+                format!("the L2 entry for guest offset {guest} {why}; the image is corrupt"),
+            )
         })
     }
 }
@@ -163,7 +168,6 @@ impl ClusterMap for Qcow2 {
     fn data_file(&self) -> &ImageFile {
         self.data_file.as_ref().unwrap_or(&self.file)
     }
-
 
     fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
         let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };

@@ -28,11 +28,19 @@ impl Layout {
     }
     /// Bytes per L2 entry.
     pub fn entry_size(&self) -> u64 {
-        if self.extended_l2 { 16 } else { 8 }
+        if self.extended_l2 {
+            16
+        } else {
+            8
+        }
     }
     /// The unit one L2 entry bit describes: a subcluster with extended L2, else a cluster.
     pub fn unit_size(&self) -> u64 {
-        if self.extended_l2 { self.cluster_size() / SUBCLUSTERS } else { self.cluster_size() }
+        if self.extended_l2 {
+            self.cluster_size() / SUBCLUSTERS
+        } else {
+            self.cluster_size()
+        }
     }
 
     /// The extent for guest offset `guest`, given its L2 entry (and bitmap, for extended L2).

@@ -12,9 +12,9 @@ pub mod spec;
 
 use crate::formats::bytes::be32;
 
-use crate::source::file::ImageFile;
 use super::{open_backing, Chain, DiskImage, Format, ImageInfo, OpenOptions};
 use crate::error::{Error, Result};
+use crate::source::file::ImageFile;
 use std::path::Path;
 use std::sync::Arc;
 

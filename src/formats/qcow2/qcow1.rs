@@ -3,15 +3,15 @@
 
 use super::compressed::{decompress, Compression};
 use super::read::{source_at, ClusterMap, Extent};
-use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use super::{open_backing_layer, read_l1_table};
-use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::source::file::ImageFile;
+use crate::formats::cached::load_table;
+use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
+use crate::source::file::ImageFile;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -139,7 +139,6 @@ impl ClusterMap for Qcow1 {
         &self.file
     }
 
-
     fn compressed_cluster(&self, host: u64, len: u64, need: usize) -> Result<Arc<[u8]>> {
         let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
         let cluster = 1usize << self.cluster_bits;
@@ -204,8 +203,8 @@ impl DiskImage for Qcow1 {
 #[cfg(test)]
 mod tests {
     use crate::cache::Cache;
-    use crate::source::file::test_file;
     use crate::formats::{open, ImageInfo, OpenOptions};
+    use crate::source::file::test_file;
 
     /// A qcow (version 1) header, big-endian: 4 KiB clusters, 512-entry L2 tables (2 MiB per
     /// L2 table), a 4 MiB disk, so an L1 table of 2 entries, which follows at offset 48.

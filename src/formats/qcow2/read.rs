@@ -2,9 +2,9 @@
 //! stored one way), which `source_at` hands to the one read loop (`formats::layer`), and the
 //! reading of compressed clusters.
 
-use crate::source::file::ImageFile;
 use super::super::layer::{Decompress, Layer, Source};
 use crate::error::{Error, Result};
+use crate::source::file::ImageFile;
 use std::sync::Arc;
 
 /// Where a run of guest bytes comes from.
@@ -68,10 +68,10 @@ impl<M: ClusterMap> Decompress for M {
             return Ok(());
         }
         let cluster = self.compressed_cluster(host, len, skip as usize + out.len())?;
-        let src = usize::try_from(skip)
-            .ok()
-            .and_then(|s| cluster.get(s..s.checked_add(out.len())?))
-            .ok_or_else(|| Error::corrupt(self.path(), format!("compressed cluster at offset {host} is shorter than a cluster")))?;
+        let src =
+            usize::try_from(skip).ok().and_then(|s| cluster.get(s..s.checked_add(out.len())?)).ok_or_else(|| {
+                Error::corrupt(self.path(), format!("compressed cluster at offset {host} is shorter than a cluster"))
+            })?;
         out.copy_from_slice(src);
         Ok(())
     }

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be16, be32, be64};
-use crate::source::file::ImageFile;
 use crate::limits;
+use crate::source::file::ImageFile;
 
 /// Fixed part of a snapshot table entry.
 const ENTRY_HEADER_LEN: usize = 40;
@@ -29,7 +29,10 @@ pub fn read_table(file: &ImageFile, offset: u64, count: u32, cluster_size: u64) 
         return Ok(Vec::new());
     }
     if !offset.is_multiple_of(cluster_size) {
-        return Err(Error::corrupt(path, format!("the snapshot table offset {offset} is not cluster aligned; the image is corrupt")));
+        return Err(Error::corrupt(
+            path,
+            format!("the snapshot table offset {offset} is not cluster aligned; the image is corrupt"),
+        ));
     }
     let mut list = Vec::with_capacity(count as usize);
     let mut at = offset;
@@ -123,7 +126,7 @@ mod tests {
             0x00, 0x00, 0x00, 0x07, //                           32: vm_state_size 7 (32-bit)
             0x00, 0x00, 0x00, 0x10, //                           36: extra_data_size 16
             0, 0, 0, 0, 0, 0, 0x10, 0, //                        40: extra: vm_state_size_large 4096
-            0, 0, 0, 0, 0x40, 0, 0, 0, //                        48: extra: disk_size 1 GiB
+            0, 0, 0, 0, 0x40, 0, 0, 0,    //                        48: extra: disk_size 1 GiB
             b'1', //                                             56: id "1"
             b'b', b'a', b's', b'e', //                           57: name "base"
             0, 0, 0, //                                          61: padding to 64
@@ -171,12 +174,17 @@ mod tests {
         assert_eq!((s.id.as_str(), s.name.as_str()), ("2", "x"));
         assert_eq!((s.l1_table_offset, s.l1_size), (0x60000, 1));
         assert_eq!((s.disk_size, s.vm_state_size), (None, 9));
-        assert_eq!(describe(s, 42), "id 2, name 'x', disk size 42 bytes, taken 1970-01-01 00:00:00 UTC, vm state 9 bytes");
+        assert_eq!(
+            describe(s, 42),
+            "id 2, name 'x', disk size 42 bytes, taken 1970-01-01 00:00:00 UTC, vm state 9 bytes"
+        );
     }
 
     #[test]
     fn refuses_too_many_snapshots_or_an_unaligned_table() {
-        assert!(refusal(&table(), 65537, 512).contains("number of qcow2 snapshots is 65537, more than the limit of 65536"));
+        assert!(
+            refusal(&table(), 65537, 512).contains("number of qcow2 snapshots is 65537, more than the limit of 65536")
+        );
         assert!(refusal(&table(), 2, 520).contains("the snapshot table offset 520 is not cluster aligned"));
     }
 
@@ -184,7 +192,8 @@ mod tests {
     fn refuses_too_much_extra_data_or_an_entry_past_the_end() {
         let mut t = table();
         t[36..40].copy_from_slice(&1025u32.to_be_bytes()); //   36: extra_data_size 1025
-        assert!(refusal(&t, 2, 512).contains("extra data size of snapshot table entry 0 is 1025, more than the limit of 1024"));
+        assert!(refusal(&t, 2, 512)
+            .contains("extra data size of snapshot table entry 0 is 1025, more than the limit of 1024"));
         let e = refusal(&table(), 3, 512); // a third entry, past the end of the file
         assert!(e.contains("snapshot table entry 2 at offset 624 (40 bytes) lies past the end"), "{e}");
         let mut t = table();

@@ -2,12 +2,12 @@
 //! allocation table (BAT) and per-block sector bitmaps it leads to.
 
 use super::footer::checksum;
-use crate::formats::cached::load_table;
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::source::file::ImageFile;
+use crate::formats::cached::load_table;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES};
+use crate::source::file::ImageFile;
 
 pub const HEADER_SIZE: usize = 1024;
 const COOKIE: &[u8; 8] = b"cxsparse";
@@ -114,7 +114,10 @@ impl BlockMap<'_> {
         let page = block / BAT_PAGE_ENTRIES;
         let page_offset = self.header.table_offset + page * BAT_PAGE_ENTRIES * 4;
         let page_entries = (self.header.max_table_entries - page * BAT_PAGE_ENTRIES).min(BAT_PAGE_ENTRIES);
-        let table = load_table(self.cache, self.file, Kind::Table,
+        let table = load_table(
+            self.cache,
+            self.file,
+            Kind::Table,
             page_offset,
             page_entries * 4,
             MAX_TABLE_BYTES,
@@ -156,8 +159,8 @@ mod tests {
             0x00, 0x20, 0x00, 0x00, //                           32: block size 2 MiB
             0x00, 0x00, 0x00, 0x00, //                           36: checksum (set below)
             0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, //   40: parent unique id
-            0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
-            0x00, 0x00, 0x01, 0x00, //                           56: parent timestamp 256
+            0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf, 0x00, 0x00, 0x01,
+            0x00, //                           56: parent timestamp 256
         ];
         h.resize(HEADER_SIZE, 0); // 60: reserved, parent name, parent locators, reserved
         fix_checksum(&mut h);
@@ -194,7 +197,10 @@ mod tests {
         assert_eq!(h.table_offset, 1024);
         assert_eq!(h.max_table_entries, 4);
         assert_eq!(h.block_size, 2 << 20);
-        assert_eq!(h.parent_unique_id, [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf]);
+        assert_eq!(
+            h.parent_unique_id,
+            [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf]
+        );
         assert_eq!(h.parent_timestamp, 256);
         assert_eq!(h.checksum_state, "good");
         assert_eq!(h.bitmap_size(), 512);

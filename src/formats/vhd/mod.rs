@@ -7,12 +7,12 @@ mod dynamic;
 mod footer;
 mod parent;
 
-use crate::source::file::ImageFile;
 use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
+use crate::source::file::ImageFile;
 use dynamic::{sector_is_set, BlockMap, DynamicHeader, SECTOR};
 use footer::{DiskType, Footer};
 use std::sync::Arc;
@@ -42,13 +42,22 @@ impl VhdImage {
 
         let mut details = vec![
             ("type".to_string(), footer.disk_type.name().to_string()),
-            ("creator application".into(), format!("{:?} version {}.{}", text4(&footer.creator_app), footer.creator_major, footer.creator_minor)),
+            (
+                "creator application".into(),
+                format!("{:?} version {}.{}", text4(&footer.creator_app), footer.creator_major, footer.creator_minor),
+            ),
             ("creator host OS".into(), format!("{:?}", text4(&footer.creator_os))),
             ("current size".into(), footer.current_size.to_string()),
             ("original size".into(), footer.original_size.to_string()),
             (
                 "CHS geometry".into(),
-                format!("{}/{}/{} ({} bytes)", footer.cylinders, footer.heads, footer.sectors_per_track, footer.chs_size()),
+                format!(
+                    "{}/{}/{} ({} bytes)",
+                    footer.cylinders,
+                    footer.heads,
+                    footer.sectors_per_track,
+                    footer.chs_size()
+                ),
             ),
             ("size rule".into(), size_rule.into()),
             ("footer".into(), located.state),
@@ -114,7 +123,9 @@ impl Layer for VhdImage {
     /// cannot disagree.
     fn lookup(&self, pos: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
         let (header, parent) = match &self.layout {
-            Layout::Fixed { data_end } if pos < *data_end => return Ok((Source::Data { file: &self.file, offset: pos }, (data_end - pos).min(max_len))),
+            Layout::Fixed { data_end } if pos < *data_end => {
+                return Ok((Source::Data { file: &self.file, offset: pos }, (data_end - pos).min(max_len)))
+            }
             // Open checks that the data reaches the virtual size; past it would read as zeros.
             Layout::Fixed { .. } => return Ok((Source::Zero, max_len)),
             Layout::Sparse { header, parent } => (header, parent),
@@ -178,7 +189,10 @@ impl DiskImage for VhdImage {
         let mut details = self.details.clone();
         if let Layout::Sparse { header, .. } = &self.layout {
             details.push(("block size".into(), header.block_size.to_string()));
-            details.push(("block allocation table".into(), format!("{} entries at offset {}", header.max_table_entries, header.table_offset)));
+            details.push((
+                "block allocation table".into(),
+                format!("{} entries at offset {}", header.max_table_entries, header.table_offset),
+            ));
             if self.footer.disk_type == DiskType::Differencing {
                 details.push(("parent timestamp (recorded in child)".into(), header.parent_timestamp.to_string()));
             }

@@ -4,10 +4,10 @@
 use super::dynamic::DynamicHeader;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::source::file::ImageFile;
 use crate::formats::open::{open_backing, resolve_beside};
 use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
+use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -145,7 +145,8 @@ fn recorded_paths(file: &ImageFile, header: &DynamicHeader, details: &mut Vec<(S
         }
     }
     let name = &header.bytes[UNICODE_NAME_AT..UNICODE_NAME_AT + UNICODE_NAME_LEN];
-    let units: Vec<u16> = name.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
+    let units: Vec<u16> =
+        name.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).take_while(|&u| u != 0).collect();
     let name = String::from_utf16_lossy(&units).replace('\\', "/");
     if !name.is_empty() {
         details.push(("parent unicode name".into(), name.clone()));
@@ -156,7 +157,8 @@ fn recorded_paths(file: &ImageFile, header: &DynamicHeader, details: &mut Vec<(S
 
 /// The path one locator holds, or None for platforms without a followable path ("Mac " aliases).
 fn read_locator(file: &ImageFile, code: &[u8; 4], length: u32, offset: u64) -> Result<Option<String>> {
-    let length = limits::check(&file.path, "the size of a VHD parent locator", u64::from(length), MAX_PARENT_LOCATOR_BYTES)?;
+    let length =
+        limits::check(&file.path, "the size of a VHD parent locator", u64::from(length), MAX_PARENT_LOCATOR_BYTES)?;
     let read = || file.read_vec(offset, length, MAX_PARENT_LOCATOR_BYTES, "a VHD parent locator");
     let text = match code {
         b"W2ru" | b"W2ku" => {
@@ -184,7 +186,8 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+        let hex =
+            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
         match (b[i], hex) {
             (b'%', Some(v)) => {
                 out.push(v);
@@ -203,14 +206,21 @@ fn percent_decode(s: &str) -> String {
 /// that order, in hex groups.
 pub fn uuid(b: &[u8; 16]) -> String {
     let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", h[0..4].concat(), h[4..6].concat(), h[6..8].concat(), h[8..10].concat(), h[10..16].concat())
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
     use crate::formats::vhd::dynamic::HEADER_SIZE;
+    use crate::source::file::test_file;
 
     /// One parent locator entry (big-endian): platform code, data space, data length,
     /// reserved, data offset.
@@ -274,19 +284,33 @@ mod tests {
             ]
         );
         assert_eq!(details[2], ("locator 2 (Mac)".to_string(), "skipped (not a path vdmount can follow)".to_string()));
-        assert!(details[4].1.contains("unreadable: ") && details[4].1.contains("the size of a VHD parent locator is 66560, more than the limit of 65536"), "{:?}", details[4]);
-        assert!(details[5].1.contains("a VHD parent locator at offset 1048576 (16 bytes) lies past the end"), "{:?}", details[5]);
-        assert_eq!(candidates(&recorded), [PathBuf::from("sub/base.vhd"), PathBuf::from("base.vhd"), PathBuf::from("a b.vhd"), PathBuf::from("/srv/a b.vhd")]);
+        assert!(
+            details[4].1.contains("unreadable: ")
+                && details[4].1.contains("the size of a VHD parent locator is 66560, more than the limit of 65536"),
+            "{:?}",
+            details[4]
+        );
+        assert!(
+            details[5].1.contains("a VHD parent locator at offset 1048576 (16 bytes) lies past the end"),
+            "{:?}",
+            details[5]
+        );
+        assert_eq!(
+            candidates(&recorded),
+            [
+                PathBuf::from("sub/base.vhd"),
+                PathBuf::from("base.vhd"),
+                PathBuf::from("a b.vhd"),
+                PathBuf::from("/srv/a b.vhd")
+            ]
+        );
     }
 
     #[test]
     fn candidates_prefer_relative_then_basename() {
         let r = |p: &str| Recorded { source: String::new(), path: p.into() };
         let c = candidates(&[r("C:/vms/base.vhd"), r("./base.vhd"), r("/srv/x/other.vhd")]);
-        assert_eq!(
-            c,
-            vec![PathBuf::from("base.vhd"), PathBuf::from("other.vhd"), PathBuf::from("/srv/x/other.vhd")]
-        );
+        assert_eq!(c, vec![PathBuf::from("base.vhd"), PathBuf::from("other.vhd"), PathBuf::from("/srv/x/other.vhd")]);
     }
 
     #[test]

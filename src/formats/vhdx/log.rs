@@ -9,8 +9,8 @@ use super::header::{checksum, Header};
 use super::overlay::Overlay;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le32, le64};
-use crate::source::file::ImageFile;
 use crate::limits::{self, MemoryBudget, MAX_LOG_BYTES};
+use crate::source::file::ImageFile;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -441,7 +441,10 @@ mod tests {
         fix_checksum(&mut e);
         let Err(err) = replay_log(&e) else { panic!("log accepted") };
         let err = err.to_string();
-        assert!(err.contains("VHDX log entry 5 says the file had been written up to 2097152 bytes, but it has 1056768"), "{err}");
+        assert!(
+            err.contains("VHDX log entry 5 says the file had been written up to 2097152 bytes, but it has 1056768"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -462,10 +465,18 @@ mod tests {
         for (log_offset, log_length) in [(1 << 20, 4095), ((1 << 20) - 4096, 4096), ((1 << 20) + 512, 4096)] {
             let h = Header { log_offset, log_length, ..header() };
             let e = refusal(&h);
-            assert!(e.contains(&format!("the VHDX log is placed at offset {log_offset} with length {log_length}; it must start")), "{e}");
+            assert!(
+                e.contains(&format!(
+                    "the VHDX log is placed at offset {log_offset} with length {log_length}; it must start"
+                )),
+                "{e}"
+            );
         }
         let h = Header { log_length: 8192, ..header() };
         let e = refusal(&h);
-        assert!(e.contains("the VHDX log (offset 1048576, 8192 bytes) lies past the end of the file (1052672 bytes)"), "{e}");
+        assert!(
+            e.contains("the VHDX log (offset 1048576, 8192 bytes) lies past the end of the file (1052672 bytes)"),
+            "{e}"
+        );
     }
 }

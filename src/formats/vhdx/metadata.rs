@@ -175,8 +175,8 @@ fn parse_parent_locator(d: &[u8]) -> std::result::Result<ParentLocator, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
     use crate::formats::vhdx::overlay::Overlay;
+    use crate::source::file::test_file;
 
     /// Where the items start, after the 64 KiB table.
     const ITEMS: usize = TABLE_BYTES;

@@ -13,11 +13,11 @@ mod overlay;
 mod parent;
 mod region;
 
-use crate::source::file::ImageFile;
 use super::layer::{map_layer, read_layer, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
+use crate::source::file::ImageFile;
 use bat::{Bat, Payload};
 use log::LogState;
 use metadata::Metadata;
@@ -107,9 +107,16 @@ impl VhdxImage {
                 details.push((format!("parent locator {k}"), v.clone()));
             }
         }
-        Ok(VhdxImage { file, cache: opts.cache.clone(), meta, bat, parent, details, data_write_guid: h.data_write_guid })
+        Ok(VhdxImage {
+            file,
+            cache: opts.cache.clone(),
+            meta,
+            bat,
+            parent,
+            details,
+            data_write_guid: h.data_write_guid,
+        })
     }
-
 
     /// For a partially present block: whether the logical sector at `within` is in this file
     /// (its sector bitmap bit set) or the parent's, and how many bytes from there (at most
@@ -156,7 +163,10 @@ impl Layer for VhdxImage {
         };
         match base.checked_add(within).filter(|at| at.checked_add(len).is_some()) {
             Some(at) => Ok((Source::Data { file: &self.file, offset: at }, len)),
-            None => Err(Error::corrupt(&self.file.file.path, format!("a BAT entry points at offset {base}, beyond any file"))),
+            None => Err(Error::corrupt(
+                &self.file.file.path,
+                format!("a BAT entry points at offset {base}, beyond any file"),
+            )),
         }
     }
     fn below(&self) -> Option<&Arc<dyn DiskImage>> {

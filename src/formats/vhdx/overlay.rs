@@ -2,9 +2,9 @@
 //! laid over them in memory. The file itself is never written.
 
 use crate::error::Result;
-use crate::source::file::ImageFile;
 use crate::formats::layer::DataFile;
 use crate::formats::{Extent, Extents};
+use crate::source::file::ImageFile;
 use std::collections::BTreeMap;
 
 /// What one stretch of the overlay holds.
@@ -205,11 +205,8 @@ mod tests {
         let mut x = Extents::new(8);
         assert!(f.map_data(4, 28, &mut x));
         let Extent::Data { fd, .. } = x.as_slice()[0] else { panic!("{:?}", x.as_slice()) };
-        let want = [
-            Extent::Data { fd, offset: 4, len: 4 },
-            Extent::Zero { len: 8 },
-            Extent::Data { fd, offset: 16, len: 16 },
-        ];
+        let want =
+            [Extent::Data { fd, offset: 4, len: 4 }, Extent::Zero { len: 8 }, Extent::Data { fd, offset: 16, len: 16 }];
         assert_eq!(x.as_slice(), &want);
         // Past the file's end reads as zeros, as read_data_at gives.
         x.clear();

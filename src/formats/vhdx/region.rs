@@ -139,8 +139,8 @@ fn parse_table(file: &VhdxFile, buf: &[u8], number: usize, log: Option<Region>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
     use crate::formats::vhdx::overlay::Overlay;
+    use crate::source::file::test_file;
 
     /// A region table (little-endian): the BAT at 1 MiB and the metadata at 1 MiB + 64 KiB,
     /// 64 KiB each, both required; padded to 64 KiB, with its CRC-32C.
@@ -235,7 +235,10 @@ mod tests {
         assert!(refusal(&t).contains("has no metadata region"));
         set(&mut t, 1, 28, &[1, 0, 0, 0]); //                    76:   required
         let e = refusal(&t);
-        assert!(e.contains("lists a required region {42424242-4242-4242-4242-424242424242} that vdmount does not know"), "{e}");
+        assert!(
+            e.contains("lists a required region {42424242-4242-4242-4242-424242424242} that vdmount does not know"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -253,14 +256,18 @@ mod tests {
     fn refuses_regions_before_1_mib_empty_overlapping_or_past_the_end() {
         let mut t = table();
         set(&mut t, 0, 16, &(64u64 << 10).to_le_bytes()); //     32: BAT offset 64 KiB
-        assert!(refusal(&t).contains("the BAT region (offset 65536, length 65536) must be non-empty and start at or after 1 MiB"));
+        assert!(refusal(&t)
+            .contains("the BAT region (offset 65536, length 65536) must be non-empty and start at or after 1 MiB"));
         let mut t = table();
         set(&mut t, 0, 24, &0u32.to_le_bytes()); //              40: BAT length 0
         assert!(refusal(&t).contains("the BAT region (offset 1048576, length 0) must be non-empty"));
         let mut t = table();
         set(&mut t, 1, 16, &((1u64 << 20) + 4096).to_le_bytes()); // 64: metadata offset 1 MiB + 4 KiB
         let e = refusal(&t);
-        assert!(e.contains("the metadata region (offset 1052672, length 65536) overlaps another region (offset 1048576"), "{e}");
+        assert!(
+            e.contains("the metadata region (offset 1052672, length 65536) overlaps another region (offset 1048576"),
+            "{e}"
+        );
         let mut t = table();
         set(&mut t, 1, 16, &(2u64 << 20).to_le_bytes()); //      64: metadata offset 2 MiB
         let e = refusal(&t);
@@ -274,6 +281,9 @@ mod tests {
             Ok(_) => panic!("region table accepted"),
             Err(e) => e.to_string(),
         };
-        assert!(e.contains("the BAT region (offset 1048576, length 65536) overlaps another region (offset 1081344"), "{e}");
+        assert!(
+            e.contains("the BAT region (offset 1048576, length 65536) overlaps another region (offset 1081344"),
+            "{e}"
+        );
     }
 }

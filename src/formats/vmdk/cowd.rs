@@ -16,10 +16,7 @@ pub fn open_cowd(file: ImageFile, cache: Arc<Cache>) -> Result<SparseExtent> {
     let mut h = [0u8; 28];
     file.read_exact_at(&mut h, 0, "the COWD header")?;
     if &h[..4] != b"COWD" {
-        return Err(Error::corrupt(
-            &file.path,
-            "is not a COWD (VMFS sparse) extent: no \"COWD\" signature",
-        ));
+        return Err(Error::corrupt(&file.path, "is not a COWD (VMFS sparse) extent: no \"COWD\" signature"));
     }
     let version = le32(&h, 4);
     let capacity = capacity_bytes(&file, le32(&h, 12) as u64)?;

@@ -92,11 +92,7 @@ pub const NO_PARENT_CID: u32 = 0xffff_ffff;
 impl Descriptor {
     /// The value of `key` (last one wins, keys compared without regard to case).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().rev().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
     }
 
     pub fn create_type(&self) -> Option<&str> {
@@ -149,29 +145,23 @@ pub fn parse_descriptor(text: &str) -> Result<Descriptor, String> {
                 ));
             }
             let rest = line[first.len()..].trim_start();
-            let extent = parse_extent(access, rest, i + 1)
-                .map_err(|e| format!("line {}: {e}: {line}", i + 1))?;
+            let extent = parse_extent(access, rest, i + 1).map_err(|e| format!("line {}: {e}: {line}", i + 1))?;
             d.extents.push(extent);
         } else if let Some((k, v)) = line.split_once('=') {
-            d.entries
-                .push((k.trim().to_string(), unquote(v.trim()).to_string()));
+            d.entries.push((k.trim().to_string(), unquote(v.trim()).to_string()));
         }
     }
     Ok(d)
 }
 
 fn unquote(v: &str) -> &str {
-    v.strip_prefix('"')
-        .and_then(|v| v.strip_suffix('"'))
-        .unwrap_or(v)
+    v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v)
 }
 
 /// `SECTORS TYPE ["FILE" [OFFSET [more fields]]]`, after the access mode.
 fn parse_extent(access: Access, rest: &str, line: usize) -> Result<ExtentLine, String> {
     let (sectors, rest) = next_token(rest).ok_or("invalid extent line (no size)")?;
-    let sectors: u64 = sectors
-        .parse()
-        .map_err(|_| format!("invalid extent size {sectors:?}"))?;
+    let sectors: u64 = sectors.parse().map_err(|_| format!("invalid extent size {sectors:?}"))?;
     let (kind, rest) = next_token(rest).ok_or("invalid extent line (no extent type)")?;
     let kind = ExtentType::parse(kind);
     let rest = rest.trim_start();
@@ -184,22 +174,13 @@ fn parse_extent(access: Access, rest: &str, line: usize) -> Result<ExtentLine, S
         (None, "")
     };
     let offset = match next_token(rest) {
-        Some((tok, _)) => tok
-            .parse()
-            .map_err(|_| format!("invalid extent offset {tok:?}"))?,
+        Some((tok, _)) => tok.parse().map_err(|_| format!("invalid extent offset {tok:?}"))?,
         None => 0,
     };
     if file.is_none() && kind != ExtentType::Zero {
         return Err(format!("a {} extent needs a file name", kind.name()));
     }
-    Ok(ExtentLine {
-        access,
-        sectors,
-        kind,
-        file,
-        offset,
-        line,
-    })
+    Ok(ExtentLine { access, sectors, kind, file, offset, line })
 }
 
 fn next_token(s: &str) -> Option<(&str, &str)> {
@@ -240,7 +221,11 @@ mod tests {
         let refusal = |t: &str| parse_descriptor(t).unwrap_err();
         assert_eq!(refusal("RW abc FLAT \"x\" 0"), "line 1: invalid extent size \"abc\": RW abc FLAT \"x\" 0");
         assert_eq!(refusal("# c\nRW 10 FLAT \"x"), "line 2: unterminated file name: RW 10 FLAT \"x");
-        assert!(refusal("RW 10 SPARSE").starts_with("line 1: a SPARSE extent needs a file name"), "{}", refusal("RW 10 SPARSE"));
+        assert!(
+            refusal("RW 10 SPARSE").starts_with("line 1: a SPARSE extent needs a file name"),
+            "{}",
+            refusal("RW 10 SPARSE")
+        );
         assert!(refusal("RW 10 FLAT x.vmdk zz").starts_with("line 1: invalid extent offset \"zz\""));
         assert!(refusal("RW").starts_with("line 1: invalid extent line (no size)"));
         assert!(refusal("RW 1").starts_with("line 1: invalid extent line (no extent type)"));

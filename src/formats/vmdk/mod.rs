@@ -12,13 +12,11 @@ pub mod descriptor;
 mod sesparse;
 mod sparse;
 
-use self::descriptor::{
-    parse_descriptor, Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID,
-};
+use self::descriptor::{parse_descriptor, Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID};
 use self::sesparse::SeSparseExtent;
 use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
-use crate::source::file::ImageFile;
 use super::open::{open_backing, resolve_beside};
+use crate::source::file::ImageFile;
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
 use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
 use super::{Chain, DiskImage, Extents, Format, ImageInfo, LayerId, OpenOptions};
@@ -89,11 +87,7 @@ impl VmdkImage {
                 };
                 match descriptor {
                     // qemu's rule: a KDMV file of capacity 0 with a descriptor is only a descriptor.
-                    Some(d)
-                        if header.capacity == 0
-                            && header.gd_offset != u64::MAX
-                            && !d.extents.is_empty() =>
-                    {
+                    Some(d) if header.capacity == 0 && header.gd_offset != u64::MAX && !d.extents.is_empty() => {
                         let extents = open_extents(&path, &d, chain, opts)?;
                         (extents, Some(d))
                     }
@@ -113,15 +107,7 @@ impl VmdkImage {
                         };
                         let label = format!("{named} this file ({})", sparse.description);
                         let len = sparse.capacity;
-                        (
-                            vec![Extent {
-                                start: 0,
-                                len,
-                                data: ExtentData::Sparse(sparse),
-                                label,
-                            }],
-                            d,
-                        )
+                        (vec![Extent { start: 0, len, data: ExtentData::Sparse(sparse), label }], d)
                     }
                 }
             }
@@ -129,15 +115,7 @@ impl VmdkImage {
                 let sparse = cowd::open_cowd(file, opts.cache.clone())?;
                 let label = format!("VMFSSPARSE (this file, {})", sparse.description);
                 let len = sparse.capacity;
-                (
-                    vec![Extent {
-                        start: 0,
-                        len,
-                        data: ExtentData::Sparse(sparse),
-                        label,
-                    }],
-                    None,
-                )
+                (vec![Extent { start: 0, len, data: ExtentData::Sparse(sparse), label }], None)
             }
             _ => {
                 let text = read_text_descriptor(&file)?;
@@ -147,20 +125,11 @@ impl VmdkImage {
             }
         };
         let size = extents.last().map(|e| e.start + e.len).unwrap_or(0);
-        let parent = match descriptor
-            .as_ref()
-            .and_then(|d| d.parent_hint().map(|h| (d, h)))
-        {
+        let parent = match descriptor.as_ref().and_then(|d| d.parent_hint().map(|h| (d, h))) {
             Some((d, hint)) => Some(open_parent(&path, d, hint, chain, opts)?),
             None => None,
         };
-        Ok(VmdkImage {
-            path,
-            size,
-            extents,
-            descriptor,
-            parent,
-        })
+        Ok(VmdkImage { path, size, extents, descriptor, parent })
     }
 }
 
@@ -187,24 +156,9 @@ impl Layer for VmdkImage {
         let max = max.min(e.len - within);
         match &e.data {
             ExtentData::Zero => Ok((Source::Zero, max)),
-            ExtentData::Flat { file, base } => Ok((
-                Source::Data {
-                    file,
-                    offset: base.saturating_add(within),
-                },
-                max,
-            )),
-            ExtentData::Sparse(s) => grain_run(
-                within,
-                max,
-                s.grain_bytes,
-                &s.file,
-                |o| s.lookup(o),
-                Some(s),
-            ),
-            ExtentData::SeSparse(s) => {
-                grain_run(within, max, s.grain_bytes, &s.file, |o| s.lookup(o), None)
-            }
+            ExtentData::Flat { file, base } => Ok((Source::Data { file, offset: base.saturating_add(within) }, max)),
+            ExtentData::Sparse(s) => grain_run(within, max, s.grain_bytes, &s.file, |o| s.lookup(o), Some(s)),
+            ExtentData::SeSparse(s) => grain_run(within, max, s.grain_bytes, &s.file, |o| s.lookup(o), None),
         }
     }
 }
@@ -227,9 +181,7 @@ fn grain_run<'a>(
         let next = lookup(within + take)?;
         let continues = match (first, next) {
             (Mapping::Unallocated, Mapping::Unallocated) | (Mapping::Zero, Mapping::Zero) => true,
-            (Mapping::Data { offset: a }, Mapping::Data { offset: b }) => {
-                a.checked_add(in_grain + take) == Some(b)
-            }
+            (Mapping::Data { offset: a }, Mapping::Data { offset: b }) => a.checked_add(in_grain + take) == Some(b),
             _ => false,
         };
         if !continues {
@@ -241,23 +193,10 @@ fn grain_run<'a>(
         Mapping::Unallocated => Source::Below,
         Mapping::Zero => Source::Zero,
         // Saturating: an offset beyond any file reads as zeros, like any past the file's end.
-        Mapping::Data { offset } => Source::Data {
-            file,
-            offset: offset.saturating_add(in_grain),
-        },
+        Mapping::Data { offset } => Source::Data { file, offset: offset.saturating_add(in_grain) },
         Mapping::Compressed { offset } => match sparse {
-            Some(sparse) => Source::Compressed {
-                from: sparse,
-                at: offset,
-                len: 0,
-                skip: in_grain,
-            },
-            None => {
-                return Err(Error::corrupt(
-                    &file.path,
-                    "compressed grain in an extent that has none",
-                ))
-            }
+            Some(sparse) => Source::Compressed { from: sparse, at: offset, len: 0, skip: in_grain },
+            None => return Err(Error::corrupt(&file.path, "compressed grain in an extent that has none")),
         },
     };
     Ok((run, take))
@@ -300,16 +239,11 @@ impl DiskImage for VmdkImage {
         let mut cluster_size = None;
         let d = self.descriptor.as_ref();
         let get = |k: &str| d.and_then(|d| d.get(k)).map(String::from);
-        let create_type =
-            get("createType").unwrap_or_else(|| match self.extents.first().map(|e| &e.data) {
-                Some(ExtentData::Sparse(s)) if s.compressed => {
-                    "streamOptimized (no descriptor)".into()
-                }
-                Some(ExtentData::Sparse(s)) if s.description.starts_with("COWD") => {
-                    "vmfsSparse (no descriptor)".into()
-                }
-                _ => "monolithicSparse (no descriptor)".into(),
-            });
+        let create_type = get("createType").unwrap_or_else(|| match self.extents.first().map(|e| &e.data) {
+            Some(ExtentData::Sparse(s)) if s.compressed => "streamOptimized (no descriptor)".into(),
+            Some(ExtentData::Sparse(s)) if s.description.starts_with("COWD") => "vmfsSparse (no descriptor)".into(),
+            _ => "monolithicSparse (no descriptor)".into(),
+        });
         details.push(("create type".into(), create_type));
         if let Some(cid) = get("CID") {
             details.push(("CID".into(), cid));
@@ -331,8 +265,7 @@ impl DiskImage for VmdkImage {
             match &e.data {
                 ExtentData::Sparse(s) => {
                     cluster_size.get_or_insert(s.grain_bytes);
-                    if s.compressed && !features.iter().any(|f| f == "compressed grains (deflate)")
-                    {
+                    if s.compressed && !features.iter().any(|f| f == "compressed grains (deflate)") {
                         features.push("compressed grains (deflate)".to_string());
                     }
                 }
@@ -375,10 +308,7 @@ fn read_text_descriptor(file: &ImageFile) -> Result<String> {
 /// Opens every extent a descriptor at `desc_path` lists, in order.
 fn open_extents(desc_path: &Path, d: &Descriptor, chain: &Chain, opts: &OpenOptions) -> Result<Vec<Extent>> {
     if let Some(ct) = d.create_type() {
-        if DEVICE_CREATE_TYPES
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(ct))
-        {
+        if DEVICE_CREATE_TYPES.iter().any(|t| t.eq_ignore_ascii_case(ct)) {
             return Err(Error::unsupported(
                 desc_path,
                 format!("createType \"{ct}\" is a raw device mapping: the disk's data is on a physical disk or LUN, not in an image file; image that device and open the copy instead"),
@@ -396,12 +326,7 @@ fn open_extents(desc_path: &Path, d: &Descriptor, chain: &Chain, opts: &OpenOpti
     for line in &d.extents {
         let len = line.sectors.saturating_mul(SECTOR);
         let end = start.saturating_add(len);
-        limits::check(
-            desc_path,
-            "total size of the descriptor's extents (bytes)",
-            end,
-            MAX_VIRTUAL_SIZE,
-        )?;
+        limits::check(desc_path, "total size of the descriptor's extents (bytes)", end, MAX_VIRTUAL_SIZE)?;
         let data = open_extent(desc_path, line, chain, opts)?;
         let file_label = match &line.file {
             Some(f) => format!(" \"{f}\""),
@@ -416,18 +341,8 @@ fn open_extents(desc_path: &Path, d: &Descriptor, chain: &Chain, opts: &OpenOpti
             _ if line.access == Access::NoAccess => " (no access: reads as zeros)".to_string(),
             _ => String::new(),
         };
-        let label = format!(
-            "{} {} {}{file_label}{what}",
-            line.access.name(),
-            line.sectors,
-            line.kind.name()
-        );
-        extents.push(Extent {
-            start,
-            len,
-            data,
-            label,
-        });
+        let label = format!("{} {} {}{file_label}{what}", line.access.name(), line.sectors, line.kind.name());
+        extents.push(Extent { start, len, data, label });
         start = end;
     }
     Ok(extents)
@@ -477,10 +392,7 @@ fn open_extent(desc_path: &Path, line: &ExtentLine, chain: &Chain, opts: &OpenOp
 /// confinement allows (beneath the image's folder by default) and only if it is a regular file.
 fn open_extent_file(desc_path: &Path, name: &str, line: usize, chain: &Chain) -> Result<ImageFile> {
     if name.is_empty() {
-        return Err(Error::corrupt(
-            desc_path,
-            format!("the extent on line {line} has an empty file name"),
-        ));
+        return Err(Error::corrupt(desc_path, format!("the extent on line {line} has an empty file name")));
     }
     chain.confine.open(desc_path, Path::new(name), &format!("extent file (descriptor line {line})"))
 }
@@ -525,4 +437,3 @@ fn open_parent(
     }
     Ok(parent)
 }
-

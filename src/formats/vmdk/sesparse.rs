@@ -7,12 +7,12 @@
 
 use super::sparse::{Directory, SECTOR};
 use super::Mapping;
-use crate::formats::cached::load_table;
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::le64;
-use crate::source::file::ImageFile;
+use crate::formats::cached::load_table;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
+use crate::source::file::ImageFile;
 use std::sync::Arc;
 
 pub const CONST_MAGIC: u64 = 0xcafe_babe;
@@ -52,10 +52,7 @@ impl SeSparseExtent {
         file.read_exact_at(&mut h, 0, "the seSparse header")?;
         let f = |i: usize| le64(&h, i * 8);
         if f(field::MAGIC) != CONST_MAGIC {
-            return Err(Error::corrupt(
-                &path,
-                "is not a seSparse extent: no 0xcafebabe signature",
-            ));
+            return Err(Error::corrupt(&path, "is not a seSparse extent: no 0xcafebabe signature"));
         }
         if f(field::VERSION) != VERSION {
             return Err(Error::unsupported(
@@ -67,47 +64,20 @@ impl SeSparseExtent {
             ));
         }
         if f(field::FLAGS) != 0 {
-            return Err(Error::unsupported(
-                &path,
-                format!("seSparse flags {:#x} are not known", f(field::FLAGS)),
-            ));
+            return Err(Error::unsupported(&path, format!("seSparse flags {:#x} are not known", f(field::FLAGS))));
         }
         let capacity = f(field::CAPACITY).saturating_mul(SECTOR);
-        limits::check(
-            &path,
-            "seSparse capacity (bytes)",
-            capacity,
-            MAX_VIRTUAL_SIZE,
-        )?;
-        let grain_bytes = f(field::GRAIN_SIZE)
-            .checked_mul(SECTOR)
-            .filter(|&g| g > 0)
-            .unwrap_or(u64::MAX);
-        limits::check(
-            &path,
-            "seSparse grain size (bytes)",
-            grain_bytes,
-            MAX_CLUSTER_BYTES,
-        )?;
-        let gt_bytes = f(field::GRAIN_TABLE_SIZE)
-            .checked_mul(SECTOR)
-            .filter(|&g| g >= 8)
-            .unwrap_or(u64::MAX);
-        limits::check(
-            &path,
-            "seSparse grain table size (bytes)",
-            gt_bytes,
-            MAX_TABLE_BYTES,
-        )?;
+        limits::check(&path, "seSparse capacity (bytes)", capacity, MAX_VIRTUAL_SIZE)?;
+        let grain_bytes = f(field::GRAIN_SIZE).checked_mul(SECTOR).filter(|&g| g > 0).unwrap_or(u64::MAX);
+        limits::check(&path, "seSparse grain size (bytes)", grain_bytes, MAX_CLUSTER_BYTES)?;
+        let gt_bytes = f(field::GRAIN_TABLE_SIZE).checked_mul(SECTOR).filter(|&g| g >= 8).unwrap_or(u64::MAX);
+        limits::check(&path, "seSparse grain table size (bytes)", gt_bytes, MAX_TABLE_BYTES)?;
 
         let mut v = [0u8; 512];
         let v_off = f(field::VOLATILE_OFFSET).saturating_mul(SECTOR);
         file.read_exact_at(&mut v, v_off, "the seSparse volatile header")?;
         if le64(&v, 0) != VOLATILE_MAGIC {
-            return Err(Error::corrupt(
-                &path,
-                "the seSparse volatile header has no 0xcafecafe signature",
-            ));
+            return Err(Error::corrupt(&path, "the seSparse volatile header has no 0xcafecafe signature"));
         }
         if le64(&v, 24) != 0 {
             // The journal format is not described anywhere public; guessing would risk wrong data.
@@ -118,13 +88,7 @@ impl SeSparseExtent {
         }
 
         let gd_entries = f(field::GRAIN_DIR_SIZE).saturating_mul(SECTOR / 8);
-        let gd = Directory::new(
-            &file,
-            f(field::GRAIN_DIR_OFFSET),
-            gd_entries,
-            8,
-            "seSparse grain directory",
-        )?;
+        let gd = Directory::new(&file, f(field::GRAIN_DIR_OFFSET), gd_entries, 8, "seSparse grain directory")?;
         let tables_offset = f(field::GRAIN_TABLES_OFFSET).saturating_mul(SECTOR);
         let grains_offset = f(field::GRAINS_OFFSET).saturating_mul(SECTOR);
         Ok(SeSparseExtent {
@@ -151,48 +115,37 @@ impl SeSparseExtent {
             return Ok(Mapping::Unallocated);
         }
         if gde >> 32 != 0x1000_0000 {
-            return Err(self.bad(format!(
-                "grain directory entry {gd_index} is {gde:#018x}, not a grain table reference"
-            )));
+            return Err(
+                self.bad(format!("grain directory entry {gd_index} is {gde:#018x}, not a grain table reference"))
+            );
         }
         let gt_bytes = self.gtes_per_gt * 8;
         let gt_off = (gde & 0xffff_ffff)
             .checked_mul(gt_bytes)
             .and_then(|o| o.checked_add(self.tables_offset))
-            .ok_or_else(|| {
-                self.bad(format!(
-                    "grain table {gd_index} lies beyond any file offset"
-                ))
-            })?;
-        let gt = load_table(&self.cache, &self.file, Kind::Table,
+            .ok_or_else(|| self.bad(format!("grain table {gd_index} lies beyond any file offset")))?;
+        let gt = load_table(
+            &self.cache,
+            &self.file,
+            Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,
             &format!("seSparse grain table {gd_index}"),
         )?;
-        let e = gt
-            .get(gt_index * 8..gt_index * 8 + 8)
-            .map(|b| le64(b, 0))
-            .unwrap_or(0);
+        let e = gt.get(gt_index * 8..gt_index * 8 + 8).map(|b| le64(b, 0)).unwrap_or(0);
         Ok(match e >> 60 {
             0 if e == 0 => Mapping::Unallocated,
             1 | 2 => Mapping::Zero,
             3 => {
-                let cluster =
-                    ((e & 0x0fff_0000_0000_0000) >> 48) | ((e & 0x0000_ffff_ffff_ffff) << 12);
+                let cluster = ((e & 0x0fff_0000_0000_0000) >> 48) | ((e & 0x0000_ffff_ffff_ffff) << 12);
                 let offset = cluster
                     .checked_mul(self.grain_bytes)
                     .and_then(|o| o.checked_add(self.grains_offset))
-                    .ok_or_else(|| {
-                        self.bad(format!("grain {grain} points beyond any file offset"))
-                    })?;
+                    .ok_or_else(|| self.bad(format!("grain {grain} points beyond any file offset")))?;
                 Mapping::Data { offset }
             }
-            _ => {
-                return Err(self.bad(format!(
-                    "grain table entry {e:#018x} for grain {grain} has an unknown type"
-                )))
-            }
+            _ => return Err(self.bad(format!("grain table entry {e:#018x} for grain {grain} has an unknown type"))),
         })
     }
 

@@ -3,14 +3,14 @@
 //! sector (0: not in this file, 1: zeros). COWD extents (cowd.rs) share the same two-level map.
 
 use super::Mapping;
-use crate::formats::cached::load_table;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le16, le32, le64};
-use crate::source::file::ImageFile;
+use crate::formats::cached::load_table;
 use crate::limits::{
     self, MAX_CLUSTER_BYTES, MAX_COMPRESSED_GRAIN_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
+use crate::source::file::ImageFile;
 use std::sync::Arc;
 
 pub const SECTOR: u64 = 512;
@@ -69,25 +69,14 @@ pub fn embedded_descriptor(file: &ImageFile, h: &KdmvHeader) -> Result<Option<St
         return Ok(None);
     }
     let what = "the embedded descriptor";
-    let off = h
-        .descriptor_offset
-        .checked_mul(SECTOR)
-        .filter(|&o| o < file.size)
-        .ok_or_else(|| {
-            Error::corrupt(
-                &file.path,
-                format!(
-                    "{what} at sector {} lies past the end of the file ({} bytes)",
-                    h.descriptor_offset, file.size
-                ),
-            )
-        })?;
+    let off = h.descriptor_offset.checked_mul(SECTOR).filter(|&o| o < file.size).ok_or_else(|| {
+        Error::corrupt(
+            &file.path,
+            format!("{what} at sector {} lies past the end of the file ({} bytes)", h.descriptor_offset, file.size),
+        )
+    })?;
     // Real descriptors are a few KiB; writers reserve up to 20 sectors or more. Read what fits.
-    let len = h
-        .descriptor_sectors
-        .saturating_mul(SECTOR)
-        .min(file.size - off)
-        .min(MAX_DESCRIPTOR_BYTES);
+    let len = h.descriptor_sectors.saturating_mul(SECTOR).min(file.size - off).min(MAX_DESCRIPTOR_BYTES);
     let bytes = file.read_vec(off, len, MAX_DESCRIPTOR_BYTES, what)?;
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
@@ -120,27 +109,24 @@ impl SparseExtent {
         if h.version == 0 || h.version > 3 {
             return Err(Error::unsupported(
                 &file.path,
-                format!(
-                    "sparse extent version {} is not one vdmount reads (1 to 3)",
-                    h.version
-                ),
+                format!("sparse extent version {} is not one vdmount reads (1 to 3)", h.version),
             ));
         }
         let compressed = h.flags & FLAG_COMPRESSED != 0 || h.compress_algorithm != 0;
         if compressed && h.compress_algorithm != COMPRESSION_DEFLATE {
             return Err(Error::unsupported(
                 &file.path,
-                format!(
-                    "grain compression algorithm {} is unknown (only 1, deflate, exists)",
-                    h.compress_algorithm
-                ),
+                format!("grain compression algorithm {} is unknown (only 1, deflate, exists)", h.compress_algorithm),
             ));
         }
         // qemu refuses more than 512 entries per grain table; VMware always writes 512.
         if h.gtes_per_gt == 0 || h.gtes_per_gt > 512 {
             return Err(Error::corrupt(
                 &file.path,
-                format!("numGTEsPerGT is {} in the sparse header; it must be 1 to 512 (VMware writes 512)", h.gtes_per_gt),
+                format!(
+                    "numGTEsPerGT is {} in the sparse header; it must be 1 to 512 (VMware writes 512)",
+                    h.gtes_per_gt
+                ),
             ));
         }
         let grain_bytes = grain_bytes(&file, h.grain_sectors)?;
@@ -157,14 +143,7 @@ impl SparseExtent {
         let gd_entries = capacity.div_ceil(gt_coverage);
         let primary = Directory::new(&file, h.gd_offset, gd_entries, 4, "grain directory");
         let redundant = if h.flags & FLAG_RGD != 0 && h.rgd_offset != 0 {
-            Directory::new(
-                &file,
-                h.rgd_offset,
-                gd_entries,
-                4,
-                "redundant grain directory",
-            )
-            .ok()
+            Directory::new(&file, h.rgd_offset, gd_entries, 4, "redundant grain directory").ok()
         } else {
             None
         };
@@ -174,11 +153,7 @@ impl SparseExtent {
             (Err(_), Some(rgd)) => (rgd, None),
             (Err(e), None) => return Err(e),
         };
-        let kind = if compressed {
-            "streamOptimized (deflate grains)"
-        } else {
-            "hosted sparse"
-        };
+        let kind = if compressed { "streamOptimized (deflate grains)" } else { "hosted sparse" };
         Ok(SparseExtent {
             description: format!("KDMV version {}, {kind}", h.version),
             file,
@@ -216,16 +191,16 @@ impl SparseExtent {
             return Ok(Mapping::Unallocated);
         }
         let gt_off = sector * SECTOR;
-        let gt = load_table(&self.cache, &self.file, Kind::Table,
+        let gt = load_table(
+            &self.cache,
+            &self.file,
+            Kind::Table,
             gt_off,
             gt_bytes,
             MAX_TABLE_BYTES,
             &format!("grain table {gd_index}"),
         )?;
-        let entry = gt
-            .get(gt_index * 4..gt_index * 4 + 4)
-            .map(|b| le32(b, 0))
-            .unwrap_or(0) as u64;
+        let entry = gt.get(gt_index * 4..gt_index * 4 + 4).map(|b| le32(b, 0)).unwrap_or(0) as u64;
         Ok(match entry {
             0 => Mapping::Unallocated,
             1 => Mapping::Zero,
@@ -237,14 +212,9 @@ impl SparseExtent {
     /// The decompressed grain whose marker (or compressed stream) starts at `offset`, or at
     /// least its first `need` bytes (see `Cache::get_prefix_or_load`).
     pub fn compressed_grain(&self, offset: u64, need: usize) -> Result<Arc<[u8]>> {
-        let key = Key {
-            file: self.file.id,
-            kind: Kind::Cluster,
-            offset,
-        };
+        let key = Key { file: self.file.id, kind: Kind::Cluster, offset };
         let grain = self.grain_bytes as usize;
-        self.cache
-            .get_prefix_or_load(key, need, grain, |want| self.inflate(offset, want))
+        self.cache.get_prefix_or_load(key, need, grain, |want| self.inflate(offset, want))
     }
 
     /// Decompresses the grain at `offset` straight into `out` if `out` is exactly one grain,
@@ -296,8 +266,7 @@ impl SparseExtent {
         let path = &self.file.path;
         let (data_off, len) = if self.markers {
             let mut marker = [0u8; 12];
-            self.file
-                .read_exact_at(&mut marker, offset, "a compressed grain marker")?;
+            self.file.read_exact_at(&mut marker, offset, "a compressed grain marker")?;
             let size = le32(&marker, 8) as u64;
             // qemu reads at most two grains of compressed data; deflate never needs more.
             let max = (self.grain_bytes * 2).min(MAX_CLUSTER_BYTES);
@@ -309,24 +278,19 @@ impl SparseExtent {
             }
             (offset + 12, size)
         } else {
-            (
-                offset,
-                (self.grain_bytes * 2).min(self.file.size.saturating_sub(offset)),
-            )
+            (offset, (self.grain_bytes * 2).min(self.file.size.saturating_sub(offset)))
         };
         input.resize(len as usize, 0);
-        self.file
-            .read_exact_at(input, data_off, "a compressed grain")?;
-        let n = inflate_zlib(input, out).map_err(|e| {
-            Error::corrupt(
-                path,
-                format!("compressed grain at offset {offset} does not inflate: {e}"),
-            )
-        })?;
+        self.file.read_exact_at(input, data_off, "a compressed grain")?;
+        let n = inflate_zlib(input, out)
+            .map_err(|e| Error::corrupt(path, format!("compressed grain at offset {offset} does not inflate: {e}")))?;
         if n as u64 > self.grain_bytes {
             return Err(Error::corrupt(
                 path,
-                format!("compressed grain at offset {offset} inflates to more than the grain size ({} bytes)", self.grain_bytes),
+                format!(
+                    "compressed grain at offset {offset} inflates to more than the grain size ({} bytes)",
+                    self.grain_bytes
+                ),
             ));
         }
         Ok(n)
@@ -352,7 +316,10 @@ fn inflate_zlib(input: &[u8], out: &mut [u8]) -> std::result::Result<usize, flat
             };
             let status = d.decompress(src, dst, FlushDecompress::Finish)?;
             let (in_after, out_after) = (d.total_in() as usize, d.total_out() as usize);
-            if status == Status::StreamEnd || out_after >= out.len() || (in_after == in_before && out_after == out_before) {
+            if status == Status::StreamEnd
+                || out_after >= out.len()
+                || (in_after == in_before && out_after == out_before)
+            {
                 return Ok(out_after);
             }
         }
@@ -381,11 +348,7 @@ fn find_footer(file: &ImageFile) -> Result<KdmvHeader> {
         if !usable(&sector) {
             continue;
         }
-        file.read_exact_at(
-            &mut marker,
-            at - SECTOR,
-            "the streamOptimized footer marker",
-        )?;
+        file.read_exact_at(&mut marker, at - SECTOR, "the streamOptimized footer marker")?;
         if le32(&marker, 12) == MARKER_FOOTER {
             return Ok(KdmvHeader::parse(&sector));
         }
@@ -398,27 +361,16 @@ fn find_footer(file: &ImageFile) -> Result<KdmvHeader> {
 
 /// Grain size in bytes from a count of sectors, checked.
 pub(super) fn grain_bytes(file: &ImageFile, sectors: u64) -> Result<u64> {
-    let bytes = sectors
-        .checked_mul(SECTOR)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| {
-            Error::corrupt(
-                &file.path,
-                format!("grain size of {sectors} sectors in the sparse header is invalid"),
-            )
-        })?;
+    let bytes = sectors.checked_mul(SECTOR).filter(|&b| b > 0).ok_or_else(|| {
+        Error::corrupt(&file.path, format!("grain size of {sectors} sectors in the sparse header is invalid"))
+    })?;
     limits::check(&file.path, "grain size (bytes)", bytes, MAX_CLUSTER_BYTES)
 }
 
 /// Capacity in bytes from a count of sectors, checked.
 pub(super) fn capacity_bytes(file: &ImageFile, sectors: u64) -> Result<u64> {
     let bytes = sectors.saturating_mul(SECTOR);
-    limits::check(
-        &file.path,
-        "capacity in the sparse header (bytes)",
-        bytes,
-        MAX_VIRTUAL_SIZE,
-    )
+    limits::check(&file.path, "capacity in the sparse header (bytes)", bytes, MAX_VIRTUAL_SIZE)
 }
 
 /// A grain directory: `entries` little-endian sector numbers (u32, or u64 for seSparse) at a
@@ -444,12 +396,7 @@ impl Directory {
         what: &'static str,
     ) -> Result<Directory> {
         let bytes = entries.saturating_mul(entry_size);
-        limits::check(
-            &file.path,
-            &format!("size of the {what}"),
-            bytes,
-            MAX_TABLE_BYTES,
-        )?;
+        limits::check(&file.path, &format!("size of the {what}"), bytes, MAX_TABLE_BYTES)?;
         let offset = sector.saturating_mul(SECTOR);
         if offset == 0 || offset.checked_add(bytes).is_none_or(|end| end > file.size) {
             return Err(Error::corrupt(
@@ -460,12 +407,7 @@ impl Directory {
                 ),
             ));
         }
-        Ok(Directory {
-            offset,
-            entries,
-            entry_size,
-            what,
-        })
+        Ok(Directory { offset, entries, entry_size, what })
     }
 
     /// Entry `index`, or 0 (nothing allocated) past the end of the directory.
@@ -477,22 +419,15 @@ impl Directory {
         let piece = at / DIRECTORY_PIECE * DIRECTORY_PIECE;
         let len = (self.entries * self.entry_size - piece).min(DIRECTORY_PIECE);
         let off = self.offset + piece;
-        let bytes = cache.get_or_load(
-            Key {
-                file: file.id,
-                kind: Kind::Directory,
-                offset: off,
-            },
-            || file.read_vec(off, len, MAX_TABLE_BYTES, self.what),
-        )?;
+        let bytes = cache.get_or_load(Key { file: file.id, kind: Kind::Directory, offset: off }, || {
+            file.read_vec(off, len, MAX_TABLE_BYTES, self.what)
+        })?;
         let i = (at - piece) as usize;
-        Ok(
-            match (self.entry_size, bytes.get(i..i + self.entry_size as usize)) {
-                (4, Some(b)) => le32(b, 0) as u64,
-                (8, Some(b)) => le64(b, 0),
-                _ => 0,
-            },
-        )
+        Ok(match (self.entry_size, bytes.get(i..i + self.entry_size as usize)) {
+            (4, Some(b)) => le32(b, 0) as u64,
+            (8, Some(b)) => le64(b, 0),
+            _ => 0,
+        })
     }
 }
 
@@ -516,7 +451,7 @@ mod tests {
             0x00, 0x02, 0x00, 0x00, //                           44: numGTEsPerGT 512
             0x00, 0x00, 0, 0, 0, 0, 0, 0, //                     48: rgdOffset 0 (none)
             0x01, 0x00, 0, 0, 0, 0, 0, 0, //                     56: gdOffset sector 1
-            0x02, 0x00, 0, 0, 0, 0, 0, 0, //                     64: overHead 2 sectors
+            0x02, 0x00, 0, 0, 0, 0, 0, 0,    //                     64: overHead 2 sectors
             0x00, //                                             72: uncleanShutdown 0
             b'\n', b' ', b'\r', b'\n', //                        73: newline detection characters
             0x00, 0x00, //                                       77: compressAlgorithm 0 (none)

@@ -40,7 +40,11 @@ impl Qcow2Overlay {
             self.pwrite(&buf, start * CLUSTER, "a refcount block")?;
             self.sync()?;
             // The table points at the block only once the block is durable.
-            self.pwrite(&(start * CLUSTER).to_be_bytes(), m.refcount_table_offset + block_index * 8, "the refcount table")?;
+            self.pwrite(
+                &(start * CLUSTER).to_be_bytes(),
+                m.refcount_table_offset + block_index * 8,
+                "the refcount table",
+            )?;
             self.sync()?;
             m.refcount_table[block_index as usize] = start * CLUSTER;
             m.next_free = start + 1;

@@ -43,8 +43,9 @@ impl Qcow2Overlay {
         base_format: &str,
     ) -> Result<Qcow2Overlay> {
         let format = qemu_format_name(path, base_format)?;
-        let canonical = std::fs::canonicalize(base_path)
-            .map_err(|e| Error::io(base_path, "cannot resolve the image's full path for the overlay's backing file name", e))?;
+        let canonical = std::fs::canonicalize(base_path).map_err(|e| {
+            Error::io(base_path, "cannot resolve the image's full path for the overlay's backing file name", e)
+        })?;
         let name = canonical.as_os_str().as_bytes().to_vec();
         if name.len() as u64 > MAX_BACKING_NAME {
             return Err(Error::unsupported(
@@ -76,8 +77,11 @@ impl Qcow2Overlay {
 
         let io = |e| Error::io(path, "cannot write the new qcow2 overlay", e);
         file.set_len(metadata_end * CLUSTER).map_err(io)?;
-        file.write_at(&header_cluster(size, l1_size as u32, l1_cluster * CLUSTER, refcount_table_clusters as u32, format, &name), 0)
-            .map_err(io)?;
+        file.write_at(
+            &header_cluster(size, l1_size as u32, l1_cluster * CLUSTER, refcount_table_clusters as u32, format, &name),
+            0,
+        )
+        .map_err(io)?;
         file.write_at(&(block0 * CLUSTER).to_be_bytes(), refcount_table_offset).map_err(io)?;
         let refcounts: Vec<u8> = (0..metadata_end).flat_map(|_| 1u16.to_be_bytes()).collect();
         file.write_at(&refcounts, block0 * CLUSTER).map_err(io)?;

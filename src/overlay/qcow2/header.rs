@@ -34,10 +34,14 @@ pub fn backing_file_name(file: &dyn OverlayFile, path: &Path) -> Result<Option<P
         return Ok(None);
     }
     if len as u64 > MAX_BACKING_NAME {
-        return Err(Error::corrupt(path, format!("qcow2 overlay: backing file name of {len} bytes (at most {MAX_BACKING_NAME})")));
+        return Err(Error::corrupt(
+            path,
+            format!("qcow2 overlay: backing file name of {len} bytes (at most {MAX_BACKING_NAME})"),
+        ));
     }
     let mut name = vec![0u8; len];
-    file.read_at(&mut name, offset).map_err(|e| Error::io(path, "cannot read the qcow2 overlay's backing file name", e))?;
+    file.read_at(&mut name, offset)
+        .map_err(|e| Error::io(path, "cannot read the qcow2 overlay's backing file name", e))?;
     let name = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
     Ok(Some(match path.parent() {
         Some(dir) if name.is_relative() => dir.join(name),
@@ -46,7 +50,14 @@ pub fn backing_file_name(file: &dyn OverlayFile, path: &Path) -> Result<Option<P
 }
 
 /// The header cluster: v3 header, backing format extension, end of extensions, backing name.
-pub(super) fn header_cluster(size: u64, l1_size: u32, l1_offset: u64, refcount_table_clusters: u32, format: &str, name: &[u8]) -> Vec<u8> {
+pub(super) fn header_cluster(
+    size: u64,
+    l1_size: u32,
+    l1_offset: u64,
+    refcount_table_clusters: u32,
+    format: &str,
+    name: &[u8],
+) -> Vec<u8> {
     let mut h = Vec::with_capacity(CLUSTER as usize);
     h.extend_from_slice(MAGIC);
     h.extend_from_slice(&3u32.to_be_bytes());

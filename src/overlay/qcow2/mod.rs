@@ -25,7 +25,6 @@
 //! - Discard and write-zeroes set the zero flag on whole clusters, keeping any allocation (no
 //!   refcount is ever decremented while the overlay is in use); partial clusters get real zeros.
 
-
 mod alloc;
 mod create;
 mod header;
@@ -33,15 +32,14 @@ mod open;
 mod tables;
 mod write;
 
-pub use header::backing_file_name;
-use tables::{place, Place};
-use crate::overlay::Backend;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::formats::qcow2::spec::{COMPRESSED, COPIED, EXT_BACKING_FORMAT, MAGIC, MAX_BACKING_NAME, OFFSET_MASK, ZERO};
 use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
+use crate::formats::qcow2::spec::{COMPRESSED, COPIED, EXT_BACKING_FORMAT, MAGIC, MAX_BACKING_NAME, OFFSET_MASK, ZERO};
 use crate::formats::{DiskImage, Extent, Extents};
 use crate::limits::{self, MAX_L1_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
+use crate::overlay::Backend;
+pub use header::backing_file_name;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -50,6 +48,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tables::{place, Place};
 
 const CLUSTER_BITS: u32 = 16;
 const CLUSTER: u64 = 1 << CLUSTER_BITS;
@@ -131,7 +130,6 @@ struct Meta {
     file_end: u64,
 }
 
-
 fn table_bytes(entries: &[u64]) -> Vec<u8> {
     entries.iter().flat_map(|e| e.to_be_bytes()).collect()
 }
@@ -180,7 +178,6 @@ impl Qcow2Overlay {
     fn sync(&self) -> Result<()> {
         self.file.sync().map_err(|e| self.io_err("syncing", e))
     }
-
 }
 
 impl Drop for Qcow2Overlay {

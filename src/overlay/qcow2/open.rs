@@ -19,7 +19,9 @@ impl Qcow2Overlay {
         let refuse = |msg: &str| {
             Error::unsupported(
                 path,
-                format!("{msg}; vdmount appends only to overlays it made itself (start a new overlay with --cow=NEWFILE)"),
+                format!(
+                    "{msg}; vdmount appends only to overlays it made itself (start a new overlay with --cow=NEWFILE)"
+                ),
             )
         };
         let file_len = file.size().map_err(|e| Error::io(path, "cannot stat the qcow2 overlay", e))?;
@@ -71,15 +73,21 @@ impl Qcow2Overlay {
         let refcount_table_offset = be64(&h, 48);
         let refcount_table_bytes = u64::from(be32(&h, 56)) * CLUSTER;
         limits::check(path, "qcow2 overlay refcount table size", refcount_table_bytes, MAX_TABLE_BYTES)?;
-        for (what, offset, len) in [("L1 table", l1_offset, l1_size * 8), ("refcount table", refcount_table_offset, refcount_table_bytes)] {
-            if !offset.is_multiple_of(CLUSTER) || offset == 0 || offset.checked_add(len).is_none_or(|end| end > file_len) {
+        for (what, offset, len) in
+            [("L1 table", l1_offset, l1_size * 8), ("refcount table", refcount_table_offset, refcount_table_bytes)]
+        {
+            if !offset.is_multiple_of(CLUSTER)
+                || offset == 0
+                || offset.checked_add(len).is_none_or(|end| end > file_len)
+            {
                 return Err(corrupt(format!("its {what} at offset {offset} ({len} bytes) is misaligned or past the end of the file ({file_len} bytes)")));
             }
         }
         let file_end = file_len.div_ceil(CLUSTER);
         let read_table = |offset: u64, len: u64, what: &str| -> Result<Vec<u64>> {
             let mut raw = vec![0u8; len as usize];
-            file.read_at(&mut raw, offset).map_err(|e| Error::io(path, format!("cannot read the overlay's {what}"), e))?;
+            file.read_at(&mut raw, offset)
+                .map_err(|e| Error::io(path, format!("cannot read the overlay's {what}"), e))?;
             Ok(raw.chunks_exact(8).map(|c| be64(c, 0)).collect())
         };
         let l1 = read_table(l1_offset, l1_size * 8, "L1 table")?;
@@ -95,7 +103,9 @@ impl Qcow2Overlay {
         let refcount_table = read_table(refcount_table_offset, refcount_table_bytes, "refcount table")?;
         for (i, &e) in refcount_table.iter().enumerate() {
             if !e.is_multiple_of(CLUSTER) || e / CLUSTER >= file_end {
-                return Err(corrupt(format!("refcount table entry {i} ({e:#x}) is misaligned or points past the end of the file")));
+                return Err(corrupt(format!(
+                    "refcount table entry {i} ({e:#x}) is misaligned or points past the end of the file"
+                )));
             }
         }
         if refcount_table.first().is_none_or(|&e| e == 0) {
@@ -104,7 +114,9 @@ impl Qcow2Overlay {
         if be64(&h, 88) != 0 {
             // Autoclear features (persistent bitmaps) are invalid once someone who does not
             // update them writes: the specification says to clear them.
-            file.write_at(&[0u8; 8], 88).and_then(|_| file.sync()).map_err(|e| Error::io(path, "cannot update the overlay's header", e))?;
+            file.write_at(&[0u8; 8], 88)
+                .and_then(|_| file.sync())
+                .map_err(|e| Error::io(path, "cannot update the overlay's header", e))?;
         }
         let meta = Meta {
             l1_offset,

@@ -128,7 +128,8 @@ impl Qcow2Overlay {
             if result.is_ok() && new_table {
                 // The L1 entry goes after the table's entries: a cut in between leaves an
                 // unreferenced (leaked) cluster, never a table with stale contents.
-                result = self.pwrite(&(table_offset | COPIED).to_be_bytes(), m.l1_offset + l1i as u64 * 8, "the L1 table");
+                result =
+                    self.pwrite(&(table_offset | COPIED).to_be_bytes(), m.l1_offset + l1i as u64 * 8, "the L1 table");
                 if result.is_ok() {
                     m.l1[l1i] = table_offset | COPIED;
                 }
