@@ -3,7 +3,9 @@
 //! prose sections are roff kept beside the page in man/sections/. tests/cli.rs fails when
 //! man/vdmount.1 is not what this prints. To regenerate it:
 //!
-//!     cargo run --release -- man > man/vdmount.1
+//! ```text
+//! cargo run --release -- man > man/vdmount.1
+//! ```
 
 use super::{Cli, ImageArgs};
 use clap::{Arg, Args, Command, CommandFactory};
