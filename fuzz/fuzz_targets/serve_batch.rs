@@ -9,10 +9,11 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
 use vdmount::abuse::server::{answer, describe_read, Stats};
 use vdmount::abuse::uapi::{AbuseExtent, AbuseRequest, ABUSE_EXTENT_ZERO};
+use vdmount::error::Error;
 use vdmount::error::Result;
 use vdmount::formats::{Format, OpenOptions};
 use vdmount::overlay::ephemeral::CowOverlay;
-use vdmount::overlay::{errno, Backend};
+use vdmount::overlay::Backend;
 
 /// Bytes in each answer slot and in the write area: small, so lengths often exceed them.
 const SLOT: usize = 64 << 10;
@@ -50,7 +51,7 @@ impl MemDisk {
         let size = self.0.lock().unwrap().len() as u64;
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(offset as usize..end as usize),
-            _ => Err(errno(libc::EINVAL)),
+            _ => Err(Error::from_errno(libc::EINVAL)),
         }
     }
 }
