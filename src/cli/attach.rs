@@ -2,6 +2,7 @@
 //! user what appeared and how to mount it. Partitions are read from the image itself, so we
 //! know which nodes to wait for instead of sleeping and hoping.
 
+use super::human;
 use crate::formats::DiskImage;
 use crate::partitions::{self, Partition};
 use std::path::Path;
@@ -31,20 +32,6 @@ pub fn wait_for_nodes(index: u32, parts: &[Partition], alive: &mut dyn FnMut() -
 
 pub fn read_partitions(disk: &dyn DiskImage) -> Vec<Partition> {
     partitions::read_table(disk).unwrap_or_default()
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut v, mut u) = (bytes as f64, 0);
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// The lines printed when a device is up: the device, each partition, the mount line.

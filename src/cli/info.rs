@@ -1,6 +1,6 @@
 //! `vdmount info IMAGE`: what the image is, layer by layer down its backing chain.
 
-use super::ImageArgs;
+use super::{human, ImageArgs};
 use crate::error::{Error, Result};
 use crate::formats::ImageInfo;
 
@@ -65,19 +65,4 @@ pub fn render(info: &ImageInfo) -> String {
         depth += 1;
     }
     out
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }

@@ -160,3 +160,18 @@ pub fn exit_code(e: &Error) -> i32 {
         _ => EXIT_IMAGE,
     }
 }
+
+/// A size for people: "20.0 GiB" (bytes under 1 KiB as "N B").
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let (mut v, mut u) = (bytes as f64, 0);
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

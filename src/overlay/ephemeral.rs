@@ -3,9 +3,9 @@
 //! 4 KiB blocks says which blocks the overlay holds; every other block is read from the image.
 
 use crate::error::{Error, Result};
-use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
+use crate::formats::layer::{read_layer, DataFile, Layer, Source};
 use crate::formats::{DiskImage, Extent, Extents};
-use crate::overlay::Backend;
+use crate::overlay::Overlay;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -96,7 +96,7 @@ impl CowOverlay {
             }
             let _guard = self.rmw.lock().unwrap();
             let mut buf = vec![0u8; BLOCK as usize];
-            self.read(&mut buf, bstart)?;
+            read_layer(self, &mut buf, bstart)?;
             buf[(pos - bstart) as usize..(bend - bstart) as usize].copy_from_slice(piece);
             self.overlay.write_all_at(&buf, bstart).map_err(|e| self.io_err("writing to", e))?;
             self.mark_written(block);
@@ -141,25 +141,7 @@ impl DataFile for CowOverlay {
     }
 }
 
-impl Backend for CowOverlay {
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn block_size(&self) -> u32 {
-        self.base.logical_sector_size()
-    }
-    fn writable(&self) -> bool {
-        true
-    }
-
-    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
+impl Overlay for CowOverlay {
     fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {
         self.write_blocks(data, offset)?;
         if fua {

@@ -10,6 +10,7 @@ pub use ephemeral::CowOverlay;
 pub use qcow2::Qcow2Overlay;
 
 use crate::error::{Error, Result};
+use crate::formats::layer::{map_layer, read_layer, Layer};
 use crate::formats::{DiskImage, Extents};
 use std::sync::Arc;
 
@@ -43,6 +44,56 @@ pub trait Backend: Send + Sync {
     /// Called once when serving ends: leave everything durable and tidy.
     fn close(&self) -> Result<()> {
         self.flush()
+    }
+}
+
+/// Writes over a layer: what a copy-on-write overlay adds to reading it. Every overlay is served
+/// the same way (the `Backend` impl below): reads through the one layer loop, with the block size
+/// of the image below.
+pub trait Overlay: Layer + Send + Sync {
+    /// With `fua`, the data is durable when this returns.
+    fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<()>;
+    /// The range reads as zeros afterwards.
+    fn discard(&self, offset: u64, len: u64) -> Result<()>;
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()>;
+    /// Called once when serving ends: leave everything durable and tidy.
+    fn close(&self) -> Result<()> {
+        self.flush()
+    }
+}
+
+impl<O: Overlay> Backend for O {
+    fn size(&self) -> u64 {
+        Layer::size(self)
+    }
+    fn block_size(&self) -> u32 {
+        self.below().map_or(512, |b| b.logical_sector_size())
+    }
+    fn writable(&self) -> bool {
+        true
+    }
+    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        read_layer(self, buf, offset)
+    }
+    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        map_layer(self, offset, len, out)
+    }
+    fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {
+        Overlay::write(self, data, offset, fua)
+    }
+    fn flush(&self) -> Result<()> {
+        Overlay::flush(self)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        Overlay::discard(self, offset, len)
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+        Overlay::write_zeroes(self, offset, len)
+    }
+    fn close(&self) -> Result<()> {
+        Overlay::close(self)
     }
 }
 

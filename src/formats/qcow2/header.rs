@@ -2,6 +2,7 @@
 //! vdmount can read the image at all.
 
 use super::compressed::Compression;
+use super::spec::{EXT_BACKING_FORMAT, MAX_BACKING_NAME};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::limits;
@@ -21,15 +22,12 @@ const AUTOCLEAR_RAW_DATA: u64 = 1 << 1;
 
 /// Header extension types.
 const EXT_END: u32 = 0;
-const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
 const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
 const EXT_DATA_FILE: u32 = 0x4441_5441;
 
 /// Length of the version 2 header; version 3 headers are at least 104 bytes.
 const V2_HEADER_LEN: u64 = 72;
 const V3_MIN_HEADER_LEN: u64 = 104;
-/// qemu refuses backing file names longer than this.
-const MAX_BACKING_NAME: u64 = 1023;
 /// Cluster sizes qcow2 allows: 512 B to 2 MiB.
 const MIN_CLUSTER_BITS: u32 = 9;
 const MAX_CLUSTER_BITS: u32 = 21;

@@ -9,7 +9,7 @@ use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
-use crate::formats::cached::load_table;
+use crate::formats::cached::{load_table, whole_cluster};
 use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
@@ -183,26 +183,14 @@ impl ClusterMap for Qcow2 {
         if out.len() as u64 != self.layout.cluster_size() {
             return Ok(false);
         }
-        if let Some(cached) = self.cache.get(&Key { file: self.file.id, kind: Kind::Cluster, offset: host }) {
-            if cached.len() != out.len() {
-                return Ok(false);
-            }
-            out.copy_from_slice(&cached);
-            return Ok(true);
-        }
-        // Per-thread buffers: no allocation per cluster. `len` is at most two clusters (the
-        // entry's sector count field is cluster_bits - 8 bits wide), so these stay small.
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-        }
-        SCRATCH.with(|cell| {
-            let (input, cluster) = &mut *cell.borrow_mut();
+        let key = Key { file: self.file.id, kind: Kind::Cluster, offset: host };
+        whole_cluster(&self.cache, key, out, |input, cluster| {
+            // `len` is at most two clusters (the entry's sector count field is cluster_bits - 8
+            // bits wide).
             input.resize(len as usize, 0);
             self.file.read_data_at(input, host)?;
-            cluster.resize(out.len() + 1, 0);
             decompress_into(self.header.compression, input, cluster, &self.file.path, host)?;
-            out.copy_from_slice(&cluster[..out.len()]);
-            Ok(true)
+            Ok(cluster.len() - 1)
         })
     }
 }

@@ -6,7 +6,7 @@ use super::Mapping;
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le16, le32, le64};
-use crate::formats::cached::load_table;
+use crate::formats::cached::{load_table, whole_cluster};
 use crate::limits::{
     self, MAX_CLUSTER_BYTES, MAX_COMPRESSED_GRAIN_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
@@ -225,24 +225,7 @@ impl SparseExtent {
             return Ok(false);
         }
         let key = Key { file: self.file.id, kind: Kind::Cluster, offset };
-        if let Some(cached) = self.cache.get(&key) {
-            if cached.len() != out.len() {
-                return Ok(false);
-            }
-            out.copy_from_slice(&cached);
-            return Ok(true);
-        }
-        thread_local! {
-            static SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
-        }
-        SCRATCH.with(|cell| {
-            let (input, grain) = &mut *cell.borrow_mut();
-            grain.resize(out.len() + 1, 0);
-            let n = self.inflate_into(offset, input, grain)?;
-            out[..n].copy_from_slice(&grain[..n]);
-            out[n..].fill(0);
-            Ok(true)
-        })
+        whole_cluster(&self.cache, key, out, |input, grain| self.inflate_into(offset, input, grain))
     }
 
     /// The first `want` bytes of the grain at `offset` (all of it when `want` is the grain

@@ -34,11 +34,11 @@ mod write;
 
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::formats::layer::{map_layer, read_layer, DataFile, Layer, Source};
+use crate::formats::layer::{DataFile, Layer, Source};
 use crate::formats::qcow2::spec::{COMPRESSED, COPIED, EXT_BACKING_FORMAT, MAGIC, MAX_BACKING_NAME, OFFSET_MASK, ZERO};
 use crate::formats::{DiskImage, Extent, Extents};
 use crate::limits::{self, MAX_L1_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
-use crate::overlay::Backend;
+use crate::overlay::Overlay;
 pub use header::backing_file_name;
 use std::collections::HashMap;
 use std::fs::File;
@@ -218,27 +218,9 @@ impl DataFile for Qcow2Overlay {
     }
 }
 
-impl Backend for Qcow2Overlay {
+impl Overlay for Qcow2Overlay {
     fn close(&self) -> Result<()> {
         Qcow2Overlay::close(self)
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-    fn block_size(&self) -> u32 {
-        self.base.logical_sector_size()
-    }
-    fn writable(&self) -> bool {
-        true
-    }
-
-    fn read(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map_read(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
     }
 
     fn write(&self, data: &[u8], offset: u64, fua: bool) -> Result<()> {
