@@ -55,10 +55,14 @@ pub fn open_parent(file: &ImageFile, header: &Header, chain: &Chain, opts: &Open
         return Err(Error::corrupt(
             &file.path,
             format!(
-                "this differencing VDI's parent has creation UUID {}, but no .vdi file in {} has it (looked at: {}); put the parent beside the child, or pass --allow-dir with its folder",
+                "this differencing VDI's parent has creation UUID {}, but no .vdi file in {} has it ({}); put the parent beside the child, or pass --allow-dir with its folder",
                 uuid_text(&linkage),
                 searched.join(" and "),
-                if looked.is_empty() { "none".to_string() } else { looked.join(", ") }
+                if looked.is_empty() {
+                    "there is no other .vdi file".to_string()
+                } else {
+                    format!("looked at: {}", looked.join(", "))
+                }
             ),
         ));
     };
@@ -122,13 +126,18 @@ fn candidates(child: &Path, chain: &Chain, opts: &OpenOptions) -> (Vec<Candidate
         let mut names = vdi_names(&folder);
         let more = names.len() > MAX_PARENT_CANDIDATES;
         names.truncate(MAX_PARENT_CANDIDATES);
+        let shown = std::fs::canonicalize(&folder).unwrap_or(folder.clone());
         searched.push(format!(
             "{}{}",
-            folder.display(),
+            shown.display(),
             if more { format!(" (only the first {MAX_PARENT_CANDIDATES} .vdi files)") } else { String::new() }
         ));
         for file_name in names {
             let name = if absolute { folder.join(&file_name) } else { PathBuf::from(&file_name) };
+            // The child itself is no candidate (one naming itself would only be a loop).
+            if !absolute && resolve_beside(child, &name) == child {
+                continue;
+            }
             let uuids = chain.confine.open(child, &name, "parent").ok().and_then(|f| uuids(&f));
             out.push(Candidate { name, uuids });
         }
