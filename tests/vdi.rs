@@ -377,6 +377,13 @@ fn a_missing_parent_is_refused_saying_where_it_was_looked_for() {
     {
         assert!(e.contains(want), "{want:?} not in {e}");
     }
+    // info still shows the child, and the parent layer as not opened, saying why.
+    let out = vdmount().arg("info").arg(&d.child).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("type: differencing") && text.contains("not opened:") && text.contains("no .vdi file in"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use super::header::{uuid_text, Header, SIGNATURE, SIGNATURE_AT, UUID_CREATE_AT, UUID_MODIFY_AT};
 use crate::error::{Error, Result};
 use crate::formats::bytes::le32;
+use crate::formats::failed::FailedLayer;
 use crate::formats::open::{open_backing, resolve_beside};
 use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::MAX_PARENT_CANDIDATES;
@@ -52,7 +53,7 @@ pub fn open_parent(file: &ImageFile, header: &Header, chain: &Chain, opts: &Open
                 None => format!("{} (not a readable VDI)", c.name.display()),
             })
             .collect();
-        return Err(Error::corrupt(
+        let e = Error::corrupt(
             &file.path,
             format!(
                 "this differencing VDI's parent has creation UUID {}, but no .vdi file in {} has it ({}); put the parent beside the child, or pass --allow-dir with its folder",
@@ -64,7 +65,13 @@ pub fn open_parent(file: &ImageFile, header: &Header, chain: &Chain, opts: &Open
                     format!("looked at: {}", looked.join(", "))
                 }
             ),
-        ));
+        );
+        if !opts.describe_failed_layers {
+            return Err(e);
+        }
+        // For `info`: the child, and a parent layer saying why it is missing.
+        let name = PathBuf::from(format!("(parent with creation UUID {})", uuid_text(&linkage)));
+        return Ok(Parent { image: Arc::new(FailedLayer::new(resolve_beside(&file.path, &name), e)), details });
     };
     let image = open_backing(&file.path, &chosen.name, Some(Format::Vdi), chain, opts)?;
     let path = resolve_beside(&file.path, &chosen.name);
