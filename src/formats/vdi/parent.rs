@@ -97,6 +97,8 @@ fn check(
     details.push(("parent modification UUID (in parent)".into(), uuid_text(&modify)));
     let problem = if create != header.uuid_linkage {
         format!("has creation UUID {}, not {}", uuid_text(&create), uuid_text(&header.uuid_linkage))
+    } else if header.uuid_parent_modify == [0; 16] {
+        format!("has modification UUID {}, but the child records none (zero) to check it against", uuid_text(&modify))
     } else if modify != header.uuid_parent_modify {
         format!(
             "has modification UUID {}, but the child was made when it was {}: the parent was written to since",
