@@ -2,8 +2,8 @@
 # Regenerates the committed seed corpus (fuzz/corpus/) from small images made with qemu-img and
 # the smallest third-party fixtures. Seeds are kept tiny (1 MiB virtual disks, small clusters, a
 # few KiB of data) so each fuzz exec is fast; the whole corpus stays well under 2 MB.
-#   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd and
-#                               open_vhdx are symlinks to it: forcing a format on another
+#   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd,
+#                               open_vhdx and open_vdi are symlinks to it: forcing a format on another
 #                               format's seed is a useful mutation start too)
 #   fuzz/corpus/vmdk_descriptor/ descriptor texts
 #   fuzz/corpus/serve_batch/     byte strings the `arbitrary` crate turns into request lists
@@ -132,6 +132,42 @@ for old, (at, length) in new_at.items():
 open(sys.argv[2], "wb").write(out)
 EOF
 
+# VDI: dynamic and static from qemu-img (1 MiB blocks), cut 16 KiB into their first data block
+# (reads past the end are zeros); and, written from the specification since qemu cannot, a
+# dynamic VDI with 4 KiB blocks (stored, unallocated and discarded) and a differencing child of it.
+qemu-img create -q -f vdi dyn.vdi 4M
+qemu-io -f vdi -c 'write -P 0x5a 4k 8k' -c 'write -P 0xa5 2100k 3k' dyn.vdi >/dev/null
+qemu-img create -q -f vdi -o static=on static.vdi 2M
+qemu-io -f vdi -c 'write -P 0x5a 4k 8k' static.vdi >/dev/null
+python3 - dyn.vdi static.vdi "$IMG" <<'EOF'
+import struct, sys
+for name, out in ((sys.argv[1], "vdi-dynamic.vdi"), (sys.argv[2], "vdi-static.vdi")):
+    d = open(name, "rb").read()
+    data = struct.unpack_from("<I", d, 0x158)[0]
+    open(f"{sys.argv[3]}/{out}", "wb").write(d[:data + 16384])
+
+def vdi(image_type, entries, stored, create, modify, linkage=bytes(16), parent_modify=bytes(16)):
+    h = bytearray(512)
+    h[:40] = b"<<< Oracle VM VirtualBox Disk Image >>>\n"
+    data_at = 512 + (4 * len(entries) + 511) // 512 * 512
+    struct.pack_into("<IIII", h, 0x40, 0xbeda107f, 0x00010001, 0x190, image_type)
+    struct.pack_into("<II", h, 0x154, 512, data_at)
+    struct.pack_into("<I", h, 0x168, 512)
+    struct.pack_into("<QIIII", h, 0x170, 4096 * len(entries), 4096, 0, len(entries), len(stored))
+    h[0x188:0x1c8] = create + modify + linkage + parent_modify
+    m = b"".join(struct.pack("<I", e) for e in entries)
+    return bytes(h) + m + bytes(data_at - 512 - len(m)) + b"".join(stored)
+
+F, Z = 0xFFFFFFFF, 0xFFFFFFFE
+base_create, base_modify = bytes(range(1, 17)), bytes(range(17, 33))
+blocks = [bytes([(i * 37 + j) & 0xff for j in range(4096)]) for i in range(3)]
+base = vdi(1, [1, F, 0, Z, F, 2, F, F], blocks, base_create, base_modify)
+open(f"{sys.argv[3]}/vdi-4k-blocks.vdi", "wb").write(base)
+child = vdi(4, [F, 0, F, F, Z, F, F, F], [bytes([0x77]) * 4096], bytes(range(33, 49)), bytes(range(49, 65)),
+            base_create, base_modify)
+open(f"{sys.argv[3]}/vdi-differencing.vdi", "wb").write(child)
+EOF
+
 # serve_batch: a few deterministic byte strings (arbitrary turns them into request lists).
 python3 - "$CORPUS/serve_batch" <<'EOF'
 import random, sys
@@ -141,5 +177,5 @@ for i in range(8):
 EOF
 
 cd "$CORPUS"
-for t in open_qcow2 open_vmdk open_vhd open_vhdx; do ln -sfn open_and_read "$t"; done
+for t in open_qcow2 open_vmdk open_vhd open_vhdx open_vdi; do ln -sfn open_and_read "$t"; done
 du -sh --apparent-size "$CORPUS"

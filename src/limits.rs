@@ -25,6 +25,9 @@ pub const MAX_SNAPSHOTS: u64 = 65536;
 pub const MAX_VHDX_METADATA_ITEM_BYTES: u64 = 1 << 20;
 /// Largest VHD parent locator (a path) read from an image.
 pub const MAX_PARENT_LOCATOR_BYTES: u64 = 64 << 10;
+/// Most .vdi files per folder looked at for a differencing VDI's parent (each is opened and
+/// its header read).
+pub const MAX_PARENT_CANDIDATES: usize = 4096;
 /// Largest VHDX log replayed into memory (Hyper-V writes 1 MiB logs).
 pub const MAX_LOG_BYTES: u64 = 256 << 20;
 /// Largest qcow2 (and qcow) L1 table: qemu's QCOW_MAX_L1_SIZE. Enough for a 4 PiB disk with

@@ -32,8 +32,8 @@ pub const EXIT_DEVICE: i32 = 3;
 #[command(
     name = "vdmount",
     version,
-    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, raw) as a Linux block device",
-    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX or raw) as the block device /dev/abuseN \
+    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, raw) as a Linux block device",
+    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI or raw) as the block device /dev/abuseN \
 through the abuse.ko kernel module, read-only, so its partitions (/dev/abuseNpM) can be mounted \
 without booting the VM or converting the image.",
     after_help = "Examples:\n  vdmount disk.qcow2                 serve on the first free /dev/abctlN\n  vdmount disk.vmdk /dev/abctl0      serve on /dev/abuse0, then: mount -o ro /dev/abuse0p1 /mnt\n  vdmount cat disk.vhdx | sha256sum  hash the whole virtual disk\n  vdmount info disk.qcow2            format, size, features, backing chain",
@@ -71,7 +71,7 @@ enum Command {
 /// Options every command that opens an image takes.
 #[derive(Args, Clone)]
 pub struct ImageArgs {
-    /// The disk image (qcow2, VMDK, VHD, VHDX; a file with no known signature is read as raw).
+    /// The disk image (qcow2, VMDK, VHD, VHDX, VDI; a file with no known signature is read as raw).
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
     /// Read IMAGE as this format instead of detecting it; a file without that format's signature is then an error.
@@ -86,11 +86,14 @@ pub struct ImageArgs {
     pub snapshot: Option<String>,
     /// Open a child image even if its recorded parent id does not match the parent's.
     ///
-    /// The ids compared are VMDK's parentCID, VHD's parent unique id and VHDX's parent_linkage.
+    /// The ids compared are VMDK's parentCID, VHD's parent unique id, VHDX's parent_linkage and
+    /// VDI's parent UUIDs (a differencing VDI's parent is found, by its creation UUID, among the
+    /// .vdi files beside it and in the --allow-dir folders).
     #[arg(long)]
     pub ignore_parent_id: bool,
     /// Also let the image's backing files, data files, extents and parents lie beneath DIR (by
-    /// default only files beneath the image's own folder are opened). Repeatable.
+    /// default only files beneath the image's own folder are opened); a differencing VDI's parent
+    /// is looked for there too. Repeatable.
     ///
     /// A refusal names the image, the name it gave, where that resolves, and the folder to pass
     /// here. See SECURITY in the man page.

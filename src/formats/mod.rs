@@ -8,6 +8,7 @@ pub mod layer;
 pub mod open;
 pub mod qcow2;
 pub mod raw;
+pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
@@ -64,13 +65,16 @@ pub enum LayerId {
     VhdUniqueId([u8; 16]),
     /// A VHDX header's data write GUID.
     VhdxDataWriteGuid(vhdx::guid::Guid),
+    /// A VDI header's creation UUID (what a child links to) and modification UUID (what it
+    /// checks: the parent was not written to since).
+    VdiUuids { create: [u8; 16], modify: [u8; 16] },
 }
 
 /// A description of one image for `info`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "raw").
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "raw").
     pub format: String,
     pub virtual_size: u64,
     /// Cluster, grain or block size, where the format has one.

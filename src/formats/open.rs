@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, raw, vhd, vhdx, vmdk, DiskImage};
+use super::{qcow2, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -19,6 +19,7 @@ pub enum Format {
     Vmdk,
     Vhd,
     Vhdx,
+    Vdi,
 }
 
 impl Format {
@@ -29,6 +30,7 @@ impl Format {
             Format::Vmdk => "vmdk",
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
         }
     }
 
@@ -40,6 +42,7 @@ impl Format {
             "vmdk" => Format::Vmdk,
             "vhd" | "vpc" => Format::Vhd,
             "vhdx" => Format::Vhdx,
+            "vdi" => Format::Vdi,
             _ => return None,
         })
     }
@@ -185,6 +188,7 @@ fn open_in_chain(
         Format::Vmdk => Ok(Arc::new(vmdk::VmdkImage::open(file, &chain, opts)?)),
         Format::Vhd => Ok(Arc::new(vhd::VhdImage::open(file, &chain, opts)?)),
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
+        Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -206,6 +210,12 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     }
     if head.starts_with(b"conectix") {
         return Ok(Format::Vhd);
+    }
+    // VDI's text line varies by writer ("<<< Oracle VM VirtualBox Disk Image >>>", qemu's own);
+    // the signature after it does not.
+    let vdi_sig = head.get(vdi::SIGNATURE_AT..vdi::SIGNATURE_AT + 4);
+    if vdi_sig.is_some_and(|s| s == vdi::SIGNATURE.to_le_bytes()) {
+        return Ok(Format::Vdi);
     }
     // A fixed VHD has its only footer in the last 512 bytes (511 in some old writers).
     if file.size >= 1024 {
