@@ -42,6 +42,10 @@ cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
 # For the confine scenario: an overlay whose backing file lies outside its own folder.
 mkdir -p "$R/fixtures/confine"
 qemu-img create -q -f qcow2 -b ../e2e.qcow2 -F qcow2 "$R/fixtures/confine/child.qcow2"
+# For the formats scenario: the same disk in the other formats vdmount reads.
+for fmt in vdi; do
+	qemu-img convert -q -f qcow2 -O "$fmt" "$REPO/fixtures/e2e.qcow2" "$R/fixtures/e2e.$fmt"
+done
 
 # The kernel's own modules, in dependency order (modules built in print no insmod line).
 : >"$R/mods/order"
