@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, raw, vhd, vhdx, vmdk, DiskImage};
+use super::{qcow2, qed, raw, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -19,6 +19,7 @@ pub enum Format {
     Vmdk,
     Vhd,
     Vhdx,
+    Qed,
 }
 
 impl Format {
@@ -29,6 +30,7 @@ impl Format {
             Format::Vmdk => "vmdk",
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
+            Format::Qed => "qed",
         }
     }
 
@@ -40,6 +42,7 @@ impl Format {
             "vmdk" => Format::Vmdk,
             "vhd" | "vpc" => Format::Vhd,
             "vhdx" => Format::Vhdx,
+            "qed" => Format::Qed,
             _ => return None,
         })
     }
@@ -185,6 +188,7 @@ fn open_in_chain(
         Format::Vmdk => Ok(Arc::new(vmdk::VmdkImage::open(file, &chain, opts)?)),
         Format::Vhd => Ok(Arc::new(vhd::VhdImage::open(file, &chain, opts)?)),
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
+        Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -203,6 +207,9 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     }
     if head.starts_with(b"vhdxfile") {
         return Ok(Format::Vhdx);
+    }
+    if head.starts_with(qed::MAGIC) {
+        return Ok(Format::Qed);
     }
     if head.starts_with(b"conectix") {
         return Ok(Format::Vhd);
