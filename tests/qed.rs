@@ -173,7 +173,10 @@ fn backing_file_outside_the_folder_needs_allow_dir() {
     let img = child(&top, "child.qed", "../out/base.raw", "raw", "2M");
     let err = refusal(&img, &[]);
     assert!(err.contains("../out/base.raw") && err.contains("outside"), "{err}");
-    assert!(err.contains(s(&base)) && err.contains("--allow-dir"), "does not say where it leads or what allows it: {err}");
+    assert!(
+        err.contains(s(&base)) && err.contains("--allow-dir"),
+        "does not say where it leads or what allows it: {err}"
+    );
     let want = qemu_raw_sha256(&img, Some("qed"));
     assert_eq!(vdmount_cat_sha256(&img, &["--allow-dir", s(&out)]).unwrap(), want);
 }
