@@ -78,6 +78,20 @@ fn child(dir: &Path, name: &str, backing: &str, fmt: &str, size: &str) -> PathBu
     p
 }
 
+/// L2 entries equal to 1 (QED_ZERO_CLUSTER) in `image`.
+fn zero_cluster_entries(image: &Path) -> usize {
+    let data = std::fs::read(image).unwrap();
+    let le32 = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let entry = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+    let entries = le32(4) * le32(8) / 8;
+    let l1 = entry(40) as usize;
+    (0..entries)
+        .map(|i| entry(l1 + 8 * i) as usize)
+        .filter(|&l2| l2 != 0)
+        .map(|l2| (0..entries).filter(|j| entry(l2 + 8 * j) == 1).count())
+        .sum()
+}
+
 #[test]
 fn qemu_made_images_at_several_cluster_and_table_sizes() {
     let dir = scratch();
@@ -140,6 +154,8 @@ fn backing_files_of_every_format() {
             assert_reads_like_qemu(&img);
         }
     }
+    // `write -z` over a backing file leaves zero-cluster entries (1), not data.
+    assert!(zero_cluster_entries(&d.join("on-raw-3M.qed")) > 0, "no zero clusters to test");
     let text = info(&d.join("on-qcow2-3M.qed"));
     assert!(text.contains("backing file: base.qcow2") && text.contains("format: qcow2"), "{text}");
     // A QED over a QED over a raw file.
@@ -213,4 +229,18 @@ fn data_cluster_past_the_end_is_refused() {
     patch(&img, l2, &(1u64 << 40).to_le_bytes());
     let err = refusal(&img, &[]);
     assert!(err.contains("disk offset 0") && err.contains("past"), "{err}");
+}
+
+/// QED_F_NEED_CHECK (not closed cleanly): qemu reads such an image read-only without a check,
+/// and so does vdmount; info says so.
+#[test]
+fn need_check_image_reads_as_it_is() {
+    let dir = scratch();
+    let img = dir.path().join("dirty.qed");
+    qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&img), "2M"]);
+    qemu_io(&img, WRITES);
+    patch(&img, 16, &2u64.to_le_bytes());
+    assert_reads_like_qemu(&img);
+    let text = info(&img);
+    assert!(text.contains("need_check") && text.contains("not closed cleanly"), "{text}");
 }

@@ -189,3 +189,98 @@ pub fn cluster_offset_problem(h: &Header, file_size: u64, offset: u64) -> Option
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::test_file;
+
+    /// A valid image: 4 KiB clusters, tables of 2 clusters, L1 at 4096, 1 MiB disk, 12 KiB file.
+    fn image() -> Vec<u8> {
+        let mut b = vec![0u8; 3 * 4096];
+        b[0..4].copy_from_slice(MAGIC);
+        b[4..8].copy_from_slice(&4096u32.to_le_bytes());
+        b[8..12].copy_from_slice(&2u32.to_le_bytes());
+        b[12..16].copy_from_slice(&1u32.to_le_bytes());
+        b[40..48].copy_from_slice(&4096u64.to_le_bytes());
+        b[48..56].copy_from_slice(&(1u64 << 20).to_le_bytes());
+        b
+    }
+
+    fn open(edit: impl Fn(&mut Vec<u8>)) -> std::result::Result<Header, String> {
+        let mut b = image();
+        edit(&mut b);
+        let (_tmp, file) = test_file(&b);
+        read_header(&file).map_err(|e| e.to_string())
+    }
+
+    fn put32(b: &mut [u8], at: usize, v: u32) {
+        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    fn put64(b: &mut [u8], at: usize, v: u64) {
+        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn refused(edit: impl Fn(&mut Vec<u8>), needle: &str) {
+        match open(edit) {
+            Ok(_) => panic!("accepted, expected a refusal mentioning {needle:?}"),
+            Err(e) => assert!(e.contains(needle), "{e:?} does not mention {needle:?}"),
+        }
+    }
+
+    #[test]
+    fn valid_header() {
+        let h = open(|_| {}).unwrap();
+        assert_eq!((h.cluster_size, h.table_size, h.entries(), h.l2_span()), (4096, 2, 1024, 4 << 20));
+        assert!(h.backing_file.is_none());
+    }
+
+    #[test]
+    fn header_fields_are_checked() {
+        refused(|b| b[3] = 1, "QED signature");
+        refused(|b| b.truncate(40), "past the end of the file");
+        refused(|b| put64(b, 16, 1 << 5), "feature bit(s) 5");
+        refused(|b| put32(b, 4, 2048), "cluster size 2048");
+        refused(|b| put32(b, 4, 12288), "cluster size 12288");
+        refused(|b| put32(b, 4, 128 << 20), "cluster size");
+        refused(|b| put32(b, 8, 0), "table size 0");
+        refused(|b| put32(b, 8, 32), "table size 32");
+        refused(|b| put32(b, 12, 0), "header size 0");
+        refused(|b| put32(b, 12, u32::MAX), "header size");
+        refused(|b| put64(b, 48, 1000), "image size 1000");
+        // 1024 entries of 4 MiB: 4 GiB addressable.
+        refused(|b| put64(b, 48, (4 << 30) + 512), "more than its tables address");
+        refused(|b| put64(b, 40, 4096 + 512), "not a multiple of the cluster size");
+        refused(|b| put64(b, 40, 0), "inside the header");
+        refused(|b| put64(b, 40, 8192), "no room for the table");
+        refused(|b| put64(b, 40, u64::MAX - 4095), "no room for the table");
+    }
+
+    #[test]
+    fn backing_file_name() {
+        let with_name = |b: &mut Vec<u8>, at: u32, len: u32| {
+            put64(b, 16, F_BACKING_FILE | F_BACKING_FORMAT_NO_PROBE);
+            put32(b, 56, at);
+            put32(b, 60, len);
+            b[100..108].copy_from_slice(b"base.img");
+        };
+        let h = open(|b| with_name(b, 100, 8)).unwrap();
+        assert_eq!(h.backing_file.as_deref(), Some(&b"base.img"[..]));
+        assert!(h.backing_is_raw());
+        // Read as a C string; empty means no backing file.
+        assert_eq!(open(|b| with_name(b, 100, 20)).unwrap().backing_file.as_deref(), Some(&b"base.img"[..]));
+        assert!(open(|b| with_name(b, 200, 8)).unwrap().backing_file.is_none());
+        refused(|b| with_name(b, 100, 4000), "does not lie inside the header");
+        refused(|b| with_name(b, u32::MAX, 8), "does not lie inside the header");
+        refused(
+            |b| {
+                with_name(b, 0, 4096);
+                put32(b, 12, 1);
+                put32(b, 4, 8192);
+                put64(b, 40, 8192);
+                b.resize(3 * 8192, 0);
+            },
+            "backing file name length",
+        );
+    }
+}
