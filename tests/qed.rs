@@ -244,3 +244,26 @@ fn need_check_image_reads_as_it_is() {
     let text = info(&img);
     assert!(text.contains("need_check") && text.contains("not closed cleanly"), "{text}");
 }
+
+/// `--cow=FILE` over a QED disk: the qcow2 overlay records "qed" as its backing format, and
+/// qemu reads the overlay (and its QED base) as vdmount does.
+#[test]
+fn qcow2_overlay_over_a_qed_base() {
+    use vdmount::cache::Cache;
+    use vdmount::formats::{self, OpenOptions};
+    use vdmount::overlay::qcow2::Qcow2Overlay;
+    use vdmount::overlay::Backend;
+    let dir = scratch();
+    let base = dir.path().join("base.qed");
+    qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&base), "3M"]);
+    qemu_io(&base, WRITES);
+    let file = dir.path().join("overlay.qcow2");
+    let image = formats::open(&base, &OpenOptions::new(Cache::new(16 << 20))).unwrap();
+    let overlay = Qcow2Overlay::create(&file, image, &base, "qed").unwrap();
+    overlay.write(&[0x77; 5000], 90 * KIB, false).unwrap();
+    overlay.flush().unwrap();
+    drop(overlay);
+    let info = String::from_utf8(run_ok(Command::new("qemu-img").args(["info", "-U", s(&file)])).stdout).unwrap();
+    assert!(info.contains("backing file format: qed"), "{info}");
+    assert_eq!(vdmount_cat_sha256(&file, &[]).unwrap(), qemu_raw_sha256(&file, Some("qcow2")));
+}

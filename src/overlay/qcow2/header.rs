@@ -11,6 +11,7 @@ pub(super) fn qemu_format_name(path: &Path, format: &str) -> Result<&'static str
         "vmdk" => "vmdk",
         "vhd" | "vpc" => "vpc",
         "vhdx" => "vhdx",
+        "qed" => "qed",
         other => {
             return Err(Error::unsupported(
                 path,
