@@ -3,7 +3,7 @@
 # the smallest third-party fixtures. Seeds are kept tiny (1 MiB virtual disks, small clusters, a
 # few KiB of data) so each fuzz exec is fast; the whole corpus stays well under 2 MB.
 #   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd,
-#                               open_vhdx and open_vdi are symlinks to it: forcing a format on another
+#                               open_vhdx, open_vdi and open_qed are symlinks to it: forcing a format on another
 #                               format's seed is a useful mutation start too)
 #   fuzz/corpus/vmdk_descriptor/ descriptor texts
 #   fuzz/corpus/serve_batch/     byte strings the `arbitrary` crate turns into request lists
@@ -50,6 +50,19 @@ qemu-img create -q -f qcow2 -o cluster_size=512 "$IMG/qcow2-snapshot.qcow2" 1M
 write_data "$IMG/qcow2-snapshot.qcow2" qcow2
 qemu-img snapshot -c first "$IMG/qcow2-snapshot.qcow2"
 qemu-io -f qcow2 -c 'write -P 0x77 8k 1k' "$IMG/qcow2-snapshot.qcow2" >/dev/null
+
+# QED: 4 KiB clusters, tables of two clusters (8 KiB), data and zero-cluster writes; a child
+# naming a QED base missing from the corpus; a child over src.raw with the "raw, no probe" flag.
+qemu-img create -q -f qed -o cluster_size=4096,table_size=2 "$IMG/qed-c4k.qed" 1M
+qemu-io -f qed -c 'write -P 0x5a 4k 8k' -c 'write -P 0xa5 900k 3k' -c 'write -z 16k 8k' "$IMG/qed-c4k.qed" >/dev/null
+qemu-img create -q -f qed -o cluster_size=4096 missing-base.qed 1M
+qemu-img create -q -f qed -o cluster_size=4096,table_size=2 -b missing-base.qed -F qed child.qed 1M
+qemu-io -f qed -c 'write -P 0x5a 4k 8k' -c 'write -z 64k 8k' child.qed >/dev/null
+mv child.qed "$IMG/qed-backing.qed"
+qemu-img create -q -f qed -o cluster_size=4096,table_size=2 -b src.raw -F raw child.qed 1M
+qemu-io -f qed -c 'write -P 0x11 8k 4k' child.qed >/dev/null
+mv child.qed "$IMG/qed-backing-raw.qed"
+ln -sfn open_and_read "$CORPUS/open_qed"
 
 # VMDK: monolithicSparse, streamOptimized, and descriptors (flat, split sparse).
 qemu-img convert -O vmdk src.raw "$IMG/vmdk-sparse.vmdk"

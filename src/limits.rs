@@ -33,6 +33,11 @@ pub const MAX_LOG_BYTES: u64 = 256 << 20;
 /// Largest qcow2 (and qcow) L1 table: qemu's QCOW_MAX_L1_SIZE. Enough for a 4 PiB disk with
 /// 64 KiB clusters.
 pub const MAX_L1_BYTES: u64 = 32 << 20;
+/// Longest QED backing file name: qemu reads it into a PATH_MAX (4096) buffer with its NUL.
+pub const MAX_QED_BACKING_NAME_BYTES: u64 = 4095;
+/// QED tables are up to 16 clusters of up to 64 MiB (1 GiB): L2 tables are read and cached in
+/// pieces of at most this size, so a lookup never reads or holds more.
+pub const QED_TABLE_PIECE_BYTES: u64 = 64 << 10;
 /// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
 /// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
 /// otherwise need gigabytes.

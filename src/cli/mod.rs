@@ -32,8 +32,8 @@ pub const EXIT_DEVICE: i32 = 3;
 #[command(
     name = "vdmount",
     version,
-    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, raw) as a Linux block device",
-    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI or raw) as the block device /dev/abuseN \
+    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, raw) as a Linux block device",
+    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED or raw) as the block device /dev/abuseN \
 through the abuse.ko kernel module, read-only, so its partitions (/dev/abuseNpM) can be mounted \
 without booting the VM or converting the image.",
     after_help = "Examples:\n  vdmount disk.qcow2                 serve on the first free /dev/abctlN\n  vdmount disk.vmdk /dev/abctl0      serve on /dev/abuse0, then: mount -o ro /dev/abuse0p1 /mnt\n  vdmount cat disk.vhdx | sha256sum  hash the whole virtual disk\n  vdmount info disk.qcow2            format, size, features, backing chain",

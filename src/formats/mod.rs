@@ -7,6 +7,7 @@ pub mod failed;
 pub mod layer;
 pub mod open;
 pub mod qcow2;
+pub mod qed;
 pub mod raw;
 pub mod vdi;
 pub mod vhd;

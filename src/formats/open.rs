@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -20,6 +20,7 @@ pub enum Format {
     Vhd,
     Vhdx,
     Vdi,
+    Qed,
 }
 
 impl Format {
@@ -31,6 +32,7 @@ impl Format {
             Format::Vhd => "vhd",
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
+            Format::Qed => "qed",
         }
     }
 
@@ -43,6 +45,7 @@ impl Format {
             "vhd" | "vpc" => Format::Vhd,
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
+            "qed" => Format::Qed,
             _ => return None,
         })
     }
@@ -189,6 +192,7 @@ fn open_in_chain(
         Format::Vhd => Ok(Arc::new(vhd::VhdImage::open(file, &chain, opts)?)),
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
+        Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -207,6 +211,9 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     }
     if head.starts_with(b"vhdxfile") {
         return Ok(Format::Vhdx);
+    }
+    if head.starts_with(qed::MAGIC) {
+        return Ok(Format::Qed);
     }
     if head.starts_with(b"conectix") {
         return Ok(Format::Vhd);

@@ -43,7 +43,7 @@ cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
 mkdir -p "$R/fixtures/confine"
 qemu-img create -q -f qcow2 -b ../e2e.qcow2 -F qcow2 "$R/fixtures/confine/child.qcow2"
 # For the formats scenario: the same disk in the other formats vdmount reads.
-for fmt in vdi; do
+for fmt in vdi qed; do
 	qemu-img convert -q -f qcow2 -O "$fmt" "$REPO/fixtures/e2e.qcow2" "$R/fixtures/e2e.$fmt"
 done
 

@@ -12,6 +12,7 @@ pub(super) fn qemu_format_name(path: &Path, format: &str) -> Result<&'static str
         "vhd" | "vpc" => "vpc",
         "vhdx" => "vhdx",
         "vdi" => "vdi",
+        "qed" => "qed",
         other => {
             return Err(Error::unsupported(
                 path,
