@@ -35,16 +35,8 @@ fn qcow2_over(dir: &Path, name: &str, backing: &str) -> PathBuf {
     path
 }
 
-/// The refusal `vdmount cat` gives, checked to be one line naming the image and the option.
-fn refusal(image: &Path, args: &[&str]) -> String {
-    let err = vdmount_cat_sha256(image, args).expect_err("expected a refusal");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.contains(image.file_name().unwrap().to_str().unwrap()), "does not name the image: {err}");
-    err
-}
-
 fn assert_outside(image: &Path, name: &str, leads_to: &Path) {
-    let err = refusal(image, &[]);
+    let err = cat_refusal(image, &[]);
     assert!(err.contains(&format!("\"{name}\"")), "does not give the name: {err}");
     assert!(err.contains("outside") && err.contains(s(leads_to)), "does not say where it leads: {err}");
     assert!(err.contains("--allow-dir") && err.contains("--allow-any-path"), "does not say what allows it: {err}");
@@ -118,17 +110,17 @@ fn proc_and_sys_paths_are_refused() {
     let (_d, top, _out) = folders();
     for name in ["/proc/self/root/etc/hostname", "/proc/self/fd/0", "/proc/self/environ", "/sys/kernel/uevent_seqnum"] {
         let img = qcow2_over(&top, "proc.qcow2", name);
-        let err = refusal(&img, &[]);
+        let err = cat_refusal(&img, &[]);
         assert!(err.contains(&format!("\"{name}\"")), "{err}");
         assert!(err.contains("outside") || err.contains("through /proc"), "{err}");
     }
     let img = qcow2_over(&top, "proc.qcow2", "/proc/self/root/etc/hostname");
-    let err = refusal(&img, &["--allow-dir", "/"]);
+    let err = cat_refusal(&img, &["--allow-dir", "/"]);
     assert!(err.contains("through /proc"), "{err}");
     // A symlink beside the image into /proc/self/fd is a magic link too.
     std::os::unix::fs::symlink("/proc/self/fd/0", top.join("fd0")).unwrap();
     let img = qcow2_over(&top, "fd.qcow2", "fd0");
-    let err = refusal(&img, &["--allow-dir", "/"]);
+    let err = cat_refusal(&img, &["--allow-dir", "/"]);
     assert!(err.contains("through /proc"), "{err}");
 }
 
@@ -138,7 +130,7 @@ fn proc_and_sys_paths_are_refused() {
 fn block_devices_as_backing_files_are_refused() {
     let (_d, top, _out) = folders();
     let img = qcow2_over(&top, "loop.qcow2", "/dev/loop0");
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("outside") && err.contains("/dev/loop0"), "{err}");
 
     let node = top.join("disk0");
@@ -146,7 +138,7 @@ fn block_devices_as_backing_files_are_refused() {
     // SAFETY: a path string; block device 7:0 (loop0), which need not exist to make the node.
     assert_eq!(unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(7, 0)) }, 0, "mknod (needs root)");
     let img = qcow2_over(&top, "node.qcow2", "disk0");
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("a block device, not a regular file") && err.contains("--allow-any-path"), "{err}");
     // With --allow-any-path the node is opened like any device (an unattached loop0 is empty,
     // or absent on machines without the loop driver): no confinement refusal either way.
@@ -173,7 +165,7 @@ fn data_file_outside_is_refused() {
         "1M",
     ]);
     secret(&data);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("external data file") && err.contains("outside") && err.contains(s(&data)), "{err}");
     assert_allowed(&img, &out);
 }
@@ -199,7 +191,7 @@ fn vmdk_extents_outside_are_refused() {
     for name in [s(&flat).to_string(), "../out/disk-flat.vmdk".to_string()] {
         let desc = top.join("disk.vmdk");
         vmdk_descriptor(&desc, &format!("RW 2048 FLAT \"{name}\" 0"), None);
-        let err = refusal(&desc, &[]);
+        let err = cat_refusal(&desc, &[]);
         assert!(
             err.contains("extent file") && err.contains(&format!("\"{name}\"")) && err.contains("outside"),
             "{err}"
@@ -219,7 +211,7 @@ fn vmdk_parent_outside_is_refused() {
     qemu_img(&["convert", "-q", "-f", "raw", "-O", "vmdk", s(&src), s(&parent)]);
     let child = top.join("child.vmdk");
     qemu_img(&["create", "-q", "-f", "vmdk", "-b", s(&parent), "-F", "vmdk", s(&child)]);
-    let err = refusal(&child, &[]);
+    let err = cat_refusal(&child, &[]);
     assert!(err.contains("backing file") && err.contains("outside") && err.contains(s(&parent)), "{err}");
     assert_allowed(&child, &out);
 }
@@ -259,7 +251,7 @@ fn hard_link_chains_are_loops() {
         std::fs::create_dir(&dir).unwrap();
         std::fs::hard_link(&first, dir.join("img")).unwrap();
     }
-    let err = refusal(&first, &[]);
+    let err = cat_refusal(&first, &[]);
     assert!(err.contains("loops back"), "{err}");
 }
 
@@ -270,6 +262,6 @@ fn errors_in_a_backing_layer_name_the_child() {
     std::fs::write(top.join("base.qcow2"), b"QFI\xfb\0\0\0\x03 truncated").unwrap();
     let img = top.join("child.qcow2");
     qemu_img(&["create", "-q", "-f", "qcow2", "-u", "-b", "base.qcow2", "-F", "qcow2", s(&img), "1M"]);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("base.qcow2") && err.contains("backing file of") && err.contains("child.qcow2"), "{err}");
 }

@@ -45,17 +45,6 @@ fn assert_reads_like_qemu(image: &Path) {
     assert_eq!(got, want, "vdmount cat and qemu-img convert differ for {}", image.display());
 }
 
-/// `vdmount cat` must refuse `image` with a message naming it; returns the message.
-fn refusal(image: &Path, args: &[&str]) -> String {
-    let err = match vdmount_cat_sha256(image, args) {
-        Ok(h) => panic!("vdmount read {} (sha256 {h}) instead of refusing it", image.display()),
-        Err(e) => e,
-    };
-    let name = image.file_name().unwrap().to_str().unwrap();
-    assert!(err.contains(name), "the message does not name {name}: {err}");
-    err
-}
-
 fn vdmount_info(image: &Path, args: &[&str]) -> String {
     let out = run_ok(vdmount().arg("info").args(args).arg(image));
     String::from_utf8(out.stdout).unwrap()
@@ -206,7 +195,7 @@ fn external_data_file() {
         assert!(vdmount_info(&img, &[]).contains("external_data_file"));
     }
     std::fs::remove_file(dir.path().join("df.data")).unwrap();
-    let err = refusal(&dir.path().join("df.qcow2"), &[]);
+    let err = cat_refusal(&dir.path().join("df.qcow2"), &[]);
     assert!(err.contains("df.data") && err.contains("external data file"), "{err}");
 }
 
@@ -283,7 +272,7 @@ fn internal_snapshot() {
 
     let info = vdmount_info(&img, &[]);
     assert!(info.contains("snapshots: 1") && info.contains("name 'snap1'"), "{info}");
-    let err = refusal(&img, &["--snapshot", "nope"]);
+    let err = cat_refusal(&img, &["--snapshot", "nope"]);
     assert!(err.contains("nope") && err.contains("snap1"), "{err}");
 }
 
@@ -337,7 +326,7 @@ fn refuses_unknown_incompatible_bit() {
     let img = victim(dir.path(), "unknown-bit.qcow2");
     // Incompatible features: big-endian u64 at 72; bit 5 is in its last byte.
     patch(&img, 79, &[0x20]);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("bit 5") && err.contains("incompatible"), "{err}");
 
     // With the feature name table naming the bit, the message carries the name.
@@ -346,7 +335,7 @@ fn refuses_unknown_incompatible_bit() {
     let entry = data.windows(13).position(|w| w == b"\x00\x04extended L2").expect("feature name table entry");
     patch(&named, entry as u64 + 1, &[5]);
     patch(&named, 79, &[0x20]);
-    let err = refusal(&named, &[]);
+    let err = cat_refusal(&named, &[]);
     assert!(err.contains("bit 5 (extended L2"), "{err}");
 }
 
@@ -355,7 +344,7 @@ fn refuses_corrupt_bit_with_repair_advice() {
     let dir = scratch();
     let img = victim(dir.path(), "corrupt-bit.qcow2");
     patch(&img, 79, &[0x02]);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("corrupt") && err.contains("qemu-img check -r all") && err.contains("copy"), "{err}");
 }
 
@@ -384,13 +373,13 @@ fn refuses_encrypted_images() {
         s(&img),
         "1M",
     ]);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("encrypted") && err.contains("LUKS"), "{err}");
 
     // crypt_method 1 (AES-CBC), which qemu-img no longer creates: patched into a plain image.
     let aes = victim(dir.path(), "aes.qcow2");
     patch(&aes, 32, &[0, 0, 0, 1]);
-    let err = refusal(&aes, &[]);
+    let err = cat_refusal(&aes, &[]);
     assert!(err.contains("encrypted") && err.contains("AES"), "{err}");
 }
 
@@ -401,7 +390,7 @@ fn refuses_truncated_l1_table() {
     let l1 = header_u64(&img, 40);
     let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
     f.set_len(l1 + 4).unwrap();
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("L1 table") && err.contains("past the end"), "{err}");
 }
 
@@ -410,7 +399,7 @@ fn refuses_l1_offset_past_eof() {
     let dir = scratch();
     let img = victim(dir.path(), "l1-far.qcow2");
     patch(&img, 40, &(1u64 << 40).to_be_bytes());
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("L1 table") && err.contains("past the end"), "{err}");
 }
 
@@ -419,23 +408,23 @@ fn refuses_absurd_header_fields() {
     let dir = scratch();
     let bits = victim(dir.path(), "cluster-bits.qcow2");
     patch(&bits, 20, &40u32.to_be_bytes());
-    let err = refusal(&bits, &[]);
+    let err = cat_refusal(&bits, &[]);
     assert!(err.contains("cluster_bits is 40"), "{err}");
 
     let l1 = victim(dir.path(), "l1-size.qcow2");
     patch(&l1, 36, &u32::MAX.to_be_bytes());
-    let err = refusal(&l1, &[]);
+    let err = cat_refusal(&l1, &[]);
     assert!(err.contains("L1 table") && err.contains("limit"), "{err}");
 
     let size = victim(dir.path(), "virtual-size.qcow2");
     patch(&size, 24, &u64::MAX.to_be_bytes());
-    let err = refusal(&size, &[]);
+    let err = cat_refusal(&size, &[]);
     assert!(err.contains("virtual size") && err.contains("limit"), "{err}");
 
     // A virtual size larger than the L1 table covers.
     let small_l1 = victim(dir.path(), "l1-small.qcow2");
     patch(&small_l1, 24, &(1u64 << 40).to_be_bytes());
-    let err = refusal(&small_l1, &[]);
+    let err = cat_refusal(&small_l1, &[]);
     assert!(err.contains("L1 table has"), "{err}");
 }
 
@@ -447,13 +436,13 @@ fn refuses_backing_loops() {
     qemu_img(&["create", "-f", "qcow2", s(&b), "1M"]);
     qemu_img(&["create", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", s(&a), "1M"]);
     qemu_img(&["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", s(&b)]);
-    let err = refusal(&a, &[]);
+    let err = cat_refusal(&a, &[]);
     assert!(err.contains("loops") && err.contains("a.qcow2 -> ") && err.contains("b.qcow2 -> "), "{err}");
 
     let selfish = dir.path().join("self.qcow2");
     qemu_img(&["create", "-f", "qcow2", s(&selfish), "1M"]);
     qemu_img(&["rebase", "-u", "-b", "self.qcow2", "-F", "qcow2", s(&selfish)]);
-    let err = refusal(&selfish, &[]);
+    let err = cat_refusal(&selfish, &[]);
     assert!(err.contains("loops"), "{err}");
 }
 
@@ -468,7 +457,7 @@ fn refuses_chains_deeper_than_the_limit() {
         let img = dir.path().join(format!("l{i}.qcow2"));
         qemu_img(&["create", "-f", "qcow2", "-u", "-b", &below, "-F", fmt, s(&img), "1M"]);
     }
-    let err = refusal(&dir.path().join("l64.qcow2"), &[]);
+    let err = cat_refusal(&dir.path().join("l64.qcow2"), &[]);
     assert!(err.contains("more than 64 images deep") && !err.trim_end().contains('\n'), "{err}");
     // One layer fewer is fine.
     assert_reads_like_qemu(&dir.path().join("l63.qcow2"));
@@ -498,7 +487,7 @@ fn refuses_damaged_compressed_clusters() {
         qemu_img(&["convert", "-c", "-O", "qcow2", "-o", &format!("compression_type={ctype}"), s(&src), s(&img)]);
         let (host, len) = first_compressed_cluster(&img);
         patch(&img, host, &vec![0xa5; len]);
-        let err = refusal(&img, &[]);
+        let err = cat_refusal(&img, &[]);
         assert!(err.contains("compressed cluster") && err.contains(&host.to_string()), "{err}");
 
         // A valid stream that inflates to two clusters: a bomb, refused rather than truncated.
@@ -515,7 +504,7 @@ fn refuses_damaged_compressed_clusters() {
         };
         assert!(bomb.len() <= len, "the bomb ({} bytes) does not fit in {len} bytes", bomb.len());
         patch(&img, host, &bomb);
-        let err = refusal(&img, &[]);
+        let err = cat_refusal(&img, &[]);
         assert!(err.contains("more than one cluster"), "{err}");
     }
 }

@@ -43,18 +43,6 @@ fn assert_reads_like_qemu(image: &Path) {
     assert_eq!(described, size, "{}: not all of the disk described as extents", image.display());
 }
 
-/// `vdmount cat` must refuse `image` with a message naming it; returns the message.
-fn refusal(image: &Path, args: &[&str]) -> String {
-    let err = match vdmount_cat_sha256(image, args) {
-        Ok(h) => panic!("vdmount read {} (sha256 {h}) instead of refusing it", image.display()),
-        Err(e) => e,
-    };
-    let name = image.file_name().unwrap().to_str().unwrap();
-    assert!(err.contains(name), "the message does not name {name}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    err
-}
-
 fn info(image: &Path) -> String {
     String::from_utf8(run_ok(vdmount().arg("info").arg(image)).stdout).unwrap()
 }
@@ -187,7 +175,7 @@ fn backing_file_outside_the_folder_needs_allow_dir() {
     let base = out.join("base.raw");
     make_source_disk(&base, MIB, 7);
     let img = child(&top, "child.qed", "../out/base.raw", "raw", "2M");
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("../out/base.raw") && err.contains("outside"), "{err}");
     assert!(
         err.contains(s(&base)) && err.contains("--allow-dir"),
@@ -202,7 +190,7 @@ fn backing_file_that_is_the_image_itself_is_a_loop() {
     let dir = scratch();
     let img = dir.path().join("self.qed");
     qemu_img(&["create", "-q", "-f", "qed", "-u", "-b", "self.qed", "-F", "qed", s(&img), "1M"]);
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("loop"), "{err}");
 }
 
@@ -212,7 +200,7 @@ fn unknown_feature_bit_is_refused_by_number() {
     let img = dir.path().join("future.qed");
     qemu_img(&["create", "-q", "-f", "qed", s(&img), "1M"]);
     patch(&img, 16, &(1u64 << 9).to_le_bytes());
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("feature bit") && err.contains('9'), "{err}");
 }
 
@@ -227,7 +215,7 @@ fn data_cluster_past_the_end_is_refused() {
     let l1 = le64_at(&img, 40);
     let l2 = le64_at(&img, l1 as usize);
     patch(&img, l2, &(1u64 << 40).to_le_bytes());
-    let err = refusal(&img, &[]);
+    let err = cat_refusal(&img, &[]);
     assert!(err.contains("disk offset 0") && err.contains("past"), "{err}");
 }
 

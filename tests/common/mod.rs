@@ -243,3 +243,15 @@ pub fn read_extents(extents: &[vdmount::formats::Extent]) -> Vec<u8> {
     }
     out
 }
+
+/// `vdmount cat` must refuse `image` with one line naming it; returns the message.
+pub fn cat_refusal(image: &Path, args: &[&str]) -> String {
+    let err = match vdmount_cat_sha256(image, args) {
+        Ok(h) => panic!("vdmount read {} (sha256 {h}) instead of refusing it", image.display()),
+        Err(e) => e,
+    };
+    let name = image.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains(name), "the message does not name {name}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    err
+}
