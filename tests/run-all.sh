@@ -3,7 +3,8 @@
 # the Rust tests (format readers against qemu-img and the other oracles, hostile images, the
 # uapi layout), then the VM scenarios on Debian's 6.1 and 6.12 kernels, and the core ones on
 # the other kernels Debian ships (6.1-rt, 6.12-rt, trixie, trixie-backports, sid; fetched and
-# cached by tests/vm/fetch-kernel.sh; SKIP_EXTRA_KERNELS=1 leaves them out). Ends with a line
+# cached by tests/vm/fetch-kernel.sh; SKIP_EXTRA_KERNELS=1 leaves them out), then the Debian
+# packages in clean Debian 12 and 13 roots (tests/package.sh; SKIP_PACKAGE=1). Ends with a line
 # "N passed, M failed"; exit status 0 only if nothing failed.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,6 +57,16 @@ if [ "${SKIP_EXTRA_KERNELS:-0}" != 1 ]; then
 		# debootstrap, chroot and apt-get download need root (CI runs as root).
 		echo "FAIL vm/extra-kernels: fetching and building for these kernels needs root (or set SKIP_EXTRA_KERNELS=1)"
 		failed=$((failed + 1))
+	fi
+fi
+if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
+	echo "== Debian packages installed and purged in clean Debian 12 and 13 roots (tests/package.sh)"
+	if [ "$(id -u)" = 0 ]; then
+		"$REPO/tests/package.sh" | tee "$log"
+		passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
+		grep -q 'passed, .* failed' "$log" || { echo "FAIL package test did not finish"; failed=$((failed + 1)); }
+	else
+		echo "FAIL pkg: debootstrap and chroot need root (or set SKIP_PACKAGE=1)"; failed=$((failed + 1))
 	fi
 fi
 rm -f "$log"
