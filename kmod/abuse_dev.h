@@ -29,6 +29,25 @@ struct abuse_cmd {
 	u8 state;
 };
 
+/*
+ * ad->state holds the uapi's ABUSE_STATE_* and two more that ABUSE_STATUS never shows:
+ *   FREE -> RESERVED (ABUSE_CTL_GET_FREE) -> FREE (that control file closed without a setup)
+ *   FREE or RESERVED -> SERVING (ABUSE_SETUP) -> WAITING (server gone) -> DEAD (timeout)
+ *   WAITING or DEAD -> SERVING (a server reconnects)
+ *   SERVING, WAITING or DEAD -> RUNDOWN -> FREE (ABUSE_RESET, module unload)
+ * RUNDOWN exists only inside abuse_teardown(), which holds ad->lock throughout: ABUSE_STATUS,
+ * which takes ad->lock, never sees it; RESERVED is reported as FREE.
+ */
+#define ABUSE_STATE_RESERVED	0x100	/* free, promised to the control file ad->reserved_by */
+#define ABUSE_STATE_RUNDOWN	0x101	/* the disk is being removed: requests fail */
+
+/*
+ * Lock order: abuse_ctl_mutex (main.c), then ad->lock, then disk->open_mutex (del_gendisk, the
+ * partition scan), then ad->queue_lock. ad->state, ad->disk and ad->server are written with
+ * both ad->lock and ad->queue_lock held, so a reader needs either one; the one exception is
+ * the reconnect timeout (WAITING -> DEAD under queue_lock only: it cannot take ad->lock, as
+ * teardown waits for it under ad->lock), which every ad->lock holder tolerates.
+ */
 struct abuse_dev {
 	int index;
 	struct mutex lock;		/* setup, reset, server attach and detach */
@@ -36,8 +55,8 @@ struct abuse_dev {
 	struct list_head pending;
 	struct request **inflight;	/* by driver tag: requests a server has fetched */
 	u32 next_gen;
-	u32 state;			/* ABUSE_STATE_* */
-	bool dying;			/* being torn down: fail new requests */
+	u32 state;			/* ABUSE_STATE_*, including the two above */
+	struct file *reserved_by;	/* the /dev/abuse-control file, while RESERVED */
 	struct file *server;
 	u64 features;			/* ABUSE_FEAT_* granted to the server */
 	pid_t server_pid;
@@ -61,6 +80,8 @@ int abuse_teardown(struct abuse_dev *ad, bool force);
 void abuse_server_gone(struct abuse_dev *ad, struct file *file);
 void abuse_dev_init(struct abuse_dev *ad, int index);
 void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st);
+bool abuse_reserve(struct abuse_dev *ad, struct file *ctl);
+void abuse_unreserve(struct abuse_dev *ad, struct file *ctl);
 
 /* xfer.c */
 long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __user *uarg);

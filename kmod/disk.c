@@ -31,7 +31,7 @@ static blk_status_t abuse_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_
 	}
 	blk_mq_start_request(rq);
 	spin_lock_irqsave(&ad->queue_lock, flags);
-	if (ad->dying || ad->state == ABUSE_STATE_DEAD) {
+	if (ad->state == ABUSE_STATE_RUNDOWN || ad->state == ABUSE_STATE_DEAD) {
 		ad->errors++;
 		spin_unlock_irqrestore(&ad->queue_lock, flags);
 		return BLK_STS_IOERR;
@@ -161,10 +161,16 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 	if (err)
 		return err;
 	lockdep_assert_held(&ad->lock);
-	if (ad->server)
-		return -EBUSY;
-	if (ad->disk)
+	switch (ad->state) {
+	case ABUSE_STATE_FREE:
+	case ABUSE_STATE_RESERVED:	/* by whoever asked GET_FREE, or taken by name */
+		break;
+	case ABUSE_STATE_WAITING:
+	case ABUSE_STATE_DEAD:
 		return abuse_reattach(ad, file, s);
+	default:
+		return -EBUSY;
+	}
 	if (s->flags & ABUSE_FLAG_RECONNECT)
 		return -ENODEV;	/* nothing to reconnect to */
 
@@ -216,15 +222,15 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 	/* The server is inside this ioctl and cannot answer reads yet: no scan in add_disk. */
 	set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 	spin_lock_irq(&ad->queue_lock);
-	ad->dying = false;
 	ad->state = ABUSE_STATE_SERVING;
+	ad->reserved_by = NULL;
+	ad->disk = disk;
 	ad->server = file;
 	ad->features = s->features;
 	ad->server_pid = task_tgid_vnr(current);
 	ad->completed = 0;
 	ad->errors = 0;
 	spin_unlock_irq(&ad->queue_lock);
-	ad->disk = disk;
 	err = add_disk(disk);
 	if (err)
 		goto put_disk;
@@ -238,8 +244,8 @@ put_disk:
 	ad->server = NULL;
 	ad->server_pid = 0;
 	ad->state = ABUSE_STATE_FREE;
-	spin_unlock_irq(&ad->queue_lock);
 	ad->disk = NULL;
+	spin_unlock_irq(&ad->queue_lock);
 	put_disk(disk);
 free_tags:
 	blk_mq_free_tag_set(&ad->tag_set);
@@ -278,13 +284,13 @@ int abuse_teardown(struct abuse_dev *ad, bool force)
 	LIST_HEAD(failed);
 
 	lockdep_assert_held(&ad->lock);
-	if (!ad->disk)
+	if (ad->state == ABUSE_STATE_FREE || ad->state == ABUSE_STATE_RESERVED)
 		return 0;
 	if (!force && disk_openers(ad->disk))
 		return -EBUSY;
 
 	spin_lock_irq(&ad->queue_lock);
-	ad->dying = true;
+	ad->state = ABUSE_STATE_RUNDOWN;
 	ad->server = NULL;	/* servers waiting in ABUSE_XFER get ENXIO */
 	ad->server_pid = 0;
 	list_splice_init(&ad->pending, &failed);
@@ -359,7 +365,8 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 		st->openers = disk_openers(ad->disk);
 	}
 	spin_lock_irq(&ad->queue_lock);
-	st->state = ad->state;
+	/* RUNDOWN cannot be seen here (ad->lock); RESERVED is free to everyone else. */
+	st->state = ad->state == ABUSE_STATE_RESERVED ? ABUSE_STATE_FREE : ad->state;
 	list_for_each_entry(cmd, &ad->pending, node)
 		st->pending++;
 	if (ad->inflight)
@@ -368,6 +375,37 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 	st->completed = ad->completed;
 	st->errors = ad->errors;
 	st->server_pid = ad->server_pid;
+	spin_unlock_irq(&ad->queue_lock);
+	mutex_unlock(&ad->lock);
+}
+
+/* ABUSE_CTL_GET_FREE: promises a free device to the control file `ctl` until it is closed, so
+ * two servers asking at the same time get different devices. */
+bool abuse_reserve(struct abuse_dev *ad, struct file *ctl)
+{
+	bool ok;
+
+	mutex_lock(&ad->lock);
+	spin_lock_irq(&ad->queue_lock);
+	ok = ad->state == ABUSE_STATE_FREE;
+	if (ok) {
+		ad->state = ABUSE_STATE_RESERVED;
+		ad->reserved_by = ctl;
+	}
+	spin_unlock_irq(&ad->queue_lock);
+	mutex_unlock(&ad->lock);
+	return ok;
+}
+
+/* The control file `ctl` was closed: what it reserved and did not set up is free again. */
+void abuse_unreserve(struct abuse_dev *ad, struct file *ctl)
+{
+	mutex_lock(&ad->lock);
+	spin_lock_irq(&ad->queue_lock);
+	if (ad->state == ABUSE_STATE_RESERVED && ad->reserved_by == ctl) {
+		ad->state = ABUSE_STATE_FREE;
+		ad->reserved_by = NULL;
+	}
 	spin_unlock_irq(&ad->queue_lock);
 	mutex_unlock(&ad->lock);
 }

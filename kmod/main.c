@@ -36,7 +36,7 @@ static dev_t abctl_devt;
 static struct cdev abctl_cdev;
 static struct class *abuse_class;
 static struct abuse_dev *abuse_devs;
-static DEFINE_MUTEX(abuse_ctl_mutex);	/* serialises ABUSE_CTL_GET_FREE */
+static DEFINE_MUTEX(abuse_ctl_mutex);	/* serialises GET_FREE and releasing its reservations */
 
 static int abctl_open(struct inode *inode, struct file *file)
 {
@@ -124,21 +124,29 @@ static long abuse_control_ioctl(struct file *file, unsigned int cmd, unsigned lo
 		return -ENOTTY;
 	mutex_lock(&abuse_ctl_mutex);
 	for (i = 0; i < max_abuse; i++) {
-		struct abuse_dev *ad = &abuse_devs[i];
-
-		mutex_lock(&ad->lock);
-		if (!ad->disk && !ad->server)
+		if (abuse_reserve(&abuse_devs[i], file)) {
 			ret = i;
-		mutex_unlock(&ad->lock);
-		if (ret >= 0)
 			break;
+		}
 	}
 	mutex_unlock(&abuse_ctl_mutex);
 	return ret;
 }
 
+static int abuse_control_release(struct inode *inode, struct file *file)
+{
+	unsigned int i;
+
+	mutex_lock(&abuse_ctl_mutex);
+	for (i = 0; i < max_abuse; i++)
+		abuse_unreserve(&abuse_devs[i], file);
+	mutex_unlock(&abuse_ctl_mutex);
+	return 0;
+}
+
 static const struct file_operations abuse_control_fops = {
 	.owner = THIS_MODULE,
+	.release = abuse_control_release,
 	.unlocked_ioctl = abuse_control_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
 	.llseek = noop_llseek,

@@ -74,11 +74,13 @@ impl ControlDevice {
     }
 }
 
-/// The first free device's control path, asked of /dev/abuse-control.
-pub fn find_free() -> io::Result<PathBuf> {
+/// The first free device's control path, asked of /dev/abuse-control, and that open file: the
+/// kernel keeps the device for it (other GET_FREE callers get another one) until it is closed,
+/// so keep it until ABUSE_SETUP has returned.
+pub fn find_free() -> io::Result<(PathBuf, File)> {
     let ctl = OpenOptions::new().read(true).write(true).open(CONTROL_PATH)?;
     let n = ioctl(&ctl, ABUSE_CTL_GET_FREE, std::ptr::null_mut::<u8>())?;
-    Ok(PathBuf::from(format!("/dev/abctl{n}")))
+    Ok((PathBuf::from(format!("/dev/abctl{n}")), ctl))
 }
 
 /// /dev/abuseN for /dev/abctlN.

@@ -83,9 +83,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     }
     let disk = image.open()?;
     let parts = attach::read_partitions(disk.as_ref());
-    let ctl = match &args.ctldev {
-        Some(p) => p.clone(),
+    // The reservation (an open /dev/abuse-control) is dropped once the setup has returned.
+    let (ctl, reservation) = match &args.ctldev {
+        Some(p) => (p.clone(), None),
         None => device::find_free()
+            .map(|(p, f)| (p, Some(f)))
             .map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
     };
     let index = device::index_of(&ctl);
@@ -130,6 +132,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.foreground {
         super::harden::harden(args.mlock);
         dev.setup(&setup).map_err(|e| Error::device(&ctl, "cannot set up the device", e))?;
+        drop(reservation);
         let me = std::process::id();
         if let Some(n) = index {
             record::save(&record_of(n, image, &mode, me));
@@ -170,6 +173,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 Ok(()) => 0i32,
                 Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
             };
+            drop(reservation);
             // SAFETY: writes 4 bytes from a local to our end of the pipe.
             unsafe {
                 libc::write(pipe[1], (&setup_errno as *const i32).cast(), 4);
@@ -202,6 +206,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 libc::close(pipe[0]);
                 got
             };
+            drop(reservation);
             if got != 4 {
                 return Err(Error::Device(format!("{}: the background server died while setting up", ctl.display())));
             }
