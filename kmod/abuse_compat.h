@@ -23,7 +23,8 @@ struct abuse_limits {
 };
 
 /* blk_mq_alloc_disk() with the queue limits set: passed at allocation (6.11 upstream), set with
- * the blk_queue_* setters before. compat/queue_limits_features.c */
+ * the blk_queue_* setters before. compat/queue_limits_features.c
+ */
 static inline struct gendisk *abuse_alloc_disk(struct blk_mq_tag_set *set, void *queuedata,
 					       const struct abuse_limits *l)
 {
@@ -75,7 +76,8 @@ static inline struct gendisk *abuse_alloc_disk(struct blk_mq_tag_set *set, void 
 #endif
 
 /* BLK_MQ_F_SHOULD_MERGE is gone, merging being the default (6.14).
- * compat/blk_mq_f_should_merge.c */
+ * compat/blk_mq_f_should_merge.c
+ */
 #ifdef ABUSE_HAVE_BLK_MQ_F_SHOULD_MERGE
 #define ABUSE_MQ_FLAGS BLK_MQ_F_SHOULD_MERGE
 #else
@@ -84,7 +86,10 @@ static inline struct gendisk *abuse_alloc_disk(struct blk_mq_tag_set *set, void 
 
 /* blk_mq_ops.init_request's numa_node parameter became int ("blk-mq: nvme: Fix general
  * protection fault in nvme_setup_descriptor_pools()", 2026; Debian 7.2 and 7.3 have it).
- * compat/init_request_int_node.c */
+ * compat/init_request_int_node.c
+ * checkpatch --strict warns "do not add new typedefs": kept on purpose, a typedef is the one
+ * way to give a callback parameter a type that differs by kernel without #ifdefs at its use.
+ */
 #ifdef ABUSE_HAVE_INIT_REQUEST_INT_NODE
 typedef int abuse_numa_node_t;
 #else

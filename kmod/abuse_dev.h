@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* abuse.ko internals shared by main.c (module, char devices), disk.c (block device lifecycle,
  * blk-mq), xfer.c (handing requests to the server and taking its answers) and extents.c (reads
- * answered as file ranges). */
+ * answered as file ranges).
+ */
 #ifndef ABUSE_DEV_H
 #define ABUSE_DEV_H
 

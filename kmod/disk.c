@@ -71,7 +71,8 @@ static const struct block_device_operations abuse_bdev_ops = {
 };
 
 /* Partitions are read through the server, so scan them after ABUSE_SETUP has returned and the
- * server is fetching requests (as loop does after LOOP_CONFIGURE). */
+ * server is fetching requests (as loop does after LOOP_CONFIGURE).
+ */
 static void abuse_scan_work(struct work_struct *work)
 {
 	struct abuse_dev *ad = container_of(work, struct abuse_dev, scan_work);
@@ -87,7 +88,8 @@ static void abuse_scan_work(struct work_struct *work)
 /* No server came back in time: fail what waits and everything that comes, until one does. */
 static void abuse_reconnect_work(struct work_struct *work)
 {
-	struct abuse_dev *ad = container_of(to_delayed_work(work), struct abuse_dev, reconnect_work);
+	struct abuse_dev *ad = container_of(to_delayed_work(work), struct abuse_dev,
+					     reconnect_work);
 	LIST_HEAD(failed);
 
 	spin_lock_irq(&ad->queue_lock);
@@ -118,11 +120,13 @@ static int abuse_check_setup(const struct abuse_setup *s)
 		return -EINVAL;
 	if (s->block_size != 512 && s->block_size != 4096)
 		return -EINVAL;
-	if (!s->size || s->size % s->block_size || (s->size >> SECTOR_SHIFT) > (u64)LLONG_MAX >> SECTOR_SHIFT)
+	if (!s->size || s->size % s->block_size ||
+	    (s->size >> SECTOR_SHIFT) > (u64)LLONG_MAX >> SECTOR_SHIFT)
 		return -EINVAL;
 	if (!s->queue_depth || s->queue_depth > ABUSE_MAX_QUEUE_DEPTH)
 		return -EINVAL;
-	if (s->max_io_bytes < 4096 || s->max_io_bytes > ABUSE_MAX_IO_BYTES || s->max_io_bytes % 4096)
+	if (s->max_io_bytes < 4096 || s->max_io_bytes > ABUSE_MAX_IO_BYTES ||
+	    s->max_io_bytes % 4096)
 		return -EINVAL;
 	if ((s->flags & ABUSE_FLAG_FUA) && !(s->flags & ABUSE_FLAG_FLUSH))
 		return -EINVAL;	/* FUA only means something with a write cache */
@@ -256,7 +260,8 @@ free_inflight:
 }
 
 /* Moves every request not yet answered (pending, or fetched by `owner`, or by anyone when
- * owner is NULL) onto `list`. */
+ * owner is NULL) onto `list`.
+ */
 static void abuse_collect(struct abuse_dev *ad, struct file *owner, struct list_head *list)
 {
 	unsigned int tag;
@@ -318,7 +323,8 @@ int abuse_teardown(struct abuse_dev *ad, bool force)
 }
 
 /* The server's file was closed: what it fetched and did not answer goes back to the queue for
- * the next server, and the reconnect timeout starts. */
+ * the next server, and the reconnect timeout starts.
+ */
 void abuse_server_gone(struct abuse_dev *ad, struct file *file)
 {
 	mutex_lock(&ad->lock);
@@ -371,7 +377,7 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 		st->pending++;
 	if (ad->inflight)
 		for (tag = 0; tag < ad->cfg.queue_depth; tag++)
-			st->in_flight += ad->inflight[tag] != NULL;
+			st->in_flight += !!ad->inflight[tag];
 	st->completed = ad->completed;
 	st->errors = ad->errors;
 	st->server_pid = ad->server_pid;
@@ -380,7 +386,8 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 }
 
 /* ABUSE_CTL_GET_FREE: promises a free device to the control file `ctl` until it is closed, so
- * two servers asking at the same time get different devices. */
+ * two servers asking at the same time get different devices.
+ */
 bool abuse_reserve(struct abuse_dev *ad, struct file *ctl)
 {
 	bool ok;

@@ -32,7 +32,9 @@ static int abuse_read_extent(struct iov_iter *iter, const struct abuse_extent *e
 		if (!file)
 			return -EBADF;
 		/* Only regular files: a pipe could block forever, a block device could be our own
-		 * (a regular file that blocks, like /proc/kmsg, only stalls the server that chose it). */
+		 * (a regular file that blocks, like /proc/kmsg, only stalls the server that
+		 * chose it).
+		 */
 		if (!S_ISREG(file_inode(file)->i_mode)) {
 			fput(file);
 			return -EBADF;

@@ -82,7 +82,8 @@ static long abctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		if (copy_from_user(&setup, uarg, sizeof(setup)))
 			return -EFAULT;
 		/* An unknown feature is not an error: the server reads back what it was granted.
-		 * Written before the setup, so a failed write leaves no device behind. */
+		 * Written before the setup, so a failed write leaves no device behind.
+		 */
 		setup.features &= ABUSE_FEATURES;
 		if (put_user(setup.features, &((struct abuse_setup __user *)uarg)->features))
 			return -EFAULT;
@@ -165,7 +166,8 @@ static void abuse_remove_ctl_devices(unsigned int n)
 }
 
 /* The ABI's sizes are fixed: a change here must be a deliberate change of the ABI (and of
- * src/abuse/uapi.rs, which asserts the same numbers). */
+ * src/abuse/uapi.rs, which asserts the same numbers).
+ */
 static void __init abuse_check_uapi(void)
 {
 	BUILD_BUG_ON(sizeof(struct abuse_setup) != 64);
@@ -248,7 +250,8 @@ static void __exit abuse_exit(void)
 	unsigned int i;
 
 	/* Nothing has a control device or block device open (module refcount), so no server is
-	 * attached; remove the devices that wait for one. */
+	 * attached; remove the devices that wait for one.
+	 */
 	misc_deregister(&abuse_control);
 	for (i = 0; i < max_abuse; i++) {
 		mutex_lock(&abuse_devs[i].lock);

@@ -83,8 +83,10 @@ static void abuse_unfetch(struct abuse_dev *ad, struct request *rq);
 
 /* Returns 0 when the request was answered, -EFAULT when it was ended with an I/O error because
  * its data could not be read, -EINVAL when the completion was refused and ended nothing, -EINTR
- * when the server was killed while the kernel read its extents (the request is queued again). */
-static int abuse_complete_one(struct abuse_dev *ad, struct file *file, const struct abuse_completion *c)
+ * when the server was killed while the kernel read its extents (the request is queued again).
+ */
+static int abuse_complete_one(struct abuse_dev *ad, struct file *file,
+			      const struct abuse_completion *c)
 {
 	struct abuse_cmd *cmd;
 	struct request *rq;
@@ -290,7 +292,8 @@ long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __use
 		ret = abuse_fetch(ad, file, &x, u64_to_user_ptr(x.requests));
 
 	/* Tell the server how far the call got, whatever happened. */
-	if (put_user(x.n_completed, &uarg->n_completed) || put_user(x.n_requests, &uarg->n_requests))
+	if (put_user(x.n_completed, &uarg->n_completed) ||
+	    put_user(x.n_requests, &uarg->n_requests))
 		return -EFAULT;
 	return ret;
 }

@@ -28,7 +28,8 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define ABUSE_ABI_VERSION	3	/* 3: feature bits; reserved space in requests and completions */
+/* 3: feature bits; reserved space in requests and completions */
+#define ABUSE_ABI_VERSION	3
 
 /* Limits the module enforces on struct abuse_setup. */
 #define ABUSE_MAX_QUEUE_DEPTH	1024
@@ -37,7 +38,8 @@
 /* struct abuse_setup.flags (also reported in struct abuse_status.flags). */
 #define ABUSE_FLAG_READ_ONLY	(1U << 0) /* the block layer refuses writes */
 #define ABUSE_FLAG_RECONNECT	(1U << 1) /* take over a set-up device whose server went away */
-#define ABUSE_FLAG_FLUSH	(1U << 2) /* server handles ABUSE_OP_FLUSH: device has a write cache */
+/* server handles ABUSE_OP_FLUSH: the device has a write cache */
+#define ABUSE_FLAG_FLUSH	(1U << 2)
 #define ABUSE_FLAG_FUA		(1U << 3) /* server honours ABUSE_REQ_FUA on writes */
 #define ABUSE_FLAG_DISCARD	(1U << 4) /* server handles ABUSE_OP_DISCARD */
 #define ABUSE_FLAG_WRITE_ZEROES	(1U << 5) /* server handles ABUSE_OP_WRITE_ZEROES */
@@ -48,7 +50,8 @@
  * (which describe the device, and an unknown one is refused), an unknown feature bit is not an
  * error: the module masks it off and the server sees it was not granted.
  */
-#define ABUSE_FEAT_EXTENTS	(1ULL << 0) /* completions may give read data as extents (ABUSE_CPL_EXTENTS) */
+/* completions may give read data as extents (ABUSE_CPL_EXTENTS) */
+#define ABUSE_FEAT_EXTENTS	(1ULL << 0)
 #define ABUSE_FEATURES		0x1ULL	    /* every feature this header knows */
 
 struct abuse_setup {
@@ -57,7 +60,7 @@ struct abuse_setup {
 	__u64 size;			/* device size in bytes, a multiple of block_size */
 	__u32 block_size;		/* logical block size: 512 or 4096 */
 	__u32 queue_depth;		/* requests in flight at once, 1..ABUSE_MAX_QUEUE_DEPTH */
-	__u32 max_io_bytes;		/* largest request, 4096..ABUSE_MAX_IO_BYTES, multiple of 4096 */
+	__u32 max_io_bytes;		/* largest request: 4096..ABUSE_MAX_IO_BYTES, 4K multiple */
 	__u32 reconnect_timeout_ms;	/* 0: the module parameter reconnect_timeout_ms */
 	__u64 features;			/* in: ABUSE_FEAT_* wanted; out: those granted */
 	__u64 reserved[3];		/* must be zero */
@@ -82,7 +85,7 @@ struct abuse_request {
 	__u16 flags;			/* ABUSE_REQ_* */
 	__u32 tag;			/* echo in the completion */
 	__u32 gen;			/* echo in the completion */
-	__u64 data;			/* ABUSE_OP_WRITE: address in the xfer data area holding the payload */
+	__u64 data;			/* ABUSE_OP_WRITE: the payload's address in the data area */
 	__u64 reserved[2];		/* zero */
 };
 
@@ -117,7 +120,7 @@ struct abuse_completion {
 struct abuse_extent {
 	__u64 offset;			/* byte offset in the file */
 	__u32 length;			/* bytes, at least 1 */
-	__s32 fd;			/* a regular file open for reading in the server, or ABUSE_EXTENT_ZERO */
+	__s32 fd;			/* a file the server has open, or ABUSE_EXTENT_ZERO */
 };
 
 /* struct abuse_xfer.flags */
@@ -168,7 +171,8 @@ struct abuse_status {
 };
 
 #define ABUSE_IOCTL_MAGIC	0xAB
-#define ABUSE_SETUP		_IOWR(ABUSE_IOCTL_MAGIC, 0, struct abuse_setup) /* writes back features */
+/* ABUSE_SETUP writes the granted features back */
+#define ABUSE_SETUP		_IOWR(ABUSE_IOCTL_MAGIC, 0, struct abuse_setup)
 #define ABUSE_XFER		_IOWR(ABUSE_IOCTL_MAGIC, 1, struct abuse_xfer)
 #define ABUSE_STATUS		_IOR(ABUSE_IOCTL_MAGIC, 2, struct abuse_status)
 #define ABUSE_RESET		_IO(ABUSE_IOCTL_MAGIC, 3)
