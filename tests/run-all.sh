@@ -18,7 +18,7 @@ if ! "$REPO/tests/vm/setup-host.sh" --check 2>/dev/null; then
 		{ echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
-echo "== cargo test"
+echo "== cargo test (at $(( $(date +%s) - t_start )) s)"
 log=$(mktemp)
 cargo test --release --locked --no-fail-fast 2>&1 | tee "$log"
 cargo_rc=${PIPESTATUS[0]}
@@ -29,7 +29,7 @@ if [ "$cargo_rc" != 0 ] && [ "$f" = 0 ]; then
 	echo "FAIL cargo test exited with $cargo_rc (build failure?)"; failed=$((failed + 1))
 fi
 
-echo "== cargo fmt --check, cargo clippy -D warnings"
+echo "== cargo fmt --check, cargo clippy -D warnings (at $(( $(date +%s) - t_start )) s)"
 { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1 || rustup component add rustfmt clippy >/dev/null 2>&1
 if cargo fmt --check >"$log" 2>&1; then echo "PASS cargo fmt --check"; passed=$((passed + 1))
 else echo "FAIL cargo fmt --check (run cargo fmt):"; head -40 "$log"; failed=$((failed + 1)); fi
@@ -42,7 +42,7 @@ if [ -x "$REPO/tests/fuzz-smoke.sh" ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
 	passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
 fi
 
-echo "== VM scenarios, all of them, on 6.1 and 7.3 (abuse.ko on each kernel)"
+echo "== VM scenarios, all of them, on 6.1 and 7.3 (abuse.ko on each kernel) (at $(( $(date +%s) - t_start )) s)"
 full=(--kernel 6.1); [ "${SKIP_EXTRA_KERNELS:-0}" = 1 ] || full+=(--kernel trixie-backports)
 "$REPO/tests/vm/run.sh" "${full[@]}" | tee "$log"
 passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
@@ -72,6 +72,6 @@ if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
 fi
 rm -f "$log"
 
-echo "== whole suite took $(( $(date +%s) - t_start )) s"
+echo "== whole suite took $(( $(date +%s) - t_start )) s (at $(( $(date +%s) - t_start )) s)"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
