@@ -13,7 +13,7 @@ passed=0 failed=0
 t_start=$(date +%s)
 
 if ! "$REPO/tests/vm/setup-host.sh" --check 2>/dev/null; then
-	echo "== installing test dependencies (tests/vm/setup-host.sh)"
+	echo "== installing test dependencies (tests/vm/setup-host.sh) (at $(( $(date +%s) - t_start )) s)"
 	if [ "$(id -u)" = 0 ]; then "$REPO/tests/vm/setup-host.sh"; else sudo "$REPO/tests/vm/setup-host.sh"; fi ||
 		{ echo "setup failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
@@ -37,7 +37,7 @@ if cargo clippy --release --locked --all-targets -- -D warnings >"$log" 2>&1; th
 else echo "FAIL cargo clippy --all-targets -- -D warnings:"; grep -A8 -E '^(warning|error)' "$log" | head -60; failed=$((failed + 1)); fi
 
 if [ -x "$REPO/tests/fuzz-smoke.sh" ] && [ "${SKIP_FUZZ:-0}" != 1 ]; then
-	echo "== fuzz targets (short runs from the committed corpus)"
+	echo "== fuzz targets (short runs from the committed corpus) (at $(( $(date +%s) - t_start )) s)"
 	"$REPO/tests/fuzz-smoke.sh" | tee "$log"
 	passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
 fi
@@ -49,7 +49,7 @@ passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FA
 grep -q 'passed, .* failed' "$log" || { echo "FAIL VM run did not finish"; failed=$((failed + 1)); }
 
 if [ "${SKIP_EXTRA_KERNELS:-0}" != 1 ]; then
-	echo "== VM core scenarios on the other kernels Debian ships"
+	echo "== VM core scenarios on the other kernels Debian ships (at $(( $(date +%s) - t_start )) s)"
 	if [ "$(id -u)" = 0 ]; then
 		"$REPO/tests/vm/run.sh" --core --kernels extra | tee "$log"
 		passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
@@ -61,7 +61,7 @@ if [ "${SKIP_EXTRA_KERNELS:-0}" != 1 ]; then
 	fi
 fi
 if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
-	echo "== Debian packages installed and purged in clean Debian 12 and 13 roots (tests/package.sh)"
+	echo "== Debian packages installed and purged in clean Debian 12 and 13 roots (tests/package.sh) (at $(( $(date +%s) - t_start )) s)"
 	if [ "$(id -u)" = 0 ]; then
 		"$REPO/tests/package.sh" | tee "$log"
 		passed=$((passed + $(grep -c '^PASS' "$log"))) failed=$((failed + $(grep -c '^FAIL' "$log")))
@@ -72,6 +72,6 @@ if [ "${SKIP_PACKAGE:-0}" != 1 ]; then
 fi
 rm -f "$log"
 
-echo "== whole suite took $(( $(date +%s) - t_start )) s (at $(( $(date +%s) - t_start )) s)"
+echo "== whole suite took $(( $(date +%s) - t_start )) s"
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
