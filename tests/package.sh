@@ -22,6 +22,7 @@ now() { date +%s; }
 
 if [ -z "${DEBS:-}" ]; then
 	DEBS=$(mktemp -d)
+	trap 'rm -rf "$DEBS"' EXIT
 	"$REPO/packaging/build-debs.sh" "$DEBS" >&2 || { fail "build-debs.sh failed"; echo "$passed passed, $failed failed"; exit 1; }
 fi
 vdm_deb=$(ls "$DEBS"/vdmount_*_amd64.deb | tail -1)
