@@ -68,9 +68,16 @@ impl SeSparseExtent {
         }
         let capacity = f(field::CAPACITY).saturating_mul(SECTOR);
         limits::check(&path, "seSparse capacity (bytes)", capacity, MAX_VIRTUAL_SIZE)?;
-        let grain_bytes = f(field::GRAIN_SIZE).checked_mul(SECTOR).filter(|&g| g > 0).unwrap_or(u64::MAX);
+        // Zero or overflowing sizes are named with the value the file holds.
+        let sectors = |at: usize, what: &str, min: u64| {
+            let n = f(at);
+            n.checked_mul(SECTOR).filter(|&b| b >= min).ok_or_else(|| {
+                Error::corrupt(&path, format!("seSparse {what} of {n} sectors is invalid; the image is corrupt"))
+            })
+        };
+        let grain_bytes = sectors(field::GRAIN_SIZE, "grain size", 1)?;
         limits::check(&path, "seSparse grain size (bytes)", grain_bytes, MAX_CLUSTER_BYTES)?;
-        let gt_bytes = f(field::GRAIN_TABLE_SIZE).checked_mul(SECTOR).filter(|&g| g >= 8).unwrap_or(u64::MAX);
+        let gt_bytes = sectors(field::GRAIN_TABLE_SIZE, "grain table size", 8)?;
         limits::check(&path, "seSparse grain table size (bytes)", gt_bytes, MAX_TABLE_BYTES)?;
 
         let mut v = [0u8; 512];
@@ -235,14 +242,20 @@ mod tests {
         let mut b = extent();
         set(&mut b, 16, u64::MAX); //                            16: capacity 2^64 - 1 sectors
         assert!(refusal(&b).contains("seSparse capacity (bytes) is"));
-        for v in [0, 1 << 20, u64::MAX] {
+        for v in [0, u64::MAX] {
             let mut b = extent();
             set(&mut b, 24, v); //                               24: grain size
-            assert!(refusal(&b).contains("seSparse grain size (bytes) is"));
+            assert!(refusal(&b).contains(&format!("seSparse grain size of {v} sectors is invalid")));
             let mut b = extent();
             set(&mut b, 32, v); //                               32: grain table size
-            assert!(refusal(&b).contains("seSparse grain table size (bytes) is"));
+            assert!(refusal(&b).contains(&format!("seSparse grain table size of {v} sectors is invalid")));
         }
+        let mut b = extent();
+        set(&mut b, 24, 1 << 20); //                             24: grain size 512 MiB
+        assert!(refusal(&b).contains("seSparse grain size (bytes) is 536870912, more than the limit"));
+        let mut b = extent();
+        set(&mut b, 32, 1 << 20); //                             32: grain table size 512 MiB
+        assert!(refusal(&b).contains("seSparse grain table size (bytes) is 536870912, more than the limit"));
         let mut b = extent();
         set(&mut b, 136, 2); //                                 136: grain directory size 2: past the end
         assert!(refusal(&b).contains("the seSparse grain directory (128 entries at sector 2) lies outside the file"));
