@@ -154,6 +154,15 @@ fn block_device_size(file: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
+/// For header tests: the message of the error `r` was expected to be.
+#[cfg(test)]
+pub(crate) fn refused<T>(r: Result<T>) -> String {
+    match r {
+        Ok(_) => panic!("accepted, but a refusal was expected"),
+        Err(e) => e.to_string(),
+    }
+}
+
 /// For header tests: `bytes` written to a temporary file and opened. Keep the first value alive
 /// as long as the file is used.
 #[cfg(test)]

@@ -346,10 +346,7 @@ mod tests {
 
     fn refusal(bytes: &[u8]) -> String {
         let (_tmp, file) = test_file(bytes);
-        match read_header(&file) {
-            Ok(_) => panic!("header accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(read_header(&file))
     }
 
     #[test]

@@ -232,10 +232,7 @@ mod tests {
     }
 
     fn refusal(bytes: &[u8]) -> String {
-        match open_bytes(bytes) {
-            Ok(_) => panic!("header accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(open_bytes(bytes))
     }
 
     #[test]

@@ -271,10 +271,7 @@ mod tests {
     }
 
     fn refusal(bytes: &[u8]) -> String {
-        match locate_bytes(bytes) {
-            Ok(_) => panic!("footer accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(locate_bytes(bytes))
     }
 
     #[test]

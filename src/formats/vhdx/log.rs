@@ -347,10 +347,7 @@ mod tests {
     }
 
     fn refusal(h: &Header) -> String {
-        match replay_with(h) {
-            Ok(_) => panic!("log accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(replay_with(h))
     }
 
     /// A log of one entry (little-endian), sequence 5, of two sectors: its header and

@@ -230,10 +230,7 @@ mod tests {
     }
 
     fn refusal(bytes: &[u8]) -> String {
-        match read(bytes) {
-            Ok(_) => panic!("metadata accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(read(bytes))
     }
 
     #[test]

@@ -210,10 +210,7 @@ mod tests {
     }
 
     fn refusal(bytes: &[u8]) -> String {
-        match open(bytes) {
-            Ok(_) => panic!("header accepted"),
-            Err(e) => e.to_string(),
-        }
+        crate::source::file::refused(open(bytes))
     }
 
     #[test]
