@@ -21,23 +21,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Runs qemu-io on `image` with each of `cmds` as a -c command.
-fn qemu_io(fmt: &str, image: &Path, cmds: &[&str]) {
-    let mut cmd = Command::new("qemu-io");
-    cmd.args(["-f", fmt]);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    cmd.arg(image);
-    if let Some(dir) = image.parent() {
-        cmd.current_dir(dir);
-    }
-    let out = run_ok(&mut cmd);
-    // qemu-io reports failed commands on stdout and still exits 0.
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("failed"), "qemu-io {cmds:?} on {}: {text}", image.display());
-}
-
 /// `vdmount cat` of `image` must equal `qemu-img convert -O raw` of it.
 fn assert_reads_like_qemu(image: &Path) {
     let want = qemu_raw_sha256(image, None);

@@ -15,22 +15,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Runs qemu-io on the QED image `image` with each of `cmds` as a -c command.
-fn qemu_io(image: &Path, cmds: &[&str]) {
-    let mut cmd = Command::new("qemu-io");
-    cmd.args(["-f", "qed"]);
-    for c in cmds {
-        cmd.args(["-c", c]);
-    }
-    cmd.arg(image);
-    if let Some(dir) = image.parent() {
-        cmd.current_dir(dir);
-    }
-    let out = run_ok(&mut cmd);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("failed"), "qemu-io {cmds:?} on {}: {text}", image.display());
-}
-
 /// Writes (all in the first 2 MiB) that leave data, zero clusters (`write -z`), partly written clusters and holes.
 const WRITES: &[&str] = &["write -P 0x5a 100k 20k", "write -z 1M 256k", "write -P 0xa5 1900k 3k", "write -z 1500k 4k"];
 
@@ -62,7 +46,7 @@ fn le64_at(path: &Path, offset: usize) -> u64 {
 fn child(dir: &Path, name: &str, backing: &str, fmt: &str, size: &str) -> PathBuf {
     let p = dir.join(name);
     qemu_img(&["create", "-q", "-f", "qed", "-b", backing, "-F", fmt, s(&p), size]);
-    qemu_io(&p, WRITES);
+    qemu_io("qed", &p, WRITES);
     p
 }
 
@@ -92,14 +76,14 @@ fn qemu_made_images_at_several_cluster_and_table_sizes() {
             let opts = format!("cluster_size={cluster},table_size={table}");
             qemu_img(&["convert", "-f", "raw", "-O", "qed", "-o", &opts, s(&src), s(&img)]);
             assert_reads_like_qemu(&img);
-            qemu_io(&img, WRITES);
+            qemu_io("qed", &img, WRITES);
             assert_reads_like_qemu(&img);
         }
     }
     // Created empty, then written: holes read as zeros.
     let img = dir.path().join("sparse.qed");
     qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&img), "5242887"]);
-    qemu_io(&img, WRITES);
+    qemu_io("qed", &img, WRITES);
     assert_reads_like_qemu(&img);
 }
 
@@ -211,7 +195,7 @@ fn data_cluster_past_the_end_is_refused() {
     let dir = scratch();
     let img = dir.path().join("bad-l2.qed");
     qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&img), "1M"]);
-    qemu_io(&img, &["write -P 0x11 0 4k"]);
+    qemu_io("qed", &img, &["write -P 0x11 0 4k"]);
     let l1 = le64_at(&img, 40);
     let l2 = le64_at(&img, l1 as usize);
     patch(&img, l2, &(1u64 << 40).to_le_bytes());
@@ -226,7 +210,7 @@ fn need_check_image_reads_as_it_is() {
     let dir = scratch();
     let img = dir.path().join("dirty.qed");
     qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&img), "2M"]);
-    qemu_io(&img, WRITES);
+    qemu_io("qed", &img, WRITES);
     patch(&img, 16, &2u64.to_le_bytes());
     assert_reads_like_qemu(&img);
     let text = info(&img);
@@ -244,7 +228,7 @@ fn qcow2_overlay_over_a_qed_base() {
     let dir = scratch();
     let base = dir.path().join("base.qed");
     qemu_img(&["create", "-q", "-f", "qed", "-o", "cluster_size=4096", s(&base), "3M"]);
-    qemu_io(&base, WRITES);
+    qemu_io("qed", &base, WRITES);
     let file = dir.path().join("overlay.qcow2");
     let image = formats::open(&base, &OpenOptions::new(Cache::new(16 << 20))).unwrap();
     let overlay = Qcow2Overlay::create(&file, image, &base, "qed").unwrap();

@@ -255,3 +255,20 @@ pub fn cat_refusal(image: &Path, args: &[&str]) -> String {
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     err
 }
+
+/// Runs qemu-io on `image` with each of `cmds` as a -c command.
+pub fn qemu_io(fmt: &str, image: &Path, cmds: &[&str]) {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", fmt]);
+    for c in cmds {
+        cmd.args(["-c", c]);
+    }
+    cmd.arg(image);
+    if let Some(dir) = image.parent() {
+        cmd.current_dir(dir);
+    }
+    let out = run_ok(&mut cmd);
+    // qemu-io reports failed commands on stdout and still exits 0.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("failed"), "qemu-io {cmds:?} on {}: {text}", image.display());
+}
