@@ -4,13 +4,12 @@
 use super::compressed::{decompress, decompress_into};
 use super::header::{read_header, Header};
 use super::l2::{BadEntry, Layout, OFFSET_MASK};
-use super::read::{source_at, ClusterMap, Extent};
+use super::read::{ClusterMap, Extent};
 use super::snapshot::{self, Snapshot};
 use super::{open_backing_layer, path_from_bytes, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::cached::{load_table, whole_cluster};
-use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
 use crate::source::file::ImageFile;
@@ -193,51 +192,12 @@ impl ClusterMap for Qcow2 {
             Ok(cluster.len() - 1)
         })
     }
-}
 
-/// Refuses an L1 table too small for the virtual size, as qemu does.
-fn check_l1_covers(path: &Path, layout: &Layout, l1_size: u32, size: u64) -> Result<()> {
-    let cluster_size = layout.cluster_size();
-    let table_span = cluster_size / layout.entry_size() * cluster_size;
-    let needed = size.div_ceil(table_span);
-    if u64::from(l1_size) < needed {
-        return Err(Error::corrupt(
-            path,
-            format!("the L1 table has {l1_size} entries, but the virtual size ({size} bytes) needs {needed}; the image is corrupt"),
-        ));
-    }
-    Ok(())
-}
-
-impl Layer for Qcow2 {
-    fn path(&self) -> &Path {
-        &self.file.path
-    }
-    fn size(&self) -> u64 {
-        self.virtual_size
-    }
-    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
-        source_at(self, pos, max)
-    }
-    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
-        self.backing.as_ref()
-    }
-}
-
-impl DiskImage for Qcow2 {
-    fn virtual_size(&self) -> u64 {
-        self.virtual_size
+    fn basics(&self) -> (&ImageFile, u64, Option<&Arc<dyn DiskImage>>) {
+        (&self.file, self.virtual_size, self.backing.as_ref())
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+    fn describe(&self) -> ImageInfo {
         let h = &self.header;
         let version = if h.version == 2 { "2 (compat 0.10)" } else { "3 (compat 1.1)" };
         let mut details = vec![
@@ -275,4 +235,18 @@ impl DiskImage for Qcow2 {
             error: None,
         }
     }
+}
+
+/// Refuses an L1 table too small for the virtual size, as qemu does.
+fn check_l1_covers(path: &Path, layout: &Layout, l1_size: u32, size: u64) -> Result<()> {
+    let cluster_size = layout.cluster_size();
+    let table_span = cluster_size / layout.entry_size() * cluster_size;
+    let needed = size.div_ceil(table_span);
+    if u64::from(l1_size) < needed {
+        return Err(Error::corrupt(
+            path,
+            format!("the L1 table has {l1_size} entries, but the virtual size ({size} bytes) needs {needed}; the image is corrupt"),
+        ));
+    }
+    Ok(())
 }

@@ -2,17 +2,15 @@
 //! flags except "compressed", deflate-compressed clusters, and an optional backing file.
 
 use super::compressed::{decompress, Compression};
-use super::read::{source_at, ClusterMap, Extent};
+use super::read::{ClusterMap, Extent};
 use super::{open_backing_layer, read_l1_table};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::formats::cached::load_table;
-use crate::formats::layer::{map_layer, read_layer, Layer, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::limits;
 use crate::source::file::ImageFile;
-use std::path::Path;
 use std::sync::Arc;
 
 const HEADER_LEN: usize = 48;
@@ -148,37 +146,12 @@ impl ClusterMap for Qcow1 {
             decompress(Compression::Zlib, &input, cluster, want, &self.file.path, host)
         })
     }
-}
 
-impl Layer for Qcow1 {
-    fn path(&self) -> &Path {
-        &self.file.path
-    }
-    fn size(&self) -> u64 {
-        self.virtual_size
-    }
-    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
-        source_at(self, pos, max)
-    }
-    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
-        self.backing.as_ref()
-    }
-}
-
-impl DiskImage for Qcow1 {
-    fn virtual_size(&self) -> u64 {
-        self.virtual_size
+    fn basics(&self) -> (&ImageFile, u64, Option<&Arc<dyn DiskImage>>) {
+        (&self.file, self.virtual_size, self.backing.as_ref())
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut crate::formats::Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+    fn describe(&self) -> ImageInfo {
         let mut details = vec![
             ("version".to_string(), "1 (original qcow)".to_string()),
             ("l2 table entries".to_string(), (1u64 << self.l2_bits).to_string()),

@@ -2,9 +2,11 @@
 //! stored one way), which `source_at` hands to the one read loop (`formats::layer`), and the
 //! reading of compressed clusters.
 
-use super::super::layer::{Decompress, Layer, Source};
+use super::super::layer::{map_layer, read_layer, Decompress, Layer, Source};
 use crate::error::{Error, Result};
+use crate::formats::{DiskImage, Extents, ImageInfo};
 use crate::source::file::ImageFile;
+use std::path::Path;
 use std::sync::Arc;
 
 /// Where a run of guest bytes comes from.
@@ -32,8 +34,12 @@ impl Extent {
     }
 }
 
-/// What a reader provides to `read_mapped`.
-pub trait ClusterMap: Layer + Send + Sync {
+/// What a qcow reader (version 1 or 2) provides; `Layer`, `DiskImage` and `Decompress` follow.
+pub trait ClusterMap: Send + Sync {
+    /// The image file, the virtual size and the backing file, if any.
+    fn basics(&self) -> (&ImageFile, u64, Option<&Arc<dyn DiskImage>>);
+    /// What `vdmount info` shows (`DiskImage::info`).
+    fn describe(&self) -> ImageInfo;
     /// The extent holding guest byte `guest`, and how many guest bytes from there (at most
     /// `max_len`, at least 1) it covers.
     fn cluster_at(&self, guest: u64, max_len: u64) -> Result<(Extent, u64)>;
@@ -51,7 +57,7 @@ pub trait ClusterMap: Layer + Send + Sync {
 }
 
 /// A qcow run in the terms of the one read loop (`formats::layer`).
-pub fn source_at<M: ClusterMap>(m: &M, guest: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
+fn source_at<M: ClusterMap>(m: &M, guest: u64, max_len: u64) -> Result<(Source<'_>, u64)> {
     let (extent, len) = m.cluster_at(guest, max_len)?;
     let source = match extent {
         Extent::Data { host } => Source::Data { file: m.data_file(), offset: host },
@@ -60,6 +66,36 @@ pub fn source_at<M: ClusterMap>(m: &M, guest: u64, max_len: u64) -> Result<(Sour
         Extent::Compressed { host, len, skip } => Source::Compressed { from: m, at: host, len, skip },
     };
     Ok((source, len))
+}
+
+impl<M: ClusterMap> Layer for M {
+    fn path(&self) -> &Path {
+        &self.basics().0.path
+    }
+    fn size(&self) -> u64 {
+        self.basics().1
+    }
+    fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
+        source_at(self, pos, max)
+    }
+    fn below(&self) -> Option<&Arc<dyn DiskImage>> {
+        self.basics().2
+    }
+}
+
+impl<M: ClusterMap> DiskImage for M {
+    fn virtual_size(&self) -> u64 {
+        self.basics().1
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        read_layer(self, buf, offset)
+    }
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        map_layer(self, offset, len, out)
+    }
+    fn info(&self) -> ImageInfo {
+        self.describe()
+    }
 }
 
 impl<M: ClusterMap> Decompress for M {
