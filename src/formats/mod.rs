@@ -6,6 +6,7 @@ pub mod cached;
 pub mod failed;
 pub mod layer;
 pub mod open;
+pub mod parent_id;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;

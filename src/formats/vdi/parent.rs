@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::formats::bytes::le32;
 use crate::formats::failed::FailedLayer;
 use crate::formats::open::{open_backing, resolve_beside};
-use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
+use crate::formats::{parent_id, Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::MAX_PARENT_CANDIDATES;
 use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
@@ -108,14 +108,7 @@ fn check(
     } else {
         return Ok(());
     };
-    if opts.ignore_parent_id {
-        details.push(("parent id check".into(), "MISMATCH, ignored (--ignore-parent-id)".into()));
-        return Ok(());
-    }
-    Err(Error::corrupt(
-        &child.path,
-        format!("its parent {} {problem}; pass --ignore-parent-id to read it anyway", parent_path.display()),
-    ))
+    parent_id::mismatch(&child.path, parent_path, &problem, opts, details)
 }
 
 /// The .vdi files beside the child, then in each --allow-dir folder (names sorted, at most

@@ -5,7 +5,7 @@ use super::dynamic::DynamicHeader;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::formats::open::{open_backing, resolve_beside};
-use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
+use crate::formats::{parent_id, Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
 use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
@@ -76,19 +76,12 @@ fn check_unique_id(
     if parent_id == header.parent_unique_id {
         return Ok(());
     }
-    if opts.ignore_parent_id {
-        details.push(("parent id check".into(), "MISMATCH, ignored (--ignore-parent-id)".into()));
-        return Ok(());
-    }
-    Err(Error::corrupt(
-        &child.path,
-        format!(
-            "its parent {} has unique id {}, but this differencing VHD was made from a parent with unique id {}; the parent was replaced or modified. Pass --ignore-parent-id to read it anyway",
-            parent_path.display(),
-            uuid(&parent_id),
-            uuid(&header.parent_unique_id)
-        ),
-    ))
+    let problem = format!(
+        "has unique id {}, but this differencing VHD was made from a parent with unique id {}: the parent was replaced or modified",
+        uuid(&parent_id),
+        uuid(&header.parent_unique_id)
+    );
+    parent_id::mismatch(&child.path, parent_path, &problem, opts, details)
 }
 
 /// The names to try, in order: relative locator paths, then the recorded file names in the
