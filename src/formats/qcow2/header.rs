@@ -2,7 +2,9 @@
 //! vdmount can read the image at all.
 
 use super::compressed::Compression;
-use super::spec::{EXT_BACKING_FORMAT, MAX_BACKING_NAME};
+use super::spec::{
+    EXT_BACKING_FORMAT, EXT_DATA_FILE, EXT_END, EXT_FEATURE_NAMES, MAX_BACKING_NAME, V2_HEADER_LEN, V3_MIN_HEADER_LEN,
+};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::limits;
@@ -20,14 +22,6 @@ const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
 const AUTOCLEAR_BITMAPS: u64 = 1 << 0;
 const AUTOCLEAR_RAW_DATA: u64 = 1 << 1;
 
-/// Header extension types.
-const EXT_END: u32 = 0;
-const EXT_FEATURE_NAMES: u32 = 0x6803_f857;
-const EXT_DATA_FILE: u32 = 0x4441_5441;
-
-/// Length of the version 2 header; version 3 headers are at least 104 bytes.
-const V2_HEADER_LEN: u64 = 72;
-const V3_MIN_HEADER_LEN: u64 = 104;
 /// Cluster sizes qcow2 allows: 512 B to 2 MiB.
 const MIN_CLUSTER_BITS: u32 = 9;
 const MAX_CLUSTER_BITS: u32 = 21;
@@ -460,10 +454,8 @@ mod tests {
     #[test]
     fn refuses_an_extension_longer_than_the_header_area() {
         let mut b = v3_header();
-        b.extend([
-            0xe2, 0x79, 0x2a, 0xca, //                          104: extension: backing file format
-            0x00, 0x01, 0x00, 0x00, //                          108:   length 65536
-        ]);
+        b.extend(EXT_BACKING_FORMAT.to_be_bytes()); //         104: extension: backing file format
+        b.extend(65536u32.to_be_bytes()); //                   108:   length 65536
         let e = refusal(&b);
         assert!(e.contains("extension 0xe2792aca at offset 104 is 65536 bytes long"), "{e}");
     }

@@ -79,9 +79,9 @@ pub(super) fn header_cluster(
     h.extend_from_slice(&0u64.to_be_bytes()); // compatible features
     h.extend_from_slice(&0u64.to_be_bytes()); // autoclear features
     h.extend_from_slice(&REFCOUNT_ORDER.to_be_bytes());
-    h.extend_from_slice(&HEADER_LENGTH.to_be_bytes());
+    h.extend_from_slice(&V3_HEADER_LEN.to_be_bytes());
     h.push(0); // compression type zlib
-    h.resize(HEADER_LENGTH as usize, 0);
+    h.resize(V3_HEADER_LEN as usize, 0);
     h.extend_from_slice(&EXT_BACKING_FORMAT.to_be_bytes());
     h.extend_from_slice(&(format.len() as u32).to_be_bytes());
     h.extend_from_slice(format.as_bytes());

@@ -35,7 +35,10 @@ mod write;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::formats::layer::{DataFile, Layer, Source};
-use crate::formats::qcow2::spec::{COMPRESSED, COPIED, EXT_BACKING_FORMAT, MAGIC, MAX_BACKING_NAME, OFFSET_MASK, ZERO};
+use crate::formats::qcow2::spec::{
+    COMPRESSED, COPIED, EXT_BACKING_FORMAT, L1_RESERVED, L2_RESERVED, MAGIC, MAX_BACKING_NAME, OFFSET_MASK,
+    V3_HEADER_LEN, ZERO,
+};
 use crate::formats::{DiskImage, Extent, Extents};
 use crate::limits::{self, MAX_L1_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use crate::overlay::Overlay;
@@ -63,11 +66,8 @@ const MAX_RESERVE_CLUSTERS: u64 = 256;
 /// L2 tables kept in memory (64 MiB); all are written through, so any can be dropped.
 const MAX_CACHED_L2: usize = 1024;
 
-const HEADER_LENGTH: u32 = 112;
+/// 16-bit refcounts, as qemu-img creates them.
 const REFCOUNT_ORDER: u32 = 4;
-
-const L1_RESERVED: u64 = 0x7f00_0000_0000_01ff;
-const L2_RESERVED: u64 = 0x3f00_0000_0000_01fe;
 
 /// The file operations the overlay uses. A real `File` implements it; tests wrap one to record
 /// every write and cut the log where a power failure could have.

@@ -25,7 +25,7 @@ impl Qcow2Overlay {
             )
         };
         let file_len = file.size().map_err(|e| Error::io(path, "cannot stat the qcow2 overlay", e))?;
-        let mut h = [0u8; HEADER_LENGTH as usize];
+        let mut h = [0u8; V3_HEADER_LEN as usize];
         if file_len < h.len() as u64 {
             return Err(corrupt(format!("the file is {file_len} bytes, too short for a qcow2 v3 header")));
         }
