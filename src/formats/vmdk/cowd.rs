@@ -41,7 +41,7 @@ pub fn open_cowd(file: ImageFile, cache: Arc<Cache>) -> Result<SparseExtent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
+    use crate::formats::vmdk::test_extent::{extent_refusal, open_extent};
 
     /// A COWD header (little-endian, all fields u32): a 4 MiB extent of 512-byte grains, one
     /// grain directory entry at sector 1; then that directory.
@@ -60,14 +60,12 @@ mod tests {
     }
 
     fn refusal(bytes: &[u8]) -> String {
-        let (_tmp, file) = test_file(bytes);
-        crate::source::file::refused(open_cowd(file, Cache::new(1 << 20)))
+        extent_refusal(bytes, open_cowd)
     }
 
     #[test]
     fn header_fields() {
-        let (_tmp, file) = test_file(&cowd());
-        let e = open_cowd(file, Cache::new(1 << 20)).unwrap();
+        let e = open_extent(&cowd(), open_cowd).unwrap();
         assert_eq!(e.description, "COWD version 1 (VMFS sparse)");
         assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (4 << 20, 512, 4096));
     }

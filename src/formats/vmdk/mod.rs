@@ -11,6 +11,8 @@ mod cowd;
 pub mod descriptor;
 mod sesparse;
 mod sparse;
+#[cfg(test)]
+mod test_extent;
 
 use self::descriptor::{parse_descriptor, Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID};
 use self::sesparse::SeSparseExtent;

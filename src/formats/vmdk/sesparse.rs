@@ -5,12 +5,11 @@
 //! u64 entries whose top nibble is the grain's state (0 unallocated, 1 unmapped, 2 zero,
 //! 3 allocated with a 60-bit cluster number stored with its top 12 bits at bits 48..59).
 
-use super::sparse::{Directory, SECTOR};
+use super::sparse::{grain_indexes, grain_table_entry, Directory, SECTOR};
 use super::Mapping;
-use crate::cache::{Cache, Kind};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::formats::bytes::le64;
-use crate::formats::cached::load_table;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use crate::source::file::ImageFile;
 use std::sync::Arc;
@@ -111,12 +110,9 @@ impl SeSparseExtent {
     }
 
     pub fn lookup(&self, off: u64) -> Result<Mapping> {
-        if off >= self.capacity {
+        let Some((gd_index, gt_index)) = grain_indexes(off, self.capacity, self.grain_bytes, self.gtes_per_gt) else {
             return Ok(Mapping::Unallocated);
-        }
-        let grain = off / self.grain_bytes;
-        let gd_index = grain / self.gtes_per_gt;
-        let gt_index = (grain % self.gtes_per_gt) as usize;
+        };
         let gde = self.gd.entry(&self.file, &self.cache, gd_index)?;
         if gde == 0 {
             return Ok(Mapping::Unallocated);
@@ -131,28 +127,25 @@ impl SeSparseExtent {
             .checked_mul(gt_bytes)
             .and_then(|o| o.checked_add(self.tables_offset))
             .ok_or_else(|| self.bad(format!("grain table {gd_index} lies beyond any file offset")))?;
-        let gt = load_table(
-            &self.cache,
-            &self.file,
-            Kind::Table,
-            gt_off,
-            gt_bytes,
-            MAX_TABLE_BYTES,
-            &format!("seSparse grain table {gd_index}"),
-        )?;
-        let e = gt.get(gt_index * 8..gt_index * 8 + 8).map(|b| le64(b, 0)).unwrap_or(0);
+        let what = format!("seSparse grain table {gd_index}");
+        let e = grain_table_entry(&self.file, &self.cache, (gt_off, gt_bytes), gt_index, 8, &what)?;
         Ok(match e >> 60 {
             0 if e == 0 => Mapping::Unallocated,
             1 | 2 => Mapping::Zero,
             3 => {
                 let cluster = ((e & 0x0fff_0000_0000_0000) >> 48) | ((e & 0x0000_ffff_ffff_ffff) << 12);
-                let offset = cluster
-                    .checked_mul(self.grain_bytes)
-                    .and_then(|o| o.checked_add(self.grains_offset))
-                    .ok_or_else(|| self.bad(format!("grain {grain} points beyond any file offset")))?;
+                let offset =
+                    cluster.checked_mul(self.grain_bytes).and_then(|o| o.checked_add(self.grains_offset)).ok_or_else(
+                        || self.bad(format!("grain {} points beyond any file offset", off / self.grain_bytes)),
+                    )?;
                 Mapping::Data { offset }
             }
-            _ => return Err(self.bad(format!("grain table entry {e:#018x} for grain {grain} has an unknown type"))),
+            _ => {
+                return Err(self.bad(format!(
+                    "grain table entry {e:#018x} for grain {} has an unknown type",
+                    off / self.grain_bytes
+                )))
+            }
         })
     }
 
@@ -164,7 +157,8 @@ impl SeSparseExtent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
+    use crate::formats::bytes::put_le64;
+    use crate::formats::vmdk::test_extent::{extent_refusal, open_extent};
 
     fn push(b: &mut Vec<u8>, v: u64) {
         b.extend(v.to_le_bytes());
@@ -200,22 +194,13 @@ mod tests {
         b
     }
 
-    fn set(b: &mut [u8], at: usize, v: u64) {
-        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    }
-
-    fn open(bytes: &[u8]) -> Result<SeSparseExtent> {
-        let (_tmp, file) = test_file(bytes);
-        SeSparseExtent::open(file, Cache::new(1 << 20))
-    }
-
     fn refusal(bytes: &[u8]) -> String {
-        crate::source::file::refused(open(bytes))
+        extent_refusal(bytes, SeSparseExtent::open)
     }
 
     #[test]
     fn header_fields() {
-        let e = open(&extent()).unwrap();
+        let e = open_extent(&extent(), SeSparseExtent::open).unwrap();
         assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (1 << 20, 4096, 4096));
         assert_eq!((e.tables_offset, e.grains_offset), (1536, 2048));
         assert!(matches!(e.lookup(0).unwrap(), Mapping::Unallocated));
@@ -224,50 +209,50 @@ mod tests {
     #[test]
     fn refuses_wrong_magic_version_and_flags() {
         let mut b = extent();
-        set(&mut b, 0, 0xcafe_babf); //                           0: magic
+        put_le64(&mut b, 0, 0xcafe_babf); //                           0: magic
         assert!(refusal(&b).contains("no 0xcafebabe signature"));
         let mut b = extent();
-        set(&mut b, 8, 0x0000_0003_0000_0001); //                 8: version 3.1
+        put_le64(&mut b, 8, 0x0000_0003_0000_0001); //                 8: version 3.1
         assert!(refusal(&b).contains("seSparse version 0x0000000300000001 is not the one"));
         let mut b = extent();
-        set(&mut b, 40, 4); //                                   40: flags 4
+        put_le64(&mut b, 40, 4); //                                   40: flags 4
         assert!(refusal(&b).contains("seSparse flags 0x4 are not known"));
     }
 
     #[test]
     fn refuses_absurd_sizes() {
         let mut b = extent();
-        set(&mut b, 16, u64::MAX); //                            16: capacity 2^64 - 1 sectors
+        put_le64(&mut b, 16, u64::MAX); //                            16: capacity 2^64 - 1 sectors
         assert!(refusal(&b).contains("seSparse capacity (bytes) is"));
         for v in [0, u64::MAX] {
             let mut b = extent();
-            set(&mut b, 24, v); //                               24: grain size
+            put_le64(&mut b, 24, v); //                               24: grain size
             assert!(refusal(&b).contains(&format!("seSparse grain size of {v} sectors is invalid")));
             let mut b = extent();
-            set(&mut b, 32, v); //                               32: grain table size
+            put_le64(&mut b, 32, v); //                               32: grain table size
             assert!(refusal(&b).contains(&format!("seSparse grain table size of {v} sectors is invalid")));
         }
         let mut b = extent();
-        set(&mut b, 24, 1 << 20); //                             24: grain size 512 MiB
+        put_le64(&mut b, 24, 1 << 20); //                             24: grain size 512 MiB
         assert!(refusal(&b).contains("seSparse grain size (bytes) is 536870912, more than the limit"));
         let mut b = extent();
-        set(&mut b, 32, 1 << 20); //                             32: grain table size 512 MiB
+        put_le64(&mut b, 32, 1 << 20); //                             32: grain table size 512 MiB
         assert!(refusal(&b).contains("seSparse grain table size (bytes) is 536870912, more than the limit"));
         let mut b = extent();
-        set(&mut b, 136, 2); //                                 136: grain directory size 2: past the end
+        put_le64(&mut b, 136, 2); //                                 136: grain directory size 2: past the end
         assert!(refusal(&b).contains("the seSparse grain directory (128 entries at sector 2) lies outside the file"));
     }
 
     #[test]
     fn refuses_a_bad_volatile_header_or_an_unreplayed_journal() {
         let mut b = extent();
-        set(&mut b, 80, 3); //                                   80: volatile header offset 3: past the end
+        put_le64(&mut b, 80, 3); //                                   80: volatile header offset 3: past the end
         assert!(refusal(&b).contains("the seSparse volatile header at offset 1536 (512 bytes) lies past the end"));
         let mut b = extent();
-        set(&mut b, 512, 0); //                                 512: volatile magic 0
+        put_le64(&mut b, 512, 0); //                                 512: volatile magic 0
         assert!(refusal(&b).contains("the seSparse volatile header has no 0xcafecafe signature"));
         let mut b = extent();
-        set(&mut b, 536, 1); //                                 536: replay journal 1
+        put_le64(&mut b, 536, 1); //                                 536: replay journal 1
         assert!(refusal(&b).contains("the seSparse journal holds changes that were never applied"));
     }
 }

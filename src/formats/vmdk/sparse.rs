@@ -170,12 +170,9 @@ impl SparseExtent {
 
     /// Where the grain holding byte `off` of this extent is.
     pub fn lookup(&self, off: u64) -> Result<Mapping> {
-        if off >= self.capacity {
+        let Some((gd_index, gt_index)) = grain_indexes(off, self.capacity, self.grain_bytes, self.gtes_per_gt) else {
             return Ok(Mapping::Unallocated);
-        }
-        let grain = off / self.grain_bytes;
-        let gd_index = grain / self.gtes_per_gt;
-        let gt_index = (grain % self.gtes_per_gt) as usize;
+        };
         let gt_bytes = self.gtes_per_gt * 4;
         let in_file = |sector: u64| sector * SECTOR + gt_bytes <= self.file.size;
         let mut sector = self.gd.entry(&self.file, &self.cache, gd_index)?;
@@ -190,17 +187,8 @@ impl SparseExtent {
         if sector == 0 {
             return Ok(Mapping::Unallocated);
         }
-        let gt_off = sector * SECTOR;
-        let gt = load_table(
-            &self.cache,
-            &self.file,
-            Kind::Table,
-            gt_off,
-            gt_bytes,
-            MAX_TABLE_BYTES,
-            &format!("grain table {gd_index}"),
-        )?;
-        let entry = gt.get(gt_index * 4..gt_index * 4 + 4).map(|b| le32(b, 0)).unwrap_or(0) as u64;
+        let what = format!("grain table {gd_index}");
+        let entry = grain_table_entry(&self.file, &self.cache, (sector * SECTOR, gt_bytes), gt_index, 4, &what)?;
         Ok(match entry {
             0 => Mapping::Unallocated,
             1 => Mapping::Zero,
@@ -414,10 +402,39 @@ impl Directory {
     }
 }
 
+/// Entry `index` (little-endian, `entry_size` 4 or 8 bytes) of the grain table at `table` (offset,
+/// length) of `file`, loaded through the cache; 0 (unallocated) past the table's end.
+pub fn grain_table_entry(
+    file: &ImageFile,
+    cache: &Cache,
+    table: (u64, u64),
+    index: usize,
+    entry_size: usize,
+    what: &str,
+) -> Result<u64> {
+    let gt = load_table(cache, file, Kind::Table, table.0, table.1, MAX_TABLE_BYTES, what)?;
+    Ok(match gt.get(index * entry_size..(index + 1) * entry_size) {
+        Some(b) if entry_size == 4 => u64::from(le32(b, 0)),
+        Some(b) => le64(b, 0),
+        None => 0,
+    })
+}
+
+/// The grain directory and grain table indexes of the grain holding byte `off` of an extent
+/// (KDMV or seSparse), or None past its capacity.
+pub fn grain_indexes(off: u64, capacity: u64, grain_bytes: u64, gtes_per_gt: u64) -> Option<(u64, usize)> {
+    if off >= capacity {
+        return None;
+    }
+    let grain = off / grain_bytes;
+    Some((grain / gtes_per_gt, (grain % gtes_per_gt) as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::file::test_file;
+    use crate::formats::bytes::{put_le32, put_le64};
+    use crate::formats::vmdk::test_extent::{extent_refusal, open_extent};
 
     /// A KDMV header (little-endian): version 1, a 1 MiB extent of 64 KiB grains, 512 entries
     /// per grain table, the grain directory (one entry) at sector 1, no redundant directory;
@@ -450,20 +467,8 @@ mod tests {
         b
     }
 
-    fn set_le32(h: &mut [u8], at: usize, v: u32) {
-        h[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    fn set_le64(h: &mut [u8], at: usize, v: u64) {
-        h[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    }
-
-    fn open(bytes: &[u8]) -> Result<SparseExtent> {
-        let (_tmp, file) = test_file(bytes);
-        SparseExtent::open_kdmv(file, Cache::new(1 << 20))
-    }
-
     fn refusal(bytes: &[u8]) -> String {
-        crate::source::file::refused(open(bytes))
+        extent_refusal(bytes, SparseExtent::open_kdmv)
     }
 
     #[test]
@@ -478,7 +483,7 @@ mod tests {
         assert_eq!(h.rgd_offset, 0);
         assert_eq!(h.gd_offset, 1);
         assert_eq!(h.compress_algorithm, 0);
-        let e = open(&extent(&header())).unwrap();
+        let e = open_extent(&extent(&header()), SparseExtent::open_kdmv).unwrap();
         assert_eq!((e.capacity, e.grain_bytes, e.gtes_per_gt), (1 << 20, 64 << 10, 512));
         assert!(!e.compressed && !e.markers && e.rgd.is_none());
         assert_eq!(e.description, "KDMV version 1, hosted sparse");
@@ -487,19 +492,19 @@ mod tests {
     #[test]
     fn stream_optimized_header_from_the_footer() {
         let mut h = header();
-        set_le32(&mut h, 4, 3); //                                4: version 3
-        set_le32(&mut h, 8, FLAG_COMPRESSED | FLAG_MARKERS); //   8: flags: compressed grains, markers
+        put_le32(&mut h, 4, 3); //                                4: version 3
+        put_le32(&mut h, 8, FLAG_COMPRESSED | FLAG_MARKERS); //   8: flags: compressed grains, markers
         h[77] = 1; //                                            77: compressAlgorithm 1 (deflate)
         let mut footer = h.clone();
-        set_le64(&mut h, 56, GD_AT_END); //                      56: gdOffset: at the end
+        put_le64(&mut h, 56, GD_AT_END); //                      56: gdOffset: at the end
         let mut b = extent(&h); //                         sectors 0-1: header, grain directory
         let mut marker = vec![0u8; 512]; //                   sector 2: footer marker
-        set_le32(&mut marker, 12, MARKER_FOOTER); //                    12: type 3 (footer)
+        put_le32(&mut marker, 12, MARKER_FOOTER); //                    12: type 3 (footer)
         b.extend(marker);
-        set_le64(&mut footer, 56, 1); //                      sector 3: footer, gdOffset sector 1
+        put_le64(&mut footer, 56, 1); //                      sector 3: footer, gdOffset sector 1
         b.extend(footer);
         b.extend([0; 512]); //                                sector 4: end-of-stream marker
-        let e = open(&b).unwrap();
+        let e = open_extent(&b, SparseExtent::open_kdmv).unwrap();
         assert!(e.compressed && e.markers);
         assert_eq!(e.description, "KDMV version 3, streamOptimized (deflate grains)");
         b.truncate(1024); // no footer
@@ -510,7 +515,7 @@ mod tests {
     fn refuses_unknown_versions() {
         for v in [0, 4] {
             let mut h = header();
-            set_le32(&mut h, 4, v); //                            4: version
+            put_le32(&mut h, 4, v); //                            4: version
             let e = refusal(&extent(&h));
             assert!(e.contains(&format!("sparse extent version {v} is not one vdmount reads")), "{e}");
         }
@@ -527,7 +532,7 @@ mod tests {
     fn refuses_grain_tables_of_0_or_more_than_512_entries() {
         for n in [0, 513] {
             let mut h = header();
-            set_le32(&mut h, 44, n); //                          44: numGTEsPerGT
+            put_le32(&mut h, 44, n); //                          44: numGTEsPerGT
             let e = refusal(&extent(&h));
             assert!(e.contains(&format!("numGTEsPerGT is {n}")), "{e}");
         }
@@ -536,27 +541,27 @@ mod tests {
     #[test]
     fn refuses_absurd_grain_sizes_and_capacity() {
         let mut h = header();
-        set_le64(&mut h, 20, 0); //                              20: grainSize 0
+        put_le64(&mut h, 20, 0); //                              20: grainSize 0
         assert!(refusal(&extent(&h)).contains("grain size of 0 sectors in the sparse header is invalid"));
-        set_le64(&mut h, 20, u64::MAX); //                       20: grainSize: bytes overflow
+        put_le64(&mut h, 20, u64::MAX); //                       20: grainSize: bytes overflow
         assert!(refusal(&extent(&h)).contains("grain size of 18446744073709551615 sectors"));
-        set_le64(&mut h, 20, 1 << 20); //                        20: grainSize 512 MiB
+        put_le64(&mut h, 20, 1 << 20); //                        20: grainSize 512 MiB
         assert!(refusal(&extent(&h)).contains("grain size (bytes) is 536870912, more than the limit"));
-        set_le64(&mut h, 20, 16384); //                          20: grainSize 8 MiB, compressed
+        put_le64(&mut h, 20, 16384); //                          20: grainSize 8 MiB, compressed
         h[77] = 1; //                                            77: compressAlgorithm 1 (deflate)
         assert!(refusal(&extent(&h)).contains("its compressed grains are 8388608 bytes"));
         let mut h = header();
-        set_le64(&mut h, 12, u64::MAX); //                       12: capacity 2^64 - 1 sectors
+        put_le64(&mut h, 12, u64::MAX); //                       12: capacity 2^64 - 1 sectors
         assert!(refusal(&extent(&h)).contains("capacity in the sparse header (bytes) is"));
     }
 
     #[test]
     fn refuses_a_grain_directory_outside_the_file() {
         let mut h = header();
-        set_le64(&mut h, 56, 2); //                              56: gdOffset sector 2: past the end
+        put_le64(&mut h, 56, 2); //                              56: gdOffset sector 2: past the end
         let e = refusal(&extent(&h));
         assert!(e.contains("the grain directory (1 entries at sector 2) lies outside the file"), "{e}");
-        set_le64(&mut h, 56, 0); //                              56: gdOffset 0
+        put_le64(&mut h, 56, 0); //                              56: gdOffset 0
         assert!(refusal(&extent(&h)).contains("the grain directory (1 entries at sector 0)"));
     }
 }
