@@ -16,4 +16,5 @@ pub mod formats;
 pub mod limits;
 pub mod overlay;
 pub mod partitions;
+pub mod request;
 pub mod source;

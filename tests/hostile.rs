@@ -882,8 +882,9 @@ impl vdmount::overlay::Backend for FailsInRange {
 
 #[test]
 fn a_failed_read_fails_one_request_and_the_next_one_works() {
-    use vdmount::abuse::server::{answer, Stats};
+    use vdmount::abuse::server::answer;
     use vdmount::abuse::uapi::{AbuseRequest, ABUSE_OP_READ};
+    use vdmount::request::Stats;
     let backend = FailsInRange { bad: 8192..12288 };
     let stats = Stats::default();
     let mut slot = vec![0u8; 65536];
@@ -913,8 +914,9 @@ fn a_failed_read_fails_one_request_and_the_next_one_works() {
 /// overlay file without bound.
 #[test]
 fn requests_past_the_end_fail_over_a_cow_overlay() {
-    use vdmount::abuse::server::{answer, Stats};
+    use vdmount::abuse::server::answer;
     use vdmount::abuse::uapi::*;
+    use vdmount::request::Stats;
     let dir = scratch();
     let raw = dir.path().join("disk.raw");
     std::fs::write(&raw, vec![7u8; 1 << 20]).unwrap();

@@ -7,7 +7,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use std::sync::Mutex;
-use vdmount::abuse::server::{answer, describe_read, Stats};
+use vdmount::abuse::server::{answer, describe_read};
+use vdmount::request::Stats;
 use vdmount::abuse::uapi::{AbuseExtent, AbuseRequest, ABUSE_EXTENT_ZERO};
 use vdmount::error::Error;
 use vdmount::error::Result;

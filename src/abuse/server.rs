@@ -4,11 +4,11 @@
 
 use super::device::ControlDevice;
 use super::uapi::*;
-use crate::error::Error;
 use crate::formats::{Extent, Extents};
 use crate::overlay::Backend;
+use crate::request::{in_range, perform, Op, Stats};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Requests fetched per call.
 pub const BATCH: usize = 16;
@@ -16,64 +16,6 @@ pub const BATCH: usize = 16;
 pub const MAX_IO_BYTES: u32 = 512 * 1024;
 /// Requests in flight at once on the device.
 pub const QUEUE_DEPTH: u32 = 64;
-
-/// Counters for the summary printed at exit (and the tests that check each op arrives).
-#[derive(Default)]
-pub struct Stats {
-    pub calls: AtomicU64,
-    pub ops: [AtomicU64; 5],
-    /// Writes that carried ABUSE_REQ_FUA.
-    pub fua: AtomicU64,
-    /// Reads answered with extents (the kernel read the image file itself).
-    pub described: AtomicU64,
-    pub errors: AtomicU64,
-    log_limit: std::sync::Mutex<LogLimit>,
-}
-
-/// Failed requests are logged at most LOG_BURST times per LOG_WINDOW, then counted; the count
-/// is reported when the next window opens. One corrupt structure under a busy reader would
-/// otherwise flood the log.
-#[derive(Default)]
-struct LogLimit {
-    window_start: Option<std::time::Instant>,
-    logged: u32,
-    suppressed: u64,
-}
-const LOG_BURST: u32 = 10;
-const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Stats {
-    fn log_failure(&self, message: impl FnOnce() -> String) {
-        let mut l = self.log_limit.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        if l.window_start.is_none_or(|t| now.duration_since(t) >= LOG_WINDOW) {
-            if l.suppressed > 0 {
-                eprintln!("vdmount: {} more failed requests were not logged", l.suppressed);
-            }
-            *l = LogLimit { window_start: Some(now), logged: 0, suppressed: 0 };
-        }
-        if l.logged < LOG_BURST {
-            l.logged += 1;
-            eprintln!("vdmount: {}", message());
-        } else {
-            l.suppressed += 1;
-        }
-    }
-}
-
-impl Stats {
-    pub fn summary(&self) -> String {
-        let o: Vec<u64> = self.ops.iter().map(|c| c.load(Ordering::Relaxed)).collect();
-        let total: u64 = o.iter().sum();
-        let calls = self.calls.load(Ordering::Relaxed);
-        format!(
-            "{total} requests (read {} of which {} as extents, write {} of which fua {}, flush {}, discard {}, write-zeroes {}), {} failed, {calls} ABUSE_XFER calls ({:.2} per request)",
-            o[0], self.described.load(Ordering::Relaxed), o[1], self.fua.load(Ordering::Relaxed), o[2], o[3], o[4],
-            self.errors.load(Ordering::Relaxed),
-            if total > 0 { calls as f64 / total as f64 } else { 0.0 }
-        )
-    }
-}
 
 /// Serves requests on `dev` from `backend` until `stop` is set and a signal interrupts the wait.
 pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stats: &Stats) -> io::Result<()> {
@@ -143,7 +85,7 @@ pub fn describe_read(
     wire: &mut Vec<AbuseExtent>,
     stats: &Stats,
 ) -> Option<u16> {
-    if req.op != ABUSE_OP_READ || req.length == 0 || !in_range(backend, req) {
+    if req.op != ABUSE_OP_READ || req.length == 0 || !in_range(backend, req.offset, req.length.into()) {
         return None;
     }
     extents.clear();
@@ -159,18 +101,9 @@ pub fn describe_read(
             Extent::Zero { len } => AbuseExtent { offset: 0, length: len as u32, fd: ABUSE_EXTENT_ZERO },
         });
     }
-    stats.ops[ABUSE_OP_READ as usize].fetch_add(1, Ordering::Relaxed);
+    stats.ops[0].fetch_add(1, Ordering::Relaxed);
     stats.described.fetch_add(1, Ordering::Relaxed);
     Some(wire.len() as u16)
-}
-
-/// The kernel never sends a request past the end of the device; a buggy or hostile one fails
-/// instead of reading zeros, growing the overlay, or overflowing an offset in the backend.
-fn in_range(backend: &dyn Backend, req: &AbuseRequest) -> bool {
-    // The device is the virtual size rounded up to whole blocks (its tail reads as zeros).
-    let bs = backend.block_size().max(1) as u64;
-    let device_size = backend.size().div_ceil(bs) * bs;
-    req.offset.checked_add(req.length as u64).is_some_and(|end| end <= device_size)
 }
 
 /// The result (0 or -errno) and read-data address for one request (public for the fuzz target).
@@ -182,34 +115,24 @@ pub fn answer(
     stats: &Stats,
 ) -> (i32, u64) {
     let len = req.length as usize;
-    if let Some(c) = stats.ops.get(req.op as usize) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-    if req.op == ABUSE_OP_WRITE && req.flags & ABUSE_REQ_FUA != 0 {
-        stats.fua.fetch_add(1, Ordering::Relaxed);
-    }
-    let ranged = matches!(req.op, ABUSE_OP_READ | ABUSE_OP_WRITE | ABUSE_OP_DISCARD | ABUSE_OP_WRITE_ZEROES);
-    let result = match req.op {
-        _ if ranged && !in_range(backend, req) => Err(Error::from_errno(libc::EINVAL)),
-        ABUSE_OP_READ if len <= slot.len() => backend.read(&mut slot[..len], req.offset),
-        ABUSE_OP_WRITE => match write_payload(write_area, req) {
-            Some(data) => backend.write(data, req.offset, req.flags & ABUSE_REQ_FUA != 0),
-            None => Err(Error::from_errno(libc::EINVAL)),
-        },
-        ABUSE_OP_FLUSH => backend.flush(),
-        ABUSE_OP_DISCARD => backend.discard(req.offset, req.length as u64),
-        ABUSE_OP_WRITE_ZEROES => backend.write_zeroes(req.offset, req.length as u64),
-        _ => Err(Error::from_errno(libc::EINVAL)),
+    let read_at = slot.as_ptr() as u64;
+    let op = match req.op {
+        ABUSE_OP_READ => slot.get_mut(..len).map(Op::Read),
+        ABUSE_OP_WRITE => write_payload(write_area, req).map(|d| Op::Write(d, req.flags & ABUSE_REQ_FUA != 0)),
+        ABUSE_OP_FLUSH => Some(Op::Flush),
+        ABUSE_OP_DISCARD => Some(Op::Discard(len as u64)),
+        ABUSE_OP_WRITE_ZEROES => Some(Op::WriteZeroes(len as u64)),
+        _ => None,
     };
-    match result {
-        Ok(()) if req.op == ABUSE_OP_READ => (0, slot.as_ptr() as u64),
+    let Some(op) = op else {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        return (-libc::EINVAL, 0);
+    };
+    let is_read = matches!(op, Op::Read(_));
+    match perform(backend, op, req.offset, stats) {
+        Ok(()) if is_read => (0, read_at),
         Ok(()) => (0, 0),
-        Err(e) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            // One bad structure fails one request; say so, but don't flood the log.
-            stats.log_failure(|| format!("request op {} at offset {} ({len} bytes) failed: {e}", req.op, req.offset));
-            (-e.errno(), 0)
-        }
+        Err(errno) => (-errno, 0),
     }
 }
 

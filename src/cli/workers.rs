@@ -2,9 +2,10 @@
 //! stop them (SIGINT, SIGTERM) and wake them (SIGUSR1), and what happens at a stop.
 
 use crate::abuse::device::{self, ControlDevice};
-use crate::abuse::server::{self, Stats};
+use crate::abuse::server;
 use crate::error::{Error, Result};
 use crate::overlay::Backend;
+use crate::request::Stats;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -91,7 +92,7 @@ pub fn serve_until_stopped(dev: &ControlDevice, ctl: &Path, backend: &dyn Backen
     let stats = Stats::default();
     loop {
         let served = serve_with_workers(dev, backend, threads, &stats);
-        eprintln!("vdmount: {}", stats.summary());
+        eprintln!("vdmount: {}", stats.summary("ABUSE_XFER"));
         served.map_err(|e| Error::device(ctl, "serving requests", e))?;
         match dev.reset() {
             Ok(()) => return Ok(()),
