@@ -18,3 +18,4 @@ pub mod overlay;
 pub mod partitions;
 pub mod request;
 pub mod source;
+pub mod ublk;
