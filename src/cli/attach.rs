@@ -1,8 +1,9 @@
-//! After ABUSE_SETUP: wait until /dev/abuseN and each of its partitions exist, then tell the
+//! Once a device is set up: wait until /dev/abuseN (or /dev/ublkbN) and each of its partitions exist, then tell the
 //! user what appeared and how to mount it. Partitions are read from the image itself, so we
 //! know which nodes to wait for instead of sleeping and hoping.
 
 use super::human;
+use super::transport::Dev;
 use crate::formats::DiskImage;
 use crate::partitions::{self, Partition};
 use std::path::Path;
@@ -12,13 +13,14 @@ use std::time::{Duration, Instant};
 const NODE_WAIT: Duration = Duration::from_secs(10);
 
 /// Waits for the nodes; false if they did not all appear in time (or `alive` said the server died).
-pub fn wait_for_nodes(index: u32, parts: &[Partition], alive: &mut dyn FnMut() -> bool) -> bool {
+pub fn wait_for_nodes(dev: Dev, parts: &[Partition], alive: &mut dyn FnMut() -> bool) -> bool {
     let start = Instant::now();
+    let name = dev.name();
     loop {
-        let disk_ok = Path::new(&format!("/dev/abuse{index}")).exists();
+        let disk_ok = dev.path().exists();
         let parts_ok = parts.iter().all(|p| {
-            Path::new(&format!("/dev/abuse{index}p{}", p.number)).exists()
-                && Path::new(&format!("/sys/block/abuse{index}/abuse{index}p{}", p.number)).exists()
+            Path::new(&format!("/dev/{name}p{}", p.number)).exists()
+                && Path::new(&format!("/sys/block/{name}/{name}p{}", p.number)).exists()
         });
         if disk_ok && parts_ok {
             return true;
@@ -35,18 +37,12 @@ pub fn read_partitions(disk: &dyn DiskImage) -> Vec<Partition> {
 }
 
 /// The lines printed when a device is up: the device, each partition, the mount line.
-pub fn describe(
-    index: u32,
-    image: &Path,
-    disk: &dyn DiskImage,
-    writable: bool,
-    pid: u32,
-    parts: &[Partition],
-) -> String {
+pub fn describe(dev: Dev, image: &Path, disk: &dyn DiskImage, writable: bool, pid: u32, parts: &[Partition]) -> String {
     let info = disk.info();
     let mode = if writable { "copy-on-write" } else { "read-only" };
+    let name = dev.name();
     let mut out = format!(
-        "/dev/abuse{index}: {} ({}, {}, {mode}), served by pid {pid}\n",
+        "/dev/{name}: {} ({}, {}, {mode}), served by pid {pid}\n",
         image.display(),
         info.format,
         human(disk.virtual_size())
@@ -58,7 +54,7 @@ pub fn describe(
             _ => "-".into(),
         };
         out += &format!(
-            "  /dev/abuse{index}p{:<3} start {:>12}  size {:>10}  {:<28} {fs}\n",
+            "  /dev/{name}p{:<3} start {:>12}  size {:>10}  {:<28} {fs}\n",
             p.number,
             p.start,
             human(p.size),
@@ -68,10 +64,10 @@ pub fn describe(
     let ro = if writable { "" } else { "-o ro " };
     let target = parts.iter().find(|p| p.filesystem.as_deref().is_some_and(|f| f != "swap" && f != "LVM2_member"));
     match target {
-        Some(p) => out += &format!("mount:  mount {ro}/dev/abuse{index}p{} /mnt\n", p.number),
-        None if parts.is_empty() => out += &format!("mount:  mount {ro}/dev/abuse{index} /mnt\n"),
+        Some(p) => out += &format!("mount:  mount {ro}/dev/{name}p{} /mnt\n", p.number),
+        None if parts.is_empty() => out += &format!("mount:  mount {ro}/dev/{name} /mnt\n"),
         None => {}
     }
-    out += &format!("detach: vdmount detach /dev/abuse{index}\n");
+    out += &format!("detach: vdmount detach /dev/{name}\n");
     out
 }

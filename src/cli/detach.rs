@@ -2,7 +2,8 @@
 //! (naming the mount point), or with --lazy, as soon as it is released.
 
 use super::record;
-use crate::abuse::device::{index_from_name, ControlDevice};
+use super::transport::{Dev, Transport};
+use crate::abuse::device::ControlDevice;
 use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct DetachArgs {
-    /// The device: /dev/abuseN, /dev/abuseNpM, /dev/abctlN or N.
+    /// The device: /dev/abuseN, /dev/abuseNpM, /dev/abctlN, N, or /dev/ublkbN[pM].
     #[arg(value_name = "DEV")]
     pub device: String,
     /// If the device is in use, detach it in the background as soon as it is released.
@@ -18,16 +19,17 @@ pub struct DetachArgs {
     pub lazy: bool,
 }
 
-/// "major:minor" of /dev/abuseN and each of its partitions, from sysfs.
-fn device_numbers(n: u32) -> Vec<(String, String)> {
-    let base = PathBuf::from(format!("/sys/block/abuse{n}"));
+/// "major:minor" of the device and each of its partitions, from sysfs.
+fn device_numbers(dev: Dev) -> Vec<(String, String)> {
+    let disk = dev.name();
+    let base = PathBuf::from(format!("/sys/block/{disk}"));
     let mut out = Vec::new();
     if let Ok(d) = std::fs::read_to_string(base.join("dev")) {
-        out.push((d.trim().to_string(), format!("/dev/abuse{n}")));
+        out.push((d.trim().to_string(), format!("/dev/{disk}")));
     }
     for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(&format!("abuse{n}p")) {
+        if name.starts_with(&format!("{disk}p")) {
             if let Ok(d) = std::fs::read_to_string(e.path().join("dev")) {
                 out.push((d.trim().to_string(), format!("/dev/{name}")));
             }
@@ -36,9 +38,9 @@ fn device_numbers(n: u32) -> Vec<(String, String)> {
     out
 }
 
-/// Why the device cannot go now: its mounts, or that it is open.
-fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
-    let numbers = device_numbers(n);
+/// The device's (and its partitions') mounts in this namespace, named, if any.
+pub fn mounts(dev: Dev) -> Option<String> {
+    let numbers = device_numbers(dev);
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mounts: Vec<String> = mountinfo
         .lines()
@@ -49,8 +51,13 @@ fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
             Some(format!("{name} is mounted on {point}"))
         })
         .collect();
-    if !mounts.is_empty() {
-        return Some(mounts.join(", "));
+    (!mounts.is_empty()).then(|| mounts.join(", "))
+}
+
+/// Why the device cannot go now: its mounts, or that it is open.
+fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
+    if let Some(m) = mounts(Dev::abuse(n)) {
+        return Some(m);
     }
     let st = dev.status().ok()?;
     (st.openers > 0)
@@ -62,7 +69,7 @@ fn in_use(n: u32, dev: &ControlDevice) -> Option<String> {
 fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> {
     let st = dev.status().map_err(|e| Error::device(ctl, "cannot read the status", e))?;
     if st.state == ABUSE_STATE_FREE {
-        record::remove(n);
+        record::remove(Dev::abuse(n));
         return Ok(());
     }
     if st.server_pid > 0 && std::path::Path::new(&format!("/proc/{}", st.server_pid)).exists() {
@@ -73,7 +80,7 @@ fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> 
             // Done when the device is gone and the server has exited (it holds abuse.ko until then).
             let free = dev.status().map(|s| s.state == ABUSE_STATE_FREE).unwrap_or(false);
             if free && process_gone(st.server_pid) {
-                record::remove(n);
+                record::remove(Dev::abuse(n));
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -81,16 +88,16 @@ fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> 
         return Err(Error::Device(format!(
             "/dev/abuse{n}: its server (pid {}) did not remove it within 10 s; see {}",
             st.server_pid,
-            record::log_path(n).display()
+            record::log_path(Dev::abuse(n)).display()
         )));
     }
     dev.reset().map_err(|e| Error::device(ctl, "cannot remove the device", e))?;
-    record::remove(n);
+    record::remove(Dev::abuse(n));
     Ok(())
 }
 
 /// True once `pid` has exited (a zombie counts as exited).
-fn process_gone(pid: i32) -> bool {
+pub fn process_gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
@@ -98,28 +105,47 @@ fn process_gone(pid: i32) -> bool {
 }
 
 pub fn run(args: &DetachArgs) -> Result<()> {
-    let n = index_from_name(&args.device)
-        .ok_or_else(|| Error::Usage(format!("{}: not an abuse device (expected /dev/abuseN or N)", args.device)))?;
-    let ctl = PathBuf::from(format!("/dev/abctl{n}"));
-    let dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
-    match in_use(n, &dev) {
-        None => detach_now(n, &dev, &ctl),
-        Some(why) if !args.lazy => {
-            Err(Error::Device(format!("{why}: unmount it first, or use vdmount detach --lazy /dev/abuse{n}")))
+    let dev = Dev::parse(&args.device).ok_or_else(|| {
+        Error::Usage(format!("{}: not a vdmount device (expected /dev/abuseN, /dev/ublkbN or N)", args.device))
+    })?;
+    if dev.transport == Transport::Ublk {
+        let ctrl = super::ublk_admin::control()?;
+        let in_use = || super::ublk_admin::in_use(dev);
+        return when_released(dev, args.lazy, &in_use, &|| super::ublk_admin::detach_now(&ctrl, dev));
+    }
+    let n = dev.index;
+    let ctl = dev.control();
+    let ctl_dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
+    when_released(dev, args.lazy, &|| in_use(n, &ctl_dev), &|| detach_now(n, &ctl_dev, &ctl))
+}
+
+/// Detaches now if nothing uses the device; else refuses, or with `lazy` detaches from a
+/// background process as soon as it is released.
+fn when_released(
+    dev: Dev,
+    lazy: bool,
+    in_use: &dyn Fn() -> Option<String>,
+    detach_now: &dyn Fn() -> Result<()>,
+) -> Result<()> {
+    let path = dev.path();
+    match in_use() {
+        None => detach_now(),
+        Some(why) if !lazy => {
+            Err(Error::Device(format!("{why}: unmount it first, or use vdmount detach --lazy {}", path.display())))
         }
         Some(why) => {
             // SAFETY: single-threaded here; the child only polls and detaches.
             match unsafe { libc::fork() } {
                 0 => {
                     unsafe { libc::setsid() };
-                    while in_use(n, &dev).is_some() {
+                    while in_use().is_some() {
                         std::thread::sleep(Duration::from_millis(500));
                     }
-                    std::process::exit(if detach_now(n, &dev, &ctl).is_ok() { 0 } else { 1 });
+                    std::process::exit(if detach_now().is_ok() { 0 } else { 1 });
                 }
                 -1 => Err(Error::Device(format!("cannot start the lazy detach: {}", std::io::Error::last_os_error()))),
                 _ => {
-                    println!("/dev/abuse{n}: {why}; it will be detached when released");
+                    println!("{}: {why}; it will be detached when released", path.display());
                     Ok(())
                 }
             }

@@ -47,7 +47,9 @@ fn drop_abuse_mounts() {
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let source = right.split(' ').nth(1)?;
-            source.starts_with("/dev/abuse").then(|| left.split(' ').nth(4)).flatten()
+            (source.starts_with("/dev/abuse") || source.starts_with("/dev/ublkb"))
+                .then(|| left.split(' ').nth(4))
+                .flatten()
         })
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));

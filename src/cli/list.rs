@@ -1,5 +1,6 @@
-//! `vdmount list`: every abuse device, whether it is served, and by which process.
+//! `vdmount list`: every abuse and ublk device, whether it is served, and by which process.
 
+use super::transport::Dev;
 use crate::abuse::device::ControlDevice;
 use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
@@ -42,8 +43,11 @@ fn control_devices() -> Vec<(u32, PathBuf)> {
 
 pub fn run(args: &ListArgs) -> Result<()> {
     let devs = control_devices();
-    if devs.is_empty() {
-        return Err(Error::Device("no /dev/abctlN devices: is abuse.ko loaded? try: modprobe abuse".into()));
+    let ublk = super::ublk_admin::rows();
+    if devs.is_empty() && !crate::ublk::server::available() {
+        return Err(Error::Device(
+            "no /dev/abctlN devices and no ublk driver: load abuse.ko (modprobe abuse) or modprobe ublk_drv".into(),
+        ));
     }
     let mut rows = Vec::new();
     for (n, path) in devs {
@@ -52,13 +56,13 @@ pub fn run(args: &ListArgs) -> Result<()> {
         if st.state == ABUSE_STATE_FREE {
             // A free device's record is stale (its server stopped; the sandbox kept it from
             // removing the record itself).
-            super::record::remove(n);
+            super::record::remove(Dev::abuse(n));
             if !args.all {
                 continue;
             }
         }
         let alive = st.server_pid > 0 && std::path::Path::new(&format!("/proc/{}", st.server_pid)).exists();
-        rows.push((n, st, alive, super::record::load(n).map(|r| r.image.display().to_string())));
+        rows.push((n, st, alive, super::record::load(Dev::abuse(n)).map(|r| r.image.display().to_string())));
     }
     if args.json {
         let objs: Vec<String> = rows
@@ -71,7 +75,15 @@ pub fn run(args: &ListArgs) -> Result<()> {
                 )
             })
             .collect();
-        println!("[{}]", objs.join(",\n "));
+        let ublk_objs = ublk.iter().map(|r| {
+            format!(
+                "{{\"device\":\"{}\",\"image\":{},\"control\":\"{}\",\"transport\":\"ublk\",\"state\":\"{}\",\"mode\":\"{}\",\"size\":{},\"server_pid\":{},\"server_alive\":{}}}",
+                r.dev.path().display(), json_string(r.image.as_deref()), r.dev.control().display(), r.state, r.mode, r.size,
+                r.server_pid, r.server_alive
+            )
+        });
+        let all: Vec<String> = objs.into_iter().chain(ublk_objs).collect();
+        println!("[{}]", all.join(",\n "));
         return Ok(());
     }
     println!(
@@ -96,6 +108,26 @@ pub fn run(args: &ListArgs) -> Result<()> {
             st.pending,
             st.errors,
             image.as_deref().unwrap_or("-")
+        );
+    }
+    for r in &ublk {
+        let server = if r.server_pid > 0 {
+            format!("{}{}", r.server_pid, if r.server_alive { "" } else { "(gone)" })
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<13} {:<19} {:<10} {:>14} {:>6} {:>8} {:>7} {:>7} {:>7}  {}",
+            r.dev.path().display().to_string(),
+            r.state,
+            r.mode,
+            r.size,
+            "-",
+            server,
+            "-",
+            "-",
+            "-",
+            r.image.as_deref().unwrap_or("-")
         );
     }
     Ok(())

@@ -11,6 +11,9 @@ mod man;
 mod record;
 mod sandbox;
 mod serve;
+mod serve_ublk;
+mod transport;
+mod ublk_admin;
 mod workers;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
@@ -34,8 +37,8 @@ pub const EXIT_DEVICE: i32 = 3;
     version,
     about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, raw) as a Linux block device",
     long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED or raw) as the block device /dev/abuseN \
-through the abuse.ko kernel module, read-only, so its partitions (/dev/abuseNpM) can be mounted \
-without booting the VM or converting the image.",
+through the abuse.ko kernel module (or /dev/ublkbN through the kernel's ublk driver), read-only, so its \
+partitions (/dev/abuseNpM) can be mounted without booting the VM or converting the image.",
     after_help = "Examples:\n  vdmount disk.qcow2                 serve on the first free /dev/abctlN\n  vdmount disk.vmdk /dev/abctl0      serve on /dev/abuse0, then: mount -o ro /dev/abuse0p1 /mnt\n  vdmount cat disk.vhdx | sha256sum  hash the whole virtual disk\n  vdmount info disk.qcow2            format, size, features, backing chain",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -53,7 +56,7 @@ enum Command {
     Cat(cat::CatArgs),
     /// Describe an image: format, virtual size, cluster size, features, backing chain.
     Info(info::InfoArgs),
-    /// List the abuse devices: state, mode, size, serving process, open count, errors.
+    /// List the abuse and ublk devices: state, mode, size, serving process, open count, errors.
     List(list::ListArgs),
     /// Stop serving a device (refused while it is mounted or open, unless --lazy).
     Detach(detach::DetachArgs),

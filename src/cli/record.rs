@@ -1,4 +1,4 @@
-//! What a running server leaves in /run/vdmount/abuseN: the image it serves, its mode and pid,
+//! What a running server leaves in /run/vdmount/abuseN (or ublkbN): the image it serves, its mode and pid,
 //! so `list` can name the image, `detach` finds the server, and `--reattach` checks that the
 //! new server serves the same image the old one did.
 //!
@@ -16,11 +16,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use super::transport::Dev;
+
 const DIR: &str = "/run/vdmount";
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Record {
-    pub index: u32,
+    pub dev: Dev,
     pub image: PathBuf,
     /// "read-only", "cow" or "cow=FILE".
     pub mode: String,
@@ -31,12 +33,12 @@ pub struct Record {
     pub allow_any_path: bool,
 }
 
-fn name(index: u32) -> String {
-    format!("abuse{index}")
+fn name(dev: Dev) -> String {
+    dev.name()
 }
 
-pub fn log_path(index: u32) -> PathBuf {
-    Path::new(DIR).join(format!("abuse{index}.log"))
+pub fn log_path(dev: Dev) -> PathBuf {
+    Path::new(DIR).join(format!("{}.log", dev.name()))
 }
 
 /// Percent-escapes control characters, '%', '\\' and non-ASCII bytes: the result is one line
@@ -86,11 +88,11 @@ fn encode(r: &Record) -> String {
     text
 }
 
-fn decode(index: u32, text: &str) -> Option<Record> {
+fn decode(dev: Dev, text: &str) -> Option<Record> {
     let values = |k: &'static str| text.lines().filter_map(move |l| l.strip_prefix(k)?.strip_prefix('='));
     let path = |v: &str| unescape(v).map(|b| PathBuf::from(OsString::from_vec(b)));
     Some(Record {
-        index,
+        dev,
         image: path(values("image").next()?)?,
         mode: String::from_utf8(unescape(values("mode").next()?)?).ok()?,
         pid: values("pid").next()?.parse().ok()?,
@@ -171,7 +173,7 @@ fn open_in(dir: &OwnedFd, name: &str, flags: i32, mode: libc::mode_t) -> std::io
 /// reader sees the old record or the new one, never half of one.
 fn save_in(dir: &Path, r: &Record) -> std::io::Result<()> {
     let d = open_dir(dir)?;
-    let tmp = format!(".{}.{}.tmp", name(r.index), std::process::id());
+    let tmp = format!(".{}.{}.tmp", name(r.dev), std::process::id());
     // A temporary left by a crashed vdmount with the same pid would block O_EXCL.
     // SAFETY: unlinkat relative to our folder's descriptor.
     unsafe { libc::unlinkat(d.as_raw_fd(), c_name(&tmp).as_ptr(), 0) };
@@ -182,7 +184,7 @@ fn save_in(dir: &Path, r: &Record) -> std::io::Result<()> {
     // SAFETY: renameat/unlinkat relative to our folder's descriptor.
     let renamed = written.and_then(|()| {
         match unsafe {
-            libc::renameat(d.as_raw_fd(), c_name(&tmp).as_ptr(), d.as_raw_fd(), c_name(&name(r.index)).as_ptr())
+            libc::renameat(d.as_raw_fd(), c_name(&tmp).as_ptr(), d.as_raw_fd(), c_name(&name(r.dev)).as_ptr())
         } {
             0 => Ok(()),
             _ => Err(std::io::Error::last_os_error()),
@@ -195,42 +197,39 @@ fn save_in(dir: &Path, r: &Record) -> std::io::Result<()> {
     renamed
 }
 
-fn load_in(dir: &Path, index: u32) -> Option<Record> {
+fn load_in(dir: &Path, dev: Dev) -> Option<Record> {
     let d = open_dir(dir).ok()?;
     let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut open_in(&d, &name(index), libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?,
-        &mut text,
-    )
-    .ok()?;
-    decode(index, &text)
+    std::io::Read::read_to_string(&mut open_in(&d, &name(dev), libc::O_RDONLY | libc::O_NONBLOCK, 0).ok()?, &mut text)
+        .ok()?;
+    decode(dev, &text)
 }
 
 /// Writes the record; failing to is not fatal (a read-only /run only loses `list`'s image
 /// name), but is reported.
 pub fn save(r: &Record) {
     if let Err(e) = save_in(Path::new(DIR), r) {
-        eprintln!("vdmount: warning: cannot write the record {DIR}/{}: {e}", name(r.index));
+        eprintln!("vdmount: warning: cannot write the record {DIR}/{}: {e}", name(r.dev));
     }
 }
 
-pub fn load(index: u32) -> Option<Record> {
-    load_in(Path::new(DIR), index)
+pub fn load(dev: Dev) -> Option<Record> {
+    load_in(Path::new(DIR), dev)
 }
 
-pub fn remove(index: u32) {
+pub fn remove(dev: Dev) {
     let Ok(d) = open_dir(Path::new(DIR)) else { return };
     // SAFETY: unlinkat relative to our folder's descriptor.
-    unsafe { libc::unlinkat(d.as_raw_fd(), c_name(&name(index)).as_ptr(), 0) };
+    unsafe { libc::unlinkat(d.as_raw_fd(), c_name(&name(dev)).as_ptr(), 0) };
 }
 
 /// The server's log, /run/vdmount/abuseN.log: appended to, 0600, never through a symlink
 /// planted at its name.
-pub fn open_log(index: u32) -> std::io::Result<File> {
+pub fn open_log(dev: Dev) -> std::io::Result<File> {
     let d = open_dir(Path::new(DIR))?;
     let log = open_in(
         &d,
-        &format!("abuse{index}.log"),
+        &format!("{}.log", dev.name()),
         libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NONBLOCK,
         0o600,
     )?;
@@ -247,7 +246,7 @@ mod tests {
 
     fn hostile() -> Record {
         Record {
-            index: 3,
+            dev: Dev::abuse(3),
             image: PathBuf::from("/evidence/a\nmode=cow\npid=1\n%41\\x\u{7f}é.qcow2"),
             mode: "cow=/tmp/o\nmode=read-only\r.qcow2".into(),
             pid: 4242,
@@ -265,19 +264,25 @@ mod tests {
         let text = encode(&r);
         assert_eq!(text.lines().count(), 5, "{text}");
         assert!(text.lines().all(|l| l.bytes().all(|b| (0x20..0x7f).contains(&b))), "{text}");
-        assert_eq!(decode(3, &text), Some(r));
+        assert_eq!(decode(Dev::abuse(3), &text), Some(r));
     }
 
     #[test]
     fn old_records_load_with_empty_allow_fields() {
-        let r = decode(0, "image=/a b.qcow2\nmode=read-only\npid=7\n").unwrap();
+        let r = decode(Dev::abuse(0), "image=/a b.qcow2\nmode=read-only\npid=7\n").unwrap();
         assert_eq!(
             r,
-            Record { index: 0, image: "/a b.qcow2".into(), mode: "read-only".into(), pid: 7, ..Default::default() }
+            Record {
+                dev: Dev::abuse(0),
+                image: "/a b.qcow2".into(),
+                mode: "read-only".into(),
+                pid: 7,
+                ..Default::default()
+            }
         );
         let any = Record { allow_any_path: true, ..r.clone() };
-        assert_eq!(decode(0, &encode(&any)), Some(any));
-        assert_eq!(decode(0, "image=%4\nmode=cow\npid=1\n"), None, "a cut escape");
+        assert_eq!(decode(Dev::abuse(0), &encode(&any)), Some(any));
+        assert_eq!(decode(Dev::abuse(0), "image=%4\nmode=cow\npid=1\n"), None, "a cut escape");
     }
 
     #[test]
@@ -287,10 +292,10 @@ mod tests {
         let dir = top.path().join("run");
         let r = hostile();
         save_in(&dir, &r).unwrap();
-        assert_eq!(load_in(&dir, 3), Some(r.clone()));
+        assert_eq!(load_in(&dir, Dev::abuse(3)), Some(r.clone()));
         let again = Record { pid: 5, ..r };
         save_in(&dir, &again).unwrap();
-        assert_eq!(load_in(&dir, 3), Some(again.clone()));
+        assert_eq!(load_in(&dir, Dev::abuse(3)), Some(again.clone()));
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![OsString::from("abuse3")], "a temporary file was left");
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o755);
@@ -301,15 +306,15 @@ mod tests {
         let link = top.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         assert!(save_in(&link, &again).is_err());
-        assert_eq!(load_in(&link, 3), None);
+        assert_eq!(load_in(&link, Dev::abuse(3)), None);
         // A symlink planted at the record's name is replaced, not followed.
         let target = top.path().join("precious");
         std::fs::write(&target, "keep").unwrap();
         std::fs::remove_file(dir.join("abuse3")).unwrap();
         std::os::unix::fs::symlink(&target, dir.join("abuse3")).unwrap();
-        assert_eq!(load_in(&dir, 3), None, "a record read through a symlink");
+        assert_eq!(load_in(&dir, Dev::abuse(3)), None, "a record read through a symlink");
         save_in(&dir, &again).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
-        assert_eq!(load_in(&dir, 3), Some(again));
+        assert_eq!(load_in(&dir, Dev::abuse(3)), Some(again));
     }
 }

@@ -100,8 +100,13 @@ fn compile(
 
 /// The main filter: the allowlist, and argument checks on ioctl, clone, mmap, mprotect and
 /// rt_sigaction. Everything else traps (trap.rs: logged, fails with EPERM).
-fn main_filter(ctl_fd: RawFd) -> Result<BpfProgram, String> {
+fn main_filter(ctl_fd: RawFd, io_uring: bool) -> Result<BpfProgram, String> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    if io_uring {
+        // Only on rings made before the sandbox and restricted to passthrough commands
+        // (ublk/ring.rs): io_uring_setup and io_uring_register stay forbidden.
+        rules.insert(libc::SYS_io_uring_enter, Vec::new());
+    }
     // ioctl: only the abuse requests, only on the control device.
     let ioctl = IOCTLS
         .iter()
@@ -139,9 +144,9 @@ fn clone3_filter() -> Result<BpfProgram, String> {
 /// Drops capabilities, installs the SIGSYS handler, then applies both filters to every thread
 /// of the process (TSYNC). `ctl_fd` is the control device; `mlock`: the server locked its
 /// memory and keeps CAP_IPC_LOCK, which memory it maps later still needs.
-pub fn restrict(ctl_fd: RawFd, mlock: bool) -> Result<(), String> {
+pub fn restrict(ctl_fd: RawFd, mlock: bool, io_uring: bool) -> Result<(), String> {
     let clone3 = clone3_filter()?;
-    let main = main_filter(ctl_fd)?;
+    let main = main_filter(ctl_fd, io_uring)?;
     caps::drop_all(mlock)?;
     trap::install();
     // clone3's filter first: once the main one is on, seccomp() itself is refused. Of two
@@ -169,7 +174,7 @@ mod tests {
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             let code = (|| unsafe {
-                if restrict(ctl.as_raw_fd(), false).is_err() {
+                if restrict(ctl.as_raw_fd(), false, false).is_err() {
                     return 10;
                 }
                 if libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) != -1 || errno() != libc::EPERM {

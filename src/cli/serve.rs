@@ -1,7 +1,9 @@
-//! `vdmount IMAGE [CTLDEV]`: serve IMAGE on /dev/abuseN until SIGINT or SIGTERM, read-only
-//! unless --cow.
+//! `vdmount IMAGE [CTLDEV]`: serve IMAGE on /dev/abuseN (or /dev/ublkbN) until SIGINT or
+//! SIGTERM, read-only unless --cow. What both transports share is here: the backend, the
+//! record, the background server, the sandbox; abuse.ko's setup is below, ublk's in serve_ublk.rs.
 
 use super::record::{self, Record};
+use super::transport::{Dev, Transport, TransportChoice};
 use super::{attach, workers, ImageArgs};
 use crate::abuse::device::{self, ControlDevice};
 use crate::abuse::server;
@@ -9,6 +11,7 @@ use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
 use crate::formats::DiskImage;
 use crate::overlay::{Backend, CowOverlay, Qcow2Overlay, ReadOnly};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,9 +19,18 @@ use std::sync::Arc;
 pub struct ServeArgs {
     #[command(flatten)]
     pub image: Option<ImageArgs>,
-    /// Control device to serve on (default: the first free /dev/abctlN).
+    /// Control device to serve on (default: the first free /dev/abctlN); with ublk, only with
+    /// --reattach (/dev/ublkcN).
     #[arg(value_name = "CTLDEV")]
     pub ctldev: Option<PathBuf>,
+    /// The kernel transport: abuse.ko (our module), ublk (the kernel's own ublk_drv, for machines
+    /// that cannot load abuse.ko), or auto: abuse.ko when /dev/abuse-control exists, else ublk.
+    ///
+    /// The first line printed names the transport used. Both serve the same images, modes, cache
+    /// and sandbox; abuse.ko also lets the kernel read stored-as-is data straight from the image
+    /// files (one copy instead of two).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = TransportChoice::Auto)]
+    pub transport: TransportChoice,
     /// Accept writes: into an ephemeral overlay (an unlinked temporary file in $TMPDIR) gone when
     /// the server stops, or with --cow=FILE into FILE, a qcow2 overlay backed by IMAGE (created if
     /// missing, continued if it exists) that qemu-img and vdmount can open later. The image itself
@@ -81,8 +93,57 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             "--reattach needs the device: vdmount --reattach /dev/abuseN, or IMAGE /dev/abctlN".into(),
         ));
     }
+    let transport = match args.ctldev.as_deref().and_then(|p| Dev::parse(&p.to_string_lossy())) {
+        Some(dev) => dev.transport,
+        None => Transport::pick(args.transport)?,
+    };
     let disk = image.open()?;
     let parts = attach::read_partitions(disk.as_ref());
+    let mode = match &args.cow {
+        None => "read-only".to_string(),
+        Some(None) => "cow".to_string(),
+        Some(Some(file)) => format!("cow={}", absolute(file).display()),
+    };
+    let backend: Box<dyn Backend> = match &args.cow {
+        None => Box::new(ReadOnly(disk.clone())),
+        Some(None) => Box::new(CowOverlay::new(disk.clone(), None)?),
+        Some(Some(file)) => Box::new(open_overlay_file(file, &image.image, disk.clone())?),
+    };
+    let served = Served { args, image, disk: disk.clone(), parts, mode, backend };
+    match transport {
+        Transport::Abuse => serve_abuse(&served),
+        Transport::Ublk => super::serve_ublk::run(&served),
+    }
+}
+
+/// What a server serves, whichever the transport.
+pub struct Served<'a> {
+    pub args: &'a ServeArgs,
+    pub image: &'a ImageArgs,
+    pub disk: Arc<dyn DiskImage>,
+    pub parts: Vec<crate::partitions::Partition>,
+    /// "read-only", "cow" or "cow=FILE", as the record keeps it.
+    pub mode: String,
+    pub backend: Box<dyn Backend>,
+}
+
+impl Served<'_> {
+    pub fn writable(&self) -> bool {
+        self.args.cow.is_some()
+    }
+
+    /// The lines printed once `dev` is up (served by `pid`).
+    pub fn describe(&self, dev: Dev, pid: u32) -> String {
+        attach::describe(dev, &self.image.image, self.disk.as_ref(), self.writable(), pid, &self.parts)
+    }
+
+    pub fn record(&self, dev: Dev, pid: u32) -> Record {
+        record_of(dev, self.image, &self.mode, pid)
+    }
+}
+
+fn serve_abuse(served: &Served) -> Result<()> {
+    let (args, image, backend) = (served.args, served.image, served.backend.as_ref());
     // The reservation (an open /dev/abuse-control) is dropped once the setup has returned.
     let (ctl, reservation) = match &args.ctldev {
         Some(p) => (p.clone(), None),
@@ -90,24 +151,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .map(|(p, f)| (p, Some(f)))
             .map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
     };
-    let index = device::index_of(&ctl);
-    let mode = match &args.cow {
-        None => "read-only".to_string(),
-        Some(None) => "cow".to_string(),
-        Some(Some(file)) => format!("cow={}", absolute(file).display()),
-    };
+    let dev = device::index_of(&ctl).map(Dev::abuse);
     if args.reattach {
-        check_reattach(index, &image.image, &mode)?;
+        check_reattach(dev, &image.image, &served.mode)?;
     }
-    let backend: Box<dyn Backend> = match &args.cow {
-        None => Box::new(ReadOnly(disk.clone())),
-        Some(None) => Box::new(CowOverlay::new(disk.clone(), None)?),
-        Some(Some(file)) => Box::new(open_overlay_file(file, &image.image, disk.clone())?),
-    };
-    let writable = args.cow.is_some();
-    let dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
-    let block_size = backend.block_size();
-    let size = backend.size().div_ceil(block_size as u64) * block_size as u64;
+    let ctl_dev = ControlDevice::open(&ctl).map_err(|e| Error::device(&ctl, "cannot open", e))?;
     let mut flags = if backend.writable() {
         ABUSE_FLAG_FLUSH | ABUSE_FLAG_FUA | ABUSE_FLAG_DISCARD | ABUSE_FLAG_WRITE_ZEROES
     } else {
@@ -119,8 +167,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let setup = AbuseSetup {
         version: ABUSE_ABI_VERSION,
         flags,
-        size,
-        block_size,
+        size: crate::request::device_size(backend),
+        block_size: backend.block_size(),
         queue_depth: server::QUEUE_DEPTH,
         max_io_bytes: server::MAX_IO_BYTES,
         reconnect_timeout_ms: args.reconnect_timeout.map_or(0, |s| s.saturating_mul(1000)),
@@ -128,33 +176,55 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         ..Default::default()
     };
     workers::install_signal_handlers();
-
-    if args.foreground {
+    println!("vdmount: serving through {}", Transport::Abuse.name());
+    // The server sets the device up itself (the kernel records the server's pid), then saves
+    // its record, enters the sandbox and serves.
+    let server = |report: &mut dyn FnMut(i32)| -> Result<()> {
         super::harden::harden(args.mlock);
-        dev.setup(&setup).map_err(|e| Error::device(&ctl, "cannot set up the device", e))?;
+        let setup_result = ctl_dev.setup(&setup);
         drop(reservation);
-        let me = std::process::id();
-        if let Some(n) = index {
-            record::save(&record_of(n, image, &mode, me));
+        report(setup_result.as_ref().map_or_else(|e| e.raw_os_error().unwrap_or(libc::EIO), |_| 0));
+        setup_result.map_err(|e| Error::device(&ctl, "cannot set up the device", e))?;
+        if let Some(dev) = dev {
+            // The record stays: the sandbox forbids unlinking, and a device left waiting for a
+            // new server needs it; `list`, `detach` or the next `save` replace it (see record.rs).
+            record::save(&served.record(dev, std::process::id()));
         }
-        sandbox(args, &dev);
-        if let Some(n) = index {
-            // The partition scan needs this process serving, so report from a side thread,
-            // started inside the sandbox like every other thread.
-            let (disk, parts, path) = (disk.clone(), parts.clone(), image.image.clone());
+        sandbox(args, ctl_dev.as_raw_fd(), false);
+        workers::serve_until_stopped(&ctl_dev, &ctl, backend, args.threads).and(backend.close())
+    };
+    run_server(served, dev, &ctl, server)
+}
+
+/// Runs `server` and, once it reports its setup went well (errno 0), prints what appeared. In
+/// the foreground the caller's process serves, announcing from a side thread (the partition
+/// scan needs the server serving); otherwise a background process does, logging to the
+/// device's log, and reports through a pipe.
+pub fn run_server(
+    served: &Served,
+    dev: Option<Dev>,
+    ctl: &Path,
+    server: impl FnOnce(&mut dyn FnMut(i32)) -> Result<()>,
+) -> Result<()> {
+    if served.args.foreground {
+        let me = std::process::id();
+        let announce = |errno: i32| {
+            let Some(dev) = dev.filter(|_| errno == 0) else { return };
+            let (text, parts) = (served.describe(dev, me), served.parts.clone());
+            // Started inside the sandbox like every other thread.
             std::thread::spawn(move || {
-                if attach::wait_for_nodes(n, &parts, &mut || true) {
-                    print!("{}", attach::describe(n, &path, disk.as_ref(), writable, me, &parts));
+                if attach::wait_for_nodes(dev, &parts, &mut || true) {
+                    print!("{text}");
                 }
             });
-        }
-        // The record stays: the sandbox forbids unlinking, and a device left waiting for a new
-        // server needs it; `list`, `detach` or the next `save` replace it (see record.rs).
-        return workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close());
+        };
+        let mut announce = Some(announce);
+        return server(&mut |errno| {
+            if let Some(a) = announce.take() {
+                a(errno)
+            }
+        });
     }
-
-    // The background server sets the device up itself (the kernel records the server's pid)
-    // and tells the foreground process how that went through a pipe.
     let mut pipe = [0i32; 2];
     // SAFETY: pipe2 fills the array on success.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -167,33 +237,21 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         0 => {
             // SAFETY: descriptors this process owns.
             unsafe { libc::close(pipe[0]) };
-            become_daemon(index);
-            super::harden::harden(args.mlock);
-            let setup_errno = match dev.setup(&setup) {
-                Ok(()) => 0i32,
-                Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            become_daemon(dev);
+            let mut report = |errno: i32| {
+                // SAFETY: writes 4 bytes from a local to our end of the pipe, once.
+                unsafe {
+                    libc::write(pipe[1], (&errno as *const i32).cast(), 4);
+                    libc::close(pipe[1]);
+                }
             };
-            drop(reservation);
-            // SAFETY: writes 4 bytes from a local to our end of the pipe.
-            unsafe {
-                libc::write(pipe[1], (&setup_errno as *const i32).cast(), 4);
-                libc::close(pipe[1]);
-            }
-            if setup_errno != 0 {
-                std::process::exit(super::EXIT_DEVICE);
-            }
-            if let Some(n) = index {
-                record::save(&record_of(n, image, &mode, std::process::id()));
-            }
-            sandbox(args, &dev);
-            let code =
-                match workers::serve_until_stopped(&dev, &ctl, backend.as_ref(), args.threads).and(backend.close()) {
-                    Ok(()) => 0,
-                    Err(e) => {
-                        eprintln!("vdmount: {e}");
-                        super::exit_code(&e)
-                    }
-                };
+            let code = match server(&mut report) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("vdmount: {e}");
+                    super::exit_code(&e)
+                }
+            };
             std::process::exit(code);
         }
         pid => {
@@ -206,30 +264,30 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 libc::close(pipe[0]);
                 got
             };
-            drop(reservation);
             if got != 4 {
                 return Err(Error::Device(format!("{}: the background server died while setting up", ctl.display())));
             }
             if setup_errno != 0 {
                 return Err(Error::device(
-                    &ctl,
+                    ctl,
                     "cannot set up the device",
                     std::io::Error::from_raw_os_error(setup_errno),
                 ));
             }
-            let Some(n) = index else { return Ok(()) };
+            let Some(dev) = dev else { return Ok(()) };
             let mut alive = || {
                 let mut status = 0;
                 // SAFETY: waitpid on our own child.
                 unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
             };
-            if !attach::wait_for_nodes(n, &parts, &mut alive) {
+            if !attach::wait_for_nodes(dev, &served.parts, &mut alive) {
                 return Err(Error::Device(format!(
-                    "/dev/abuse{n} or its partitions did not appear; see {}",
-                    record::log_path(n).display()
+                    "{} or its partitions did not appear; see {}",
+                    dev.path().display(),
+                    record::log_path(dev).display()
                 )));
             }
-            print!("{}", attach::describe(n, &image.image, disk.as_ref(), writable, pid as u32, &parts));
+            print!("{}", served.describe(dev, pid as u32));
             Ok(())
         }
     }
@@ -237,9 +295,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
 
 /// What /run/vdmount keeps of this server: enough for `list`, `detach` and a reattach that
 /// opens the image exactly as this server did.
-fn record_of(index: u32, image: &ImageArgs, mode: &str, pid: u32) -> Record {
+fn record_of(dev: Dev, image: &ImageArgs, mode: &str, pid: u32) -> Record {
     Record {
-        index,
+        dev,
         image: absolute(&image.image),
         mode: mode.to_string(),
         pid,
@@ -248,7 +306,7 @@ fn record_of(index: u32, image: &ImageArgs, mode: &str, pid: u32) -> Record {
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub fn absolute(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
@@ -257,12 +315,13 @@ fn absolute(p: &Path) -> PathBuf {
 fn reattach_from_record(args: &ServeArgs) -> Result<Option<ServeArgs>> {
     let Some(given) = args.image.as_ref().filter(|_| args.reattach && args.ctldev.is_none()) else { return Ok(None) };
     let name = given.image.to_string_lossy();
-    if !name.starts_with("/dev/abuse") && !name.starts_with("/dev/abctl") {
-        return Ok(None);
-    }
-    let n = device::index_from_name(&name).ok_or_else(|| Error::Usage(format!("{name}: not an abuse device")))?;
-    let rec = record::load(n).ok_or_else(|| {
-        Error::Device(format!("/dev/abuse{n}: no record of what it served in /run/vdmount; give it: vdmount --reattach IMAGE /dev/abctl{n}"))
+    let Some(dev) = Dev::parse(&name).filter(|_| name.starts_with("/dev/")) else { return Ok(None) };
+    let rec = record::load(dev).ok_or_else(|| {
+        Error::Device(format!(
+            "{}: no record of what it served in /run/vdmount; give it: vdmount --reattach IMAGE {}",
+            dev.path().display(),
+            dev.control().display()
+        ))
     })?;
     let mut image = given.clone();
     image.image = rec.image.clone();
@@ -274,29 +333,26 @@ fn reattach_from_record(args: &ServeArgs) -> Result<Option<ServeArgs>> {
         "cow" => Some(None),
         m => Some(Some(PathBuf::from(m.strip_prefix("cow=").unwrap_or(m)))),
     };
-    Ok(Some(ServeArgs {
-        image: Some(image),
-        ctldev: Some(PathBuf::from(format!("/dev/abctl{n}"))),
-        cow,
-        ..args.clone()
-    }))
+    Ok(Some(ServeArgs { image: Some(image), ctldev: Some(dev.control()), cow, ..args.clone() }))
 }
 
 /// A new server may take over only the image and mode the dead one served: the kernel checks
 /// size and mode; the record says which image and overlay it was.
-fn check_reattach(index: Option<u32>, image: &Path, mode: &str) -> Result<()> {
-    let Some(rec) = index.and_then(record::load) else { return Ok(()) };
+pub fn check_reattach(dev: Option<Dev>, image: &Path, mode: &str) -> Result<()> {
+    let Some(rec) = dev.and_then(record::load) else { return Ok(()) };
+    let path = rec.dev.path();
     if rec.mode == "cow" {
         return Err(Error::Device(format!(
-            "/dev/abuse{}: its server kept writes in an ephemeral overlay that died with it, so no new server \
-             can serve that disk; unmount it and run: vdmount detach /dev/abuse{}",
-            rec.index, rec.index
+            "{}: its server kept writes in an ephemeral overlay that died with it, so no new server \
+             can serve that disk; unmount it and run: vdmount detach {}",
+            path.display(),
+            path.display()
         )));
     }
     if rec.mode != mode || absolute(image) != rec.image {
         return Err(Error::Device(format!(
-            "/dev/abuse{} was serving {} ({}); reattach with the same image and mode",
-            rec.index,
+            "{} was serving {} ({}); reattach with the same image and mode",
+            path.display(),
             rec.image.display(),
             rec.mode
         )));
@@ -326,9 +382,9 @@ fn open_overlay_file(file: &Path, image: &Path, disk: Arc<dyn DiskImage>) -> Res
 }
 
 /// Detaches from the terminal: own session, stdio to /run/vdmount/abuseN.log (or /dev/null).
-fn become_daemon(index: Option<u32>) {
+fn become_daemon(dev: Option<Dev>) {
     use std::os::fd::AsRawFd;
-    let log = index.map(record::open_log).and_then(|r| {
+    let log = dev.map(record::open_log).and_then(|r| {
         r.map_err(|e| eprintln!("vdmount: warning: cannot open the server log in /run/vdmount: {e}")).ok()
     });
     // SAFETY: plain syscalls on descriptors this process owns.
@@ -345,11 +401,12 @@ fn become_daemon(index: Option<u32>) {
 
 /// The sandbox (capabilities dropped, seccomp filter on every thread), unless the user turned
 /// it off; a failure to apply it is reported.
-fn sandbox(args: &ServeArgs, dev: &ControlDevice) {
-    use std::os::fd::AsRawFd;
+/// `ctl_fd`: the control device the server's ioctls go to; `io_uring`: the server's requests
+/// come through (restricted) io_uring rings, as ublk's do.
+pub fn sandbox(args: &ServeArgs, ctl_fd: i32, io_uring: bool) {
     if !args.no_seccomp {
         super::sandbox::probe::install_if_asked();
-        if let Err(e) = super::sandbox::restrict(dev.as_raw_fd(), args.mlock) {
+        if let Err(e) = super::sandbox::restrict(ctl_fd, args.mlock, io_uring) {
             eprintln!("vdmount: warning: cannot apply the sandbox: {e}");
         }
     }

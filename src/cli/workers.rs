@@ -43,6 +43,21 @@ fn block_stop_signals_in_this_thread() {
     }
 }
 
+/// A stop signal came (and was not cleared since).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Stop signals received so far.
+pub fn signals() -> u32 {
+    SIGNALS.load(Ordering::SeqCst)
+}
+
+/// Keeps serving after a stop signal (the device could not be removed).
+pub fn clear_stop() {
+    STOP.store(false, Ordering::SeqCst);
+}
+
 pub fn install_signal_handlers() {
     set_handler(libc::SIGINT, on_stop_signal);
     set_handler(libc::SIGTERM, on_stop_signal);
