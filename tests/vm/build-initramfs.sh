@@ -47,17 +47,32 @@ for fmt in vdi qed; do
 	qemu-img convert -q -f qcow2 -O "$fmt" "$REPO/fixtures/e2e.qcow2" "$R/fixtures/e2e.$fmt"
 done
 
+# Copies module KO (decompressed) into DIR and prints its name there.
+copy_module() {
+	local ko=$1 dir=$2 base
+	base=$(basename "$ko")
+	case "$ko" in
+	*.ko.xz)  base=${base%.xz};  xz -dc "$ko" >"$dir/$base";;
+	*.ko.zst) base=${base%.zst}; zstd -qdc "$ko" >"$dir/$base";;
+	*)        cp "$ko" "$dir/$base";;
+	esac
+	echo "$base"
+}
+
 # The kernel's own modules, in dependency order (modules built in print no insmod line).
 : >"$R/mods/order"
 for m in ext4 vfat nls_cp437 nls_ascii nls_utf8 loop virtio_pci virtio_blk; do
 	modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
-	base=$(basename "$ko")
-	case "$ko" in
-	*.ko.xz)  base=${base%.xz};  xz -dc "$ko" >"$R/mods/$base";;
-	*.ko.zst) base=${base%.zst}; zstd -qdc "$ko" >"$R/mods/$base";;
-	*)        cp "$ko" "$R/mods/$base";;
-	esac
-	echo "$base" >>"$R/mods/order"
+	copy_module "$ko" "$R/mods" >>"$R/mods/order"
+done
+# Modules a scenario loads itself, in dependency order: ublk_drv for the ublk transport (the
+# other scenarios run without it; 6.1 does not build it).
+mkdir -p "$R/mods/extra"
+: >"$R/mods/extra/order"
+for m in ublk_drv; do
+	modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" {print $2}'
+done | while read -r ko; do
+	copy_module "$ko" "$R/mods/extra" >>"$R/mods/extra/order"
 done
 ( cd "$R" && find . -print0 | cpio --null -o -H newc --quiet -R 0:0 ) >"$OUT"
