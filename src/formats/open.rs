@@ -59,7 +59,7 @@ impl Format {
 pub struct OpenOptions {
     /// Force the top image's format instead of detecting it.
     pub format: Option<Format>,
-    /// qcow2 internal snapshot to expose instead of the live disk.
+    /// qcow2 internal snapshot, or Parallels bundle snapshot, to expose instead of the live disk.
     pub snapshot: Option<String>,
     /// Open a child whose recorded parent id does not match its parent's.
     pub ignore_parent_id: bool,
