@@ -339,3 +339,11 @@ fn bad_bat_entries_are_refused() {
     std::fs::write(&img, &b).unwrap();
     assert!(cat_refusal(&img, &[]).contains("before the data area"));
 }
+
+/// Bundles written by Parallels Desktop (fixtures/third-party/parallels-*): one v1 expanding
+/// image, one plain image, and a split disk of six storages.
+#[test]
+fn third_party_parallels_images() {
+    let read = check_third_party("parallels");
+    assert_eq!(read.len(), 3, "third-party Parallels images read: {read:?}");
+}
