@@ -100,7 +100,7 @@ pub fn read_header(file: &ImageFile) -> Result<Header> {
     let bat_entries = le32(&b, 32);
     let raw_sectors = le64(&b, 36);
     let sectors = if v2 { raw_sectors } else { raw_sectors & 0xffff_ffff };
-    let size = sectors.checked_mul(SECTOR).unwrap_or(u64::MAX);
+    let size = sectors.saturating_mul(SECTOR);
     limits::check(path, "Parallels disk size", size, MAX_VIRTUAL_SIZE)?;
     let mut h = Header {
         v2,
