@@ -314,6 +314,12 @@ fn bundle_refusals() {
         assert!(e.contains(needle), "{label}: {e}");
         assert_eq!(e.trim_end().lines().count(), 1, "{label}: not one line: {e}");
     }
+    // info shows the chain anyway, and which image could not be opened.
+    std::fs::write(&xml, good.replace(&top_file, "gone.hds")).unwrap();
+    let out = vdmount().arg("info").arg(&xml).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("format: parallels"), "{text}");
+    assert!(text.contains("not opened") && text.contains("gone.hds"), "{text}");
     // A snapshot image opened alone has no parent: its unallocated clusters read as zeros, as
     // qemu reads it.
     assert_reads_like_qemu(&b.hdd.join(&top_file));

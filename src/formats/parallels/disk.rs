@@ -6,6 +6,8 @@
 use super::bundle::{parse, Descriptor, Kind};
 use super::expanding::ExpandingImage;
 use crate::error::{Error, Result};
+use crate::formats::failed::FailedLayer;
+use crate::formats::open::resolve_beside;
 use crate::formats::raw::RawImage;
 use crate::formats::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
 use crate::limits::MAX_DESCRIPTOR_BYTES;
@@ -59,14 +61,21 @@ impl BundleImage {
                     )
                 })?;
                 let role = format!("image file of snapshot {{{guid}}}");
-                let file = chain.confine.open(&path, Path::new(&entry.file), &role)?;
-                let layer: Arc<dyn DiskImage> = match entry.kind {
-                    Kind::Plain => Arc::new(RawImage::new(file)),
-                    Kind::Compressed => {
-                        Arc::new(ExpandingImage::open(file, below.take(), opts).map_err(|e| e.in_layer_of(&path))?)
+                let opened = chain.confine.open(&path, Path::new(&entry.file), &role).and_then(|file| {
+                    Ok(match entry.kind {
+                        Kind::Plain => Arc::new(RawImage::new(file)) as Arc<dyn DiskImage>,
+                        Kind::Compressed => {
+                            Arc::new(ExpandingImage::open(file, below.take(), opts).map_err(|e| e.in_layer_of(&path))?)
+                        }
+                    })
+                });
+                below = Some(match opened {
+                    // For `info`: the image stays in the chain, saying why it could not be opened.
+                    Err(e) if opts.describe_failed_layers => {
+                        Arc::new(FailedLayer::new(resolve_beside(&path, Path::new(&entry.file)), e))
                     }
-                };
-                below = Some(layer);
+                    r => r?,
+                });
             }
             let Some(top) = below else {
                 return Err(Error::corrupt(&path, "internal error: an empty snapshot chain"));
