@@ -3,7 +3,7 @@
 # the smallest third-party fixtures. Seeds are kept tiny (1 MiB virtual disks, small clusters, a
 # few KiB of data) so each fuzz exec is fast; the whole corpus stays well under 2 MB.
 #   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd,
-#                               open_vhdx, open_vdi and open_qed are symlinks to it: forcing a format on another
+#                               open_vhdx, open_vdi, open_qed and open_parallels are symlinks to it: forcing a format on another
 #                               format's seed is a useful mutation start too)
 #   fuzz/corpus/vmdk_descriptor/ descriptor texts
 #   fuzz/corpus/serve_batch/     byte strings the `arbitrary` crate turns into request lists
@@ -63,6 +63,36 @@ qemu-img create -q -f qed -o cluster_size=4096,table_size=2 -b src.raw -F raw ch
 qemu-io -f qed -c 'write -P 0x11 8k 4k' child.qed >/dev/null
 mv child.qed "$IMG/qed-backing-raw.qed"
 ln -sfn open_and_read "$CORPUS/open_qed"
+
+# Parallels: v2 with 4 KiB clusters, the same patched to v1 (sector-unit BAT), and a bundle
+# descriptor (it names "image", the fuzz input's own name, as a Compressed image).
+qemu-img create -q -f parallels -o cluster_size=4096 "$IMG/prl-c4k.prl" 1M
+qemu-io -f parallels -c 'write -P 0x5a 4k 8k' -c 'write -P 0xa5 900k 3k' "$IMG/prl-c4k.prl" >/dev/null
+python3 - "$IMG/prl-c4k.prl" "$IMG/prl-v1.prl" <<'EOF'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[0:16] = b"WithoutFreeSpace"
+tracks, entries = struct.unpack_from("<II", b, 28)
+for i in range(entries):
+    v, = struct.unpack_from("<I", b, 64 + 4 * i)
+    struct.pack_into("<I", b, 64 + 4 * i, v * tracks)
+open(sys.argv[2], "wb").write(b)
+EOF
+cat >"$IMG/prl-DiskDescriptor.xml" <<'EOF'
+<?xml version='1.0' encoding='UTF-8'?>
+<Parallels_disk_image Version="1.0">
+ <Disk_Parameters><Disk_size>2048</Disk_size><Heads>16</Heads><Sectors>32</Sectors><Padding>0</Padding></Disk_Parameters>
+ <StorageData><Storage><Start>0</Start><End>2048</End><Blocksize>8</Blocksize>
+  <Image><GUID>{0b2d3c4e-1111-4a5b-8c9d-000000000001}</GUID><Type>Plain</Type><File>image</File></Image>
+  <Image><GUID>{5fbaabe3-6958-40ff-92a7-860e329aab41}</GUID><Type>Compressed</Type><File>image</File></Image>
+ </Storage></StorageData>
+ <Snapshots>
+  <Shot><GUID>{0b2d3c4e-1111-4a5b-8c9d-000000000001}</GUID><ParentGUID>{00000000-0000-0000-0000-000000000000}</ParentGUID></Shot>
+  <Shot><GUID>{5fbaabe3-6958-40ff-92a7-860e329aab41}</GUID><ParentGUID>{0b2d3c4e-1111-4a5b-8c9d-000000000001}</ParentGUID></Shot>
+ </Snapshots>
+</Parallels_disk_image>
+EOF
+ln -sfn open_and_read "$CORPUS/open_parallels"
 
 # VMDK: monolithicSparse, streamOptimized, and descriptors (flat, split sparse).
 qemu-img convert -O vmdk src.raw "$IMG/vmdk-sparse.vmdk"

@@ -15,9 +15,12 @@ pub const MAX_CLUSTER_BYTES: u64 = 256 << 20;
 /// than a cache entry can be would be inflated again for every read (qemu allows 1 GiB grains;
 /// VMware and qemu write 64 KiB). qcow2's largest cluster is 2 MiB too.
 pub const MAX_COMPRESSED_GRAIN_BYTES: u64 = 2 << 20;
-/// Largest text descriptor (VMDK) read into memory.
+/// Largest text descriptor (VMDK, Parallels DiskDescriptor.xml) read into memory.
 pub const MAX_DESCRIPTOR_BYTES: u64 = 1 << 20;
-/// Most extents one VMDK descriptor may list.
+/// Most XML nodes parsed from one Parallels DiskDescriptor.xml: bounds the parser's memory
+/// whatever the text's shape (a real one has a few dozen per snapshot).
+pub const MAX_DESCRIPTOR_XML_NODES: u32 = 200_000;
+/// Most extents one VMDK descriptor may list (and storages one Parallels descriptor may).
 pub const MAX_EXTENTS: usize = 4096;
 /// Most internal snapshots listed from one qcow2 image.
 pub const MAX_SNAPSHOTS: u64 = 65536;

@@ -84,7 +84,8 @@ pub struct ImageArgs {
     /// recognised by the footer at its end whatever its name.
     #[arg(long, value_enum, value_name = "FMT")]
     pub format: Option<Format>,
-    /// Expose this qcow2 internal snapshot (name or id), read-only, instead of the live disk.
+    /// Expose this snapshot, read-only, instead of the live disk: a qcow2 internal snapshot (name
+    /// or id) or a snapshot of a Parallels .hdd bundle (its GUID, braces optional).
     #[arg(long, value_name = "NAME|ID")]
     pub snapshot: Option<String>,
     /// Open a child image even if its recorded parent id does not match the parent's.

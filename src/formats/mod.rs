@@ -6,6 +6,7 @@ pub mod cached;
 pub mod failed;
 pub mod layer;
 pub mod open;
+pub mod parallels;
 pub mod parent_id;
 pub mod qcow2;
 pub mod qed;
@@ -76,7 +77,7 @@ pub enum LayerId {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "raw").
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "raw").
     pub format: String,
     pub virtual_size: u64,
     /// Cluster, grain or block size, where the format has one.

@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -21,6 +21,7 @@ pub enum Format {
     Vhdx,
     Vdi,
     Qed,
+    Parallels,
 }
 
 impl Format {
@@ -33,6 +34,7 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
             Format::Qed => "qed",
+            Format::Parallels => "parallels",
         }
     }
 
@@ -46,6 +48,7 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
             "qed" => Format::Qed,
+            "parallels" => Format::Parallels,
             _ => return None,
         })
     }
@@ -56,7 +59,7 @@ impl Format {
 pub struct OpenOptions {
     /// Force the top image's format instead of detecting it.
     pub format: Option<Format>,
-    /// qcow2 internal snapshot to expose instead of the live disk.
+    /// qcow2 internal snapshot, or Parallels bundle snapshot, to expose instead of the live disk.
     pub snapshot: Option<String>,
     /// Open a child whose recorded parent id does not match its parent's.
     pub ignore_parent_id: bool,
@@ -111,8 +114,10 @@ impl Chain {
     }
 }
 
-/// Opens the image at `path` (the top of its chain).
+/// Opens the image at `path` (the top of its chain); a Parallels bundle folder (`NAME.hdd/`)
+/// stands for the descriptor in it.
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    let path = &parallels::descriptor_in_folder(path);
     let file = ImageFile::open(path)?;
     let confine = Confinement::new(path, &opts.allow_dirs, opts.allow_any_path)?;
     let chain = Chain { paths: Vec::new(), inodes: Vec::new(), confine: Arc::new(confine) };
@@ -193,6 +198,7 @@ fn open_in_chain(
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
+        Format::Parallels => parallels::open(file, &chain, opts),
     }
 }
 
@@ -217,6 +223,10 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     }
     if head.starts_with(b"conectix") {
         return Ok(Format::Vhd);
+    }
+    if head.starts_with(parallels::MAGIC_V1) || head.starts_with(parallels::MAGIC_V2) || parallels::is_descriptor(head)
+    {
+        return Ok(Format::Parallels);
     }
     // VDI's text line varies by writer ("<<< Oracle VM VirtualBox Disk Image >>>", qemu's own);
     // the signature after it does not.
