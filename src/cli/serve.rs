@@ -93,11 +93,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             "--reattach needs the device: vdmount --reattach /dev/abuseN, or IMAGE /dev/abctlN".into(),
         ));
     }
-    let transport = match args.ctldev.as_deref().and_then(|p| Dev::parse(&p.to_string_lossy())) {
-        Some(dev) => dev.transport,
+    // The image first: a bad image is the error to report, whatever the kernel has.
+    let disk = image.open()?;
+    let transport = match &args.ctldev {
+        // A control device names its transport; anything else given is abuse.ko's (as before ublk).
+        Some(p) => Dev::parse(&p.to_string_lossy()).map_or(Transport::Abuse, |d| d.transport),
         None => Transport::pick(args.transport)?,
     };
-    let disk = image.open()?;
     let parts = attach::read_partitions(disk.as_ref());
     let mode = match &args.cow {
         None => "read-only".to_string(),

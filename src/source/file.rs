@@ -163,6 +163,15 @@ pub(crate) fn refused<T>(r: Result<T>) -> String {
     }
 }
 
+/// For header tests: `r` is a refusal whose message mentions `needle`.
+#[cfg(test)]
+pub(crate) fn assert_refused<T>(r: std::result::Result<T, String>, needle: &str) {
+    match r {
+        Ok(_) => panic!("accepted, expected a refusal mentioning {needle:?}"),
+        Err(e) => assert!(e.contains(needle), "{e:?} does not mention {needle:?}"),
+    }
+}
+
 /// For header tests: `bytes` written to a temporary file and opened. Keep the first value alive
 /// as long as the file is used.
 #[cfg(test)]

@@ -148,6 +148,8 @@ pub fn describe_extension(file: &ImageFile, h: &Header) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::bytes::put_le32;
+    use crate::source::file::assert_refused;
     use crate::source::file::test_file;
 
     /// A valid v2 image: 4 KiB clusters, 4 BAT entries, 16 KiB disk, data from 4096.
@@ -169,15 +171,8 @@ mod tests {
         read_header(&file).map_err(|e| e.to_string())
     }
 
-    fn put32(b: &mut [u8], at: usize, v: u32) {
-        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    }
-
     fn refused(edit: impl Fn(&mut Vec<u8>), needle: &str) {
-        match open(edit) {
-            Ok(_) => panic!("accepted, expected a refusal mentioning {needle:?}"),
-            Err(e) => assert!(e.contains(needle), "{e:?} does not mention {needle:?}"),
-        }
+        assert_refused(open(edit), needle);
     }
 
     #[test]
@@ -192,18 +187,18 @@ mod tests {
         .unwrap();
         assert_eq!((h.bat_unit(), h.virtual_size()), (512, 16384));
         // A zero data_off, or one inside the BAT: data starts after the BAT.
-        assert_eq!(open(|b| put32(b, 48, 0)).unwrap().data_start, 512);
+        assert_eq!(open(|b| put_le32(b, 48, 0)).unwrap().data_start, 512);
     }
 
     #[test]
     fn header_fields_are_checked() {
         refused(|b| b[3] = b'x', "Parallels signature");
         refused(|b| b.truncate(40), "past the end of the file");
-        refused(|b| put32(b, 16, 1), "version 1");
-        refused(|b| put32(b, 28, 0), "cluster size is 0");
-        refused(|b| put32(b, 28, u32::MAX), "cluster size");
+        refused(|b| put_le32(b, 16, 1), "version 1");
+        refused(|b| put_le32(b, 28, 0), "cluster size is 0");
+        refused(|b| put_le32(b, 28, u32::MAX), "cluster size");
         refused(|b| b[36..44].copy_from_slice(&u64::MAX.to_le_bytes()), "disk size");
-        refused(|b| put32(b, 32, 2000), "past the end of the file");
-        refused(|b| put32(b, 32, u32::MAX), "size of the Parallels BAT");
+        refused(|b| put_le32(b, 32, 2000), "past the end of the file");
+        refused(|b| put_le32(b, 32, u32::MAX), "size of the Parallels BAT");
     }
 }

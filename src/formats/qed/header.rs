@@ -193,6 +193,8 @@ pub fn cluster_offset_problem(h: &Header, file_size: u64, offset: u64) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::bytes::{put_le32, put_le64};
+    use crate::source::file::assert_refused;
     use crate::source::file::test_file;
 
     /// A valid image: 4 KiB clusters, tables of 2 clusters, L1 at 4096, 1 MiB disk, 12 KiB file.
@@ -214,18 +216,8 @@ mod tests {
         read_header(&file).map_err(|e| e.to_string())
     }
 
-    fn put32(b: &mut [u8], at: usize, v: u32) {
-        b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    }
-    fn put64(b: &mut [u8], at: usize, v: u64) {
-        b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-    }
-
     fn refused(edit: impl Fn(&mut Vec<u8>), needle: &str) {
-        match open(edit) {
-            Ok(_) => panic!("accepted, expected a refusal mentioning {needle:?}"),
-            Err(e) => assert!(e.contains(needle), "{e:?} does not mention {needle:?}"),
-        }
+        assert_refused(open(edit), needle);
     }
 
     #[test]
@@ -239,29 +231,29 @@ mod tests {
     fn header_fields_are_checked() {
         refused(|b| b[3] = 1, "QED signature");
         refused(|b| b.truncate(40), "past the end of the file");
-        refused(|b| put64(b, 16, 1 << 5), "feature bit(s) 5");
-        refused(|b| put32(b, 4, 2048), "cluster size 2048");
-        refused(|b| put32(b, 4, 12288), "cluster size 12288");
-        refused(|b| put32(b, 4, 128 << 20), "cluster size");
-        refused(|b| put32(b, 8, 0), "table size 0");
-        refused(|b| put32(b, 8, 32), "table size 32");
-        refused(|b| put32(b, 12, 0), "header size 0");
-        refused(|b| put32(b, 12, u32::MAX), "header size");
-        refused(|b| put64(b, 48, 1000), "image size 1000");
+        refused(|b| put_le64(b, 16, 1 << 5), "feature bit(s) 5");
+        refused(|b| put_le32(b, 4, 2048), "cluster size 2048");
+        refused(|b| put_le32(b, 4, 12288), "cluster size 12288");
+        refused(|b| put_le32(b, 4, 128 << 20), "cluster size");
+        refused(|b| put_le32(b, 8, 0), "table size 0");
+        refused(|b| put_le32(b, 8, 32), "table size 32");
+        refused(|b| put_le32(b, 12, 0), "header size 0");
+        refused(|b| put_le32(b, 12, u32::MAX), "header size");
+        refused(|b| put_le64(b, 48, 1000), "image size 1000");
         // 1024 entries of 4 MiB: 4 GiB addressable.
-        refused(|b| put64(b, 48, (4 << 30) + 512), "more than its tables address");
-        refused(|b| put64(b, 40, 4096 + 512), "not a multiple of the cluster size");
-        refused(|b| put64(b, 40, 0), "inside the header");
-        refused(|b| put64(b, 40, 8192), "no room for the table");
-        refused(|b| put64(b, 40, u64::MAX - 4095), "no room for the table");
+        refused(|b| put_le64(b, 48, (4 << 30) + 512), "more than its tables address");
+        refused(|b| put_le64(b, 40, 4096 + 512), "not a multiple of the cluster size");
+        refused(|b| put_le64(b, 40, 0), "inside the header");
+        refused(|b| put_le64(b, 40, 8192), "no room for the table");
+        refused(|b| put_le64(b, 40, u64::MAX - 4095), "no room for the table");
     }
 
     #[test]
     fn backing_file_name() {
         let with_name = |b: &mut Vec<u8>, at: u32, len: u32| {
-            put64(b, 16, F_BACKING_FILE | F_BACKING_FORMAT_NO_PROBE);
-            put32(b, 56, at);
-            put32(b, 60, len);
+            put_le64(b, 16, F_BACKING_FILE | F_BACKING_FORMAT_NO_PROBE);
+            put_le32(b, 56, at);
+            put_le32(b, 60, len);
             b[100..108].copy_from_slice(b"base.img");
         };
         let h = open(|b| with_name(b, 100, 8)).unwrap();
@@ -275,9 +267,9 @@ mod tests {
         refused(
             |b| {
                 with_name(b, 0, 4096);
-                put32(b, 12, 1);
-                put32(b, 4, 8192);
-                put64(b, 40, 8192);
+                put_le32(b, 12, 1);
+                put_le32(b, 4, 8192);
+                put_le64(b, 40, 8192);
                 b.resize(3 * 8192, 0);
             },
             "backing file name length",
