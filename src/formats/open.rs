@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{ewf, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -21,6 +21,7 @@ pub enum Format {
     Vhdx,
     Vdi,
     Qed,
+    Ewf,
 }
 
 impl Format {
@@ -33,6 +34,7 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
             Format::Qed => "qed",
+            Format::Ewf => "ewf",
         }
     }
 
@@ -46,6 +48,7 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
             "qed" => Format::Qed,
+            "ewf" => Format::Ewf,
             _ => return None,
         })
     }
@@ -193,6 +196,7 @@ fn open_in_chain(
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
+        Format::Ewf => Ok(Arc::new(ewf::EwfImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -217,6 +221,11 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     }
     if head.starts_with(b"conectix") {
         return Ok(Format::Vhd);
+    }
+    // EWF1 and EWF2, disk and logical: the reader refuses what it does not read, by name.
+    let ewf = [ewf::SIGNATURE, ewf::LOGICAL_SIGNATURE, ewf::EWF2_SIGNATURE, ewf::EWF2_LOGICAL_SIGNATURE];
+    if ewf.iter().any(|sig| head.starts_with(&sig[..])) {
+        return Ok(Format::Ewf);
     }
     // VDI's text line varies by writer ("<<< Oracle VM VirtualBox Disk Image >>>", qemu's own);
     // the signature after it does not.
