@@ -70,7 +70,7 @@ impl EwfImage {
         let mut found = Found::default();
         loop {
             let index = segments.len() - 1;
-            let last = walk_segment(&segments[index], index, &mut found, opts)?;
+            let last = walk_segment(&segments[index], index, &mut found, opts).map_err(|e| of_set(e, index, &first))?;
             if last.kind == "done" {
                 break;
             }
@@ -89,13 +89,16 @@ impl EwfImage {
                     ),
                 ));
             };
-            let next = chain.confine.open(&first, Path::new(&name), "segment file").map_err(|e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                    Error::corrupt(&first, format!("segment {number} of the set ({name}, beside it) is missing"))
-                }
-                e => e,
-            })?;
-            check_file_header(&next, number)?;
+            // Told apart before the confined open, which would only say it cannot open it.
+            let beside = super::open::resolve_beside(&first, Path::new(&name));
+            if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+                return Err(Error::corrupt(
+                    &first,
+                    format!("segment {number} of the set ({name}, beside it) is missing"),
+                ));
+            }
+            let next = chain.confine.open(&first, Path::new(&name), "segment file")?;
+            check_file_header(&next, number).map_err(|e| of_set(e, index + 1, &first))?;
             segments.push(next);
         }
         let volume = found.volume.ok_or_else(|| {
@@ -153,6 +156,14 @@ impl EwfImage {
     /// Bytes of media in chunk `chunk` (the last one may be short).
     fn chunk_len(&self, chunk: u64) -> u64 {
         (self.volume.media_size() - chunk * self.chunk_size()).min(self.chunk_size())
+    }
+}
+
+/// An error about segment `index` (from 0) of the set `first`, saying which set it belongs to.
+fn of_set(e: Error, index: usize, first: &Path) -> Error {
+    match index {
+        0 => e,
+        _ => Error::Image(format!("{e} (segment {} of the set {})", index + 1, first.display())),
     }
 }
 
