@@ -59,7 +59,7 @@ impl Volume {
             ));
         }
         limits::check(path, "EWF chunk size", self.chunk_size(), MAX_EWF_CHUNK_BYTES)?;
-        let size = self.sector_count.checked_mul(self.bytes_per_sector).unwrap_or(u64::MAX);
+        let size = self.sector_count.saturating_mul(self.bytes_per_sector);
         limits::check(path, "EWF media size", size, MAX_VIRTUAL_SIZE)?;
         let needed = self.sector_count.div_ceil(self.sectors_per_chunk);
         if self.chunk_count < needed {
@@ -145,7 +145,7 @@ fn xml_hex(xml: &str, tag: &str) -> Option<Vec<u8>> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
