@@ -15,6 +15,7 @@ use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
 use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions, StoredDigests};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
+use crate::formats::cached::whole_cluster;
 use crate::limits::MAX_EWF_SEGMENTS;
 use crate::source::file::ImageFile;
 use meta::{case_metadata, hex, Hashes, Volume};
@@ -237,22 +238,37 @@ impl Decompress for EwfImage {
     fn read_compressed(&self, at: u64, _len: u64, skip: u64, out: &mut [u8]) -> Result<()> {
         let (file, c) = self.chunk(at)?;
         let key = Key { file: file.id, kind: Kind::Cluster, offset: c.offset };
-        let data = self.cache.get_or_load(key, || chunk::inflate(file, at, c, self.chunk_size()))?;
         let want = self.chunk_len(at);
+        let short = |got: usize| {
+            Error::corrupt(
+                &file.path,
+                format!(
+                    "compressed chunk {at} at offset {} inflates to {got} bytes, less than its {want} bytes of data; the image is corrupt",
+                    c.offset
+                ),
+            )
+        };
+        // A whole chunk (what sequential readers ask for) is inflated straight into `out`,
+        // without filling the cache with chunks that will not be read again.
+        if skip == 0 && out.len() as u64 == self.chunk_size() {
+            // Served from the cache only when it holds the whole chunk.
+            let mut produced = out.len();
+            let whole = whole_cluster(&self.cache, key, out, |input, output| {
+                produced = chunk::inflate_into(file, at, c, input, output)?;
+                Ok(produced)
+            })?;
+            if whole {
+                return if produced as u64 >= want { Ok(()) } else { Err(short(produced)) };
+            }
+        }
+        let data = self.cache.get_or_load(key, || chunk::inflate(file, at, c, self.chunk_size()))?;
         let src = usize::try_from(skip).ok().and_then(|s| data.get(s..s.checked_add(out.len())?));
         match src {
             Some(src) if data.len() as u64 >= want => {
                 out.copy_from_slice(src);
                 Ok(())
             }
-            _ => Err(Error::corrupt(
-                &file.path,
-                format!(
-                    "compressed chunk {at} at offset {} inflates to {} bytes, less than its {want} bytes of data; the image is corrupt",
-                    c.offset,
-                    data.len()
-                ),
-            )),
+            _ => Err(short(data.len())),
         }
     }
 }
