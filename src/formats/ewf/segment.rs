@@ -117,8 +117,8 @@ pub fn walk(file: &ImageFile, mut visit: impl FnMut(&Section) -> Result<()>) -> 
     let mut at = FILE_HEADER_BYTES;
     for _ in 0..MAX_EWF_SECTIONS_PER_SEGMENT {
         let section = read_descriptor(file, at)?;
-        visit(&section)?;
         if section.is_last() {
+            visit(&section)?;
             return Ok(section);
         }
         if section.next <= at || section.next >= file.size {
@@ -138,6 +138,7 @@ pub fn walk(file: &ImageFile, mut visit: impl FnMut(&Section) -> Result<()>) -> 
                 ),
             ));
         }
+        visit(&section)?;
         at = section.next;
     }
     Err(Error::corrupt(
