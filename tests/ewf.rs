@@ -290,3 +290,26 @@ fn cow_overlay_over_a_set() {
     let after: Vec<String> = ["cow.E01", "cow.E02"].iter().map(|n| sha256_file(&d.join(n))).collect();
     assert_eq!(sums, after, "a segment changed");
 }
+
+/// EnCase 2 to 5 and SMART start a new table every 16375 chunks: a segment of 20000 chunks
+/// holds two (mostly zeros, so the set stays small).
+#[test]
+fn several_tables_in_one_segment() {
+    let dir = scratch();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    source_disk(&src, 4 * MIB, 19);
+    let f = std::fs::OpenOptions::new().write(true).open(&src).unwrap();
+    f.set_len(20000 * 8192).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"past the first table", 16375 * 8192 + 100).unwrap();
+    drop(f);
+    let want = sha256_file(&src);
+    for format in ["encase2", "smart"] {
+        let first = acquire(d, &src, format, &["-f", format, "-c", "deflate:fast", "-b", "16"]);
+        let tables = std::fs::read(&first).unwrap().windows(16).filter(|w| w == b"table\0\0\0\0\0\0\0\0\0\0\0").count();
+        assert_eq!(tables, 2, "{format}: expected two table sections");
+        assert_eq!(vdmount_cat_sha256(&first, &[]).unwrap(), want, "{format}");
+        assert_eq!(ewfexport_sha256(&first), want, "{format}: the oracle");
+    }
+}
