@@ -3,7 +3,7 @@
 # the smallest third-party fixtures. Seeds are kept tiny (1 MiB virtual disks, small clusters, a
 # few KiB of data) so each fuzz exec is fast; the whole corpus stays well under 2 MB.
 #   fuzz/corpus/open_and_read/  image seeds of every format (open_qcow2, open_vmdk, open_vhd,
-#                               open_vhdx, open_vdi, open_qed and open_parallels are symlinks to it: forcing a format on another
+#                               open_vhdx, open_vdi, open_qed, open_parallels and open_ewf are symlinks to it: forcing a format on another
 #                               format's seed is a useful mutation start too)
 #   fuzz/corpus/vmdk_descriptor/ descriptor texts
 #   fuzz/corpus/serve_batch/     byte strings the `arbitrary` crate turns into request lists
@@ -63,6 +63,12 @@ qemu-img create -q -f qed -o cluster_size=4096,table_size=2 -b src.raw -F raw ch
 qemu-io -f qed -c 'write -P 0x11 8k 4k' child.qed >/dev/null
 mv child.qed "$IMG/qed-backing-raw.qed"
 ln -sfn open_and_read "$CORPUS/open_qed"
+# EWF: one-segment sets from ewfacquire (ewf-tools), small chunks, each writer's layout.
+for f in encase6:deflate:fast encase1:empty-block smart:deflate:fast ewfx:empty-block linen5:deflate:best; do
+	ewfacquire -u -q -f "${f%%:*}" -c "${f#*:}" -b 16 -t "ewf-${f%%:*}" src.raw >/dev/null
+	mv ewf-"${f%%:*}".[Ees]01 "$IMG/ewf-${f%%:*}.E01"
+done
+ln -sfn open_and_read "$CORPUS/open_ewf"
 
 # Parallels: v2 with 4 KiB clusters, the same patched to v1 (sector-unit BAT), and a bundle
 # descriptor (it names "image", the fuzz input's own name, as a Compressed image).

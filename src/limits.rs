@@ -41,6 +41,17 @@ pub const MAX_QED_BACKING_NAME_BYTES: u64 = 4095;
 /// QED tables are up to 16 clusters of up to 64 MiB (1 GiB): L2 tables are read and cached in
 /// pieces of at most this size, so a lookup never reads or holds more.
 pub const QED_TABLE_PIECE_BYTES: u64 = 64 << 10;
+/// Largest EWF chunk: EnCase and ewfacquire write at most 32768 sectors of 512 bytes.
+pub const MAX_EWF_CHUNK_BYTES: u64 = 16 << 20;
+/// Most entries in one EWF table section (EnCase 6 and later write up to 65534).
+pub const MAX_EWF_TABLE_ENTRIES: u64 = 1 << 20;
+/// Most sections walked in one EWF segment file (a "sectors", "table" and "table2" section per
+/// table's worth of chunks, a few more at the start and end).
+pub const MAX_EWF_SECTIONS_PER_SEGMENT: u32 = 1 << 20;
+/// Most segment files in an EWF set: the naming scheme ends at .ZZZ (for .E01 sets, 14971).
+pub const MAX_EWF_SEGMENTS: usize = 14971;
+/// Largest EWF header, header2, xheader or xhash section, compressed and inflated.
+pub const MAX_EWF_HEADER_BYTES: u64 = 1 << 20;
 /// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
 /// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
 /// otherwise need gigabytes.

@@ -206,7 +206,7 @@ fn stdout_file() -> std::mem::ManuallyDrop<std::fs::File> {
 
 /// A progress bar on standard error (bytes, rate, time left). indicatif draws it only when
 /// standard error is a terminal, and at most 20 times a second however often it is updated.
-fn progress_bar(total: u64) -> ProgressBar {
+pub(super) fn progress_bar(total: u64) -> ProgressBar {
     let style = ProgressStyle::with_template("{bytes} / {total_bytes}  {percent}%  {bytes_per_sec}  {eta} left")
         .expect("a valid progress template");
     ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(style)

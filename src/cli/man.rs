@@ -47,7 +47,7 @@ pub fn render() -> String {
 
     page += DESCRIPTION;
     page += COMMANDS;
-    page += ".SH IMAGE OPTIONS\nTaken by serving, \\fBcat\\fR and \\fBinfo\\fR.\n";
+    page += ".SH IMAGE OPTIONS\nTaken by serving, \\fBcat\\fR, \\fBinfo\\fR and \\fBverify\\fR.\n";
     page += &options(cli.get_arguments().filter(|a| is_image(a)));
     page += ".SH SERVING OPTIONS\n";
     page += &options(cli.get_arguments().filter(|a| !is_image(a) && !is_help(a)));

@@ -14,6 +14,7 @@ mod serve;
 mod serve_ublk;
 mod transport;
 mod ublk_admin;
+mod verify;
 mod workers;
 
 use crate::cache::{Cache, DEFAULT_CACHE_BYTES};
@@ -35,8 +36,8 @@ pub const EXIT_DEVICE: i32 = 3;
 #[command(
     name = "vdmount",
     version,
-    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, raw) as a Linux block device",
-    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED or raw) as the block device /dev/abuseN \
+    about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, Parallels, raw) or forensic image (EWF .E01) as a Linux block device",
+    long_about = "Serve a VM disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, Parallels or raw) or a forensic image (EWF: EnCase .E01, SMART .s01) as the block device /dev/abuseN \
 through the abuse.ko kernel module (or /dev/ublkbN through the kernel's ublk driver), read-only, so its \
 partitions (/dev/abuseNpM) can be mounted without booting the VM or converting the image.",
     after_help = "Examples:\n  vdmount disk.qcow2                 serve on the first free /dev/abctlN\n  vdmount disk.vmdk /dev/abctl0      serve on /dev/abuse0, then: mount -o ro /dev/abuse0p1 /mnt\n  vdmount cat disk.vhdx | sha256sum  hash the whole virtual disk\n  vdmount info disk.qcow2            format, size, features, backing chain",
@@ -56,6 +57,8 @@ enum Command {
     Cat(cat::CatArgs),
     /// Describe an image: format, virtual size, cluster size, features, backing chain.
     Info(info::InfoArgs),
+    /// Recompute the hashes an image stored of its media (EWF: MD5, SHA1) and compare.
+    Verify(verify::VerifyArgs),
     /// List the abuse and ublk devices: state, mode, size, serving process, open count, errors.
     List(list::ListArgs),
     /// Stop serving a device (refused while it is mounted or open, unless --lazy).
@@ -74,7 +77,7 @@ enum Command {
 /// Options every command that opens an image takes.
 #[derive(Args, Clone)]
 pub struct ImageArgs {
-    /// The disk image (qcow2, VMDK, VHD, VHDX, VDI; a file with no known signature is read as raw).
+    /// The disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, EWF .E01 or .s01, the first segment of a set; a file with no known signature is read as raw).
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
     /// Read IMAGE as this format instead of detecting it; a file without that format's signature is then an error.
@@ -134,6 +137,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Some(Command::Cat(a)) => cat::run(&a),
         Some(Command::Info(a)) => info::run(&a),
+        Some(Command::Verify(a)) => verify::run(&a),
         Some(Command::List(a)) => list::run(&a),
         Some(Command::Detach(a)) => detach::run(&a),
         Some(Command::Completions { shell }) => {

@@ -3,6 +3,7 @@
 
 pub mod bytes;
 pub mod cached;
+pub mod ewf;
 pub mod failed;
 pub mod layer;
 pub mod open;
@@ -52,8 +53,21 @@ pub trait DiskImage: Send + Sync {
         LayerId::None
     }
 
+    /// The media hashes the image itself recorded when it was made (EWF), for `vdmount verify`.
+    fn stored_digests(&self) -> StoredDigests {
+        StoredDigests::default()
+    }
+
     /// What `vdmount info` shows about this image (and, through `backing`, its chain).
     fn info(&self) -> ImageInfo;
+}
+
+/// Hashes of the whole virtual disk that an image stores (forensic formats record them at
+/// acquisition).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoredDigests {
+    pub md5: Option<[u8; 16]>,
+    pub sha1: Option<[u8; 20]>,
 }
 
 /// The identity of one layer, as children record their parent's: a differencing child is only
@@ -77,7 +91,7 @@ pub enum LayerId {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "raw").
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "ewf", "raw").
     pub format: String,
     pub virtual_size: u64,
     /// Cluster, grain or block size, where the format has one.

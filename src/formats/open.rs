@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{ewf, parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -22,6 +22,7 @@ pub enum Format {
     Vdi,
     Qed,
     Parallels,
+    Ewf,
 }
 
 impl Format {
@@ -35,6 +36,7 @@ impl Format {
             Format::Vdi => "vdi",
             Format::Qed => "qed",
             Format::Parallels => "parallels",
+            Format::Ewf => "ewf",
         }
     }
 
@@ -49,6 +51,7 @@ impl Format {
             "vdi" => Format::Vdi,
             "qed" => Format::Qed,
             "parallels" => Format::Parallels,
+            "ewf" => Format::Ewf,
             _ => return None,
         })
     }
@@ -199,6 +202,7 @@ fn open_in_chain(
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
         Format::Parallels => parallels::open(file, &chain, opts),
+        Format::Ewf => Ok(Arc::new(ewf::EwfImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -227,6 +231,11 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     if head.starts_with(parallels::MAGIC_V1) || head.starts_with(parallels::MAGIC_V2) || parallels::is_descriptor(head)
     {
         return Ok(Format::Parallels);
+    }
+    // EWF1 and EWF2, disk and logical: the reader refuses what it does not read, by name.
+    let ewf = [ewf::SIGNATURE, ewf::LOGICAL_SIGNATURE, ewf::EWF2_SIGNATURE, ewf::EWF2_LOGICAL_SIGNATURE];
+    if ewf.iter().any(|sig| head.starts_with(&sig[..])) {
+        return Ok(Format::Ewf);
     }
     // VDI's text line varies by writer ("<<< Oracle VM VirtualBox Disk Image >>>", qemu's own);
     // the signature after it does not.

@@ -46,6 +46,10 @@ qemu-img create -q -f qcow2 -b ../e2e.qcow2 -F qcow2 "$R/fixtures/confine/child.
 for fmt in vdi qed; do
 	qemu-img convert -q -f qcow2 -O "$fmt" "$REPO/fixtures/e2e.qcow2" "$R/fixtures/e2e.$fmt"
 done
+# ...and as an EnCase set (ewf-tools), deflate-compressed, in 1 MiB segments: e2e.E01, e2e.E02...
+qemu-img convert -q -f qcow2 -O raw "$REPO/fixtures/e2e.qcow2" "$W/e2e.raw"
+ewfacquire -u -q -f encase6 -c deflate:fast -S 1MiB -t "$R/fixtures/e2e" "$W/e2e.raw" >/dev/null
+rm "$W/e2e.raw"
 
 # Copies module KO (decompressed) into DIR and prints its name there.
 copy_module() {

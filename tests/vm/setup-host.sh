@@ -27,7 +27,7 @@ fi
 "${APT[@]}" install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 K612=$(apt-cache show linux-image-amd64/bookworm-backports | sed -n 's/^Depends: \(linux-image-[^ ]*\).*/\1/p' | head -1)
 INITRD=No "${APT[@]}" install -y --no-install-recommends \
-	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils \
+	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils ewf-tools \
 	python3-libvhdi python3-libvmdk python3-libqcow \
 	linux-image-amd64 linux-headers-amd64 "$K612" "${K612/image/headers}"
 qemu-img --version | head -1

@@ -1,10 +1,11 @@
 #!/bin/sh
-# Issue 18: the e2e disk converted by qemu-img to the newer formats (VDI, QED), served through abuse.ko,
+# Issue 18: the e2e disk converted by qemu-img to the newer formats (VDI, QED) and acquired by
+# ewfacquire as an EnCase E01 set, served through abuse.ko,
 # its ext4 partition mounted and every file checked.
 set -e
 fail() { echo "formats: $*"; exit 1; }
 insmod /abuse.ko max_part=15 || fail "insmod"
-for img in /fixtures/e2e.vdi /fixtures/e2e.qed; do
+for img in /fixtures/e2e.vdi /fixtures/e2e.qed /fixtures/e2e.E01; do
 	vdmount "$img" /dev/abctl0 >/tmp/attach.out 2>&1 || { cat /tmp/attach.out; fail "vdmount $img"; }
 	grep -q "^/dev/abuse0: $img (" /tmp/attach.out || { cat /tmp/attach.out; fail "$img: attach line"; }
 	mount -t ext4 -o ro /dev/abuse0p1 /mnt || fail "$img: mount"
