@@ -80,6 +80,20 @@ for f in raw $FORMATS; do
 	done
 	echo "| $f | attach s | $(val "$f.abuse.attach_s") | | | | |"
 done
+if [ -n "$(val "raw.ublk.seq")" ]; then
+	echo
+	echo "The two transports (issue 17), same VM, same images: abuse.ko against the kernel's ublk driver (both served by vdmount), and ublk against qemu-nbd + nbd.ko."
+	echo
+	echo "| image | test | /dev/abuse0 | /dev/ublkb0 | abuse / ublk (target ≥1.0) | qemu-nbd + nbd.ko | ublk / nbd (target ≥2) |"
+	echo "|---|---|---|---|---|---|---|"
+	for f in raw $FORMATS; do
+		for t in seq qd1 qd32; do
+			a=$(val "$f.abuse.$t") u=$(val "$f.ublk.$t") n=$(val "$f.nbd.$t")
+			case $t in seq) unit="1M seq MB/s";; qd1) unit="4K QD1 IOPS";; qd32) unit="4K QD32 IOPS";; esac
+			echo "| $f | $unit | $a | $u | $(ratio "$a" "$u") | $n | $(ratio "$u" "$n") |"
+		done
+	done
+fi
 echo
 echo "2 TiB empty qcow2 in the same VM: \`vdmount IMAGE\` returns once /dev/abuse0 is up in $(val big.attach_ms) ms (target < 100; TCG); the server's peak RSS after 4K random reads for ${SECS} s: $(val big.rss_mib) MiB (default cache 256 MiB)."
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Issue 10, in-VM part (driven by bench/vm.sh, never by tests/vm/run.sh): the same image served
-# by vdmount (/dev/abuse0) and by qemu-nbd + nbd.ko (/dev/nbd0), and its raw copy on loop,
+# by vdmount (/dev/abuse0, and /dev/ublkb0 through the kernel's ublk driver where the kernel has
+# it: issue 17) and by qemu-nbd + nbd.ko (/dev/nbd0), and its raw copy on loop,
 # read with O_DIRECT by vmbench: 1 MiB sequential, 4 KiB random at QD1 and QD32.
 # Virtio disks: vda = the raw copy, then one per image; names and byte sizes come from the
 # kernel command line (vdm_bench=raw:SIZE,qcow2:SIZE,...). Results: "@@BENCH key value@@".
@@ -13,6 +14,11 @@ insmod /abuse.ko max_part=15 || fail "insmod abuse"
 insmod /mods/nbd.ko nbds_max=2 || fail "insmod nbd"
 mkdir -p /var/lock
 mount -o remount,size=90% /tmp
+ublk=0
+if [ -s /mods/extra/order ]; then
+	while read -r m; do insmod "/mods/extra/$m" || fail "insmod $m"; done </mods/extra/order
+	ublk=1
+fi
 
 # Copy every image into RAM (tmpfs) so that no path pays for virtio.
 i=0
@@ -53,6 +59,20 @@ for item in $(echo "$spec" | tr , ' '); do
 	run /dev/abuse0 "$name.abuse"
 	kill -TERM $server
 	wait $server || fail "vdmount exit status $?"
+
+	if [ $ublk = 1 ]; then
+		vdmount --foreground --transport ublk "/tmp/$name" >/tmp/vdm.log 2>&1 &
+		server=$!
+		n=0
+		while [ ! -b /dev/ublkb0p1 ]; do
+			n=$((n + 1)); [ $n -le 600 ] || fail "no /dev/ublkb0p1 for $name"
+			kill -0 $server 2>/dev/null || { cat /tmp/vdm.log; fail "vdmount (ublk) exited early"; }
+			sleep 0.05
+		done
+		run /dev/ublkb0 "$name.ublk"
+		kill -TERM $server
+		wait $server || fail "vdmount (ublk) exit status $?"
+	fi
 
 	case $fmt in raw) qfmt=raw;; vmdk) qfmt=vmdk;; vhd) qfmt=vpc;; vhdx) qfmt=vhdx;; *) qfmt=qcow2;; esac
 	/opt/bin/qemu-nbd -r -f $qfmt -c /dev/nbd0 "/tmp/$name" || fail "qemu-nbd $name"
