@@ -38,6 +38,13 @@ pub const MAX_QED_BACKING_NAME_BYTES: u64 = 4095;
 /// QED tables are up to 16 clusters of up to 64 MiB (1 GiB): L2 tables are read and cached in
 /// pieces of at most this size, so a lookup never reads or holds more.
 pub const QED_TABLE_PIECE_BYTES: u64 = 64 << 10;
+/// Largest DMG (UDIF) XML property list (qemu reads up to 16 MiB; Apple's hold a few hundred
+/// bytes per 1 MiB chunk, so this is enough for a disk of tens of terabytes).
+pub const MAX_DMG_PLIST_BYTES: u64 = 64 << 20;
+/// Most chunks in all of one DMG's tables (each held in memory, 40 bytes).
+pub const MAX_DMG_CHUNKS: u64 = 1 << 22;
+/// Largest DMG chunk, compressed or decompressed: qemu's limit (hdiutil writes 1 MiB chunks).
+pub const MAX_DMG_CHUNK_BYTES: u64 = 64 << 20;
 /// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
 /// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
 /// otherwise need gigabytes.

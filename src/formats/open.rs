@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{dmg, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -21,6 +21,7 @@ pub enum Format {
     Vhdx,
     Vdi,
     Qed,
+    Dmg,
 }
 
 impl Format {
@@ -33,6 +34,7 @@ impl Format {
             Format::Vhdx => "vhdx",
             Format::Vdi => "vdi",
             Format::Qed => "qed",
+            Format::Dmg => "dmg",
         }
     }
 
@@ -46,6 +48,7 @@ impl Format {
             "vhdx" => Format::Vhdx,
             "vdi" => Format::Vdi,
             "qed" => Format::Qed,
+            "dmg" | "udif" => Format::Dmg,
             _ => return None,
         })
     }
@@ -177,8 +180,9 @@ fn open_in_chain(
             return Err(Error::corrupt(
                 &path,
                 format!(
-                    "{} was asked for, but the file does not start with a {} signature (it looks like {}); check the file or drop --format",
+                    "{} was asked for, but the file does not {} a {} signature (it looks like {}); check the file or drop --format",
                     f.name(),
+                    if f == Format::Dmg { "end with" } else { "start with" },
                     f.name(),
                     detected.name()
                 ),
@@ -193,6 +197,7 @@ fn open_in_chain(
         Format::Vhdx => Ok(Arc::new(vhdx::VhdxImage::open(file, &chain, opts)?)),
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
+        Format::Dmg => Ok(Arc::new(dmg::DmgImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -232,6 +237,15 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
             if &tail == b"conectix" {
                 return Ok(Format::Vhd);
             }
+        }
+    }
+    // A DMG (UDIF) has only a trailer: "koly", version 4, 512 bytes, as the last 512 bytes (its
+    // data fork usually starts with the disk's own first sector, which says nothing).
+    if file.size >= 2 * dmg::koly::SIZE {
+        let mut tail = [0u8; dmg::koly::SIZE as usize];
+        file.read_exact_at(&mut tail, file.size - dmg::koly::SIZE, "the UDIF trailer")?;
+        if dmg::is_trailer(&tail) {
+            return Ok(Format::Dmg);
         }
     }
     Ok(Format::Raw)
