@@ -140,3 +140,9 @@ fn detection_format_option_and_cow() {
     assert!(all == model, "--cow over a DMG does not read back its write");
     assert_eq!(sha256_file(&img), before, "the DMG changed");
 }
+
+#[test]
+fn third_party_dmg_images() {
+    let read = check_third_party("dmg");
+    assert!(!read.is_empty(), "no third-party DMG read");
+}
