@@ -108,6 +108,16 @@ pub fn parse_table(path: &Path, koly: &Koly, index: usize, name: &str, t: &[u8],
         if sectors == 0 {
             continue;
         }
+        if kind.is_compressed() {
+            // Decompressed whole, into memory: bounded before anything else is looked at.
+            limits::check(
+                path,
+                "decompressed size of a DMG chunk",
+                sectors.saturating_mul(SECTOR),
+                MAX_DMG_CHUNK_BYTES,
+            )?;
+            limits::check(path, "compressed size of a DMG chunk", length, MAX_DMG_CHUNK_BYTES)?;
+        }
         let start = first_sector.checked_add(rel);
         let end = start.and_then(|s| s.checked_add(sectors));
         if end.is_none_or(|end| end > koly.sector_count) {
@@ -119,10 +129,6 @@ pub fn parse_table(path: &Path, koly: &Koly, index: usize, name: &str, t: &[u8],
         let start = start.unwrap_or(0);
         let mut chunk = Chunk { start, sectors, kind, offset: 0, length: 0 };
         if kind == Kind::Raw || kind.is_compressed() {
-            if kind.is_compressed() {
-                limits::check(path, "decompressed size of a DMG chunk", sectors * SECTOR, MAX_DMG_CHUNK_BYTES)?;
-                limits::check(path, "compressed size of a DMG chunk", length, MAX_DMG_CHUNK_BYTES)?;
-            }
             // A raw chunk is read as its sectors, whatever length it records.
             let stored = if kind == Kind::Raw { sectors * SECTOR } else { length };
             let offset = base.checked_add(comp_off);
