@@ -40,7 +40,7 @@ impl DmgImage {
     pub fn open(file: ImageFile, _chain: &Chain, opts: &OpenOptions) -> Result<DmgImage> {
         let path = &file.path;
         let koly = read_koly(&file)?;
-        let size = koly.sector_count.checked_mul(SECTOR).unwrap_or(u64::MAX);
+        let size = koly.sector_count.saturating_mul(SECTOR);
         limits::check(path, "virtual size", size, MAX_VIRTUAL_SIZE)?;
         let tables = resources::read_blkx(&file, &koly)?;
         let mut chunks = Vec::new();

@@ -37,7 +37,7 @@ pub fn read_blkx(file: &ImageFile, koly: &Koly) -> Result<Vec<Blkx>> {
             .ok_or_else(|| bad(format!("has blkx entry {i} without Data")))?
             .to_vec();
         let name =
-            ["Name", "CFName"].iter().find_map(|k| d.get(*k).and_then(Value::as_string)).unwrap_or("").to_string();
+            ["Name", "CFName"].iter().find_map(|k| d.get(k).and_then(Value::as_string)).unwrap_or("").to_string();
         out.push(Blkx { name, table });
     }
     Ok(out)
