@@ -125,6 +125,13 @@ fn detection_format_option_and_cow() {
     koly_ish[n - 512..n - 508].copy_from_slice(b"koly");
     std::fs::write(&raw, &koly_ish).unwrap();
     assert_eq!(vdmount_cat_sha256(&raw, &[]).unwrap(), sha256_hex(&koly_ish));
+    // Nor is one whose last sector is a DMG file's trailer (a .dmg at the end of a filesystem):
+    // that trailer's property list offset does not point to XML in this file.
+    let dmg_bytes = std::fs::read(&img).unwrap();
+    let mut holds_dmg_tail = src.clone();
+    holds_dmg_tail[n - 512..].copy_from_slice(&dmg_bytes[dmg_bytes.len() - 512..]);
+    std::fs::write(&raw, &holds_dmg_tail).unwrap();
+    assert_eq!(vdmount_cat_sha256(&raw, &[]).unwrap(), sha256_hex(&holds_dmg_tail));
     // --cow over a DMG: writes land in the overlay, the image is untouched.
     use std::sync::Arc;
     use vdmount::overlay::Backend;

@@ -240,11 +240,13 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
         }
     }
     // A DMG (UDIF) has only a trailer: "koly", version 4, 512 bytes, as the last 512 bytes (its
-    // data fork usually starts with the disk's own first sector, which says nothing).
+    // data fork usually starts with the disk's own first sector, which says nothing). Checked
+    // after every head signature: a qcow2 or VMDK whose last cluster holds a .dmg file's last
+    // sector is not a DMG.
     if file.size >= 2 * dmg::koly::SIZE {
         let mut tail = [0u8; dmg::koly::SIZE as usize];
         file.read_exact_at(&mut tail, file.size - dmg::koly::SIZE, "the UDIF trailer")?;
-        if dmg::is_trailer(&tail) {
+        if dmg::koly::is_dmg(file, &tail) {
             return Ok(Format::Dmg);
         }
     }

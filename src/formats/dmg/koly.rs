@@ -28,6 +28,30 @@ pub fn is_trailer(tail: &[u8]) -> bool {
     tail.len() == SIZE as usize && tail.starts_with(MAGIC) && be32(tail, 4) == VERSION && be32(tail, 8) == SIZE as u32
 }
 
+/// Whether `file`, whose last 512 bytes are `tail`, is a DMG: a UDIF trailer whose property
+/// list (if it names one) starts as XML does. The second test keeps a raw disk whose last sector
+/// happens to be a DMG file's trailer (a .dmg stored at the end of a filesystem) raw: that
+/// trailer's offsets are relative to the DMG file, not to the disk.
+pub fn is_dmg(file: &ImageFile, tail: &[u8]) -> bool {
+    if !is_trailer(tail) {
+        return false;
+    }
+    let (offset, length) = (be64(tail, 216), be64(tail, 224));
+    if length == 0 {
+        return true; // refused by read_koly, with the reason
+    }
+    let mut head = [0u8; 16];
+    let n = length.min(head.len() as u64) as usize;
+    if offset.checked_add(n as u64).is_none_or(|end| end > file.size) {
+        return false;
+    }
+    if file.read_exact_at(&mut head[..n], offset, "the XML property list").is_err() {
+        return false;
+    }
+    let text = head[..n].trim_ascii_start();
+    text.starts_with(b"<?xml") || text.starts_with(b"<plist") || text.starts_with(b"<!DOCTYPE")
+}
+
 /// Reads and checks the trailer of `file`: every region it names must lie before it.
 pub fn read_koly(file: &ImageFile) -> Result<Koly> {
     let path = &file.path;

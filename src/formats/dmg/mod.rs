@@ -23,8 +23,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use koly::is_trailer;
-
 pub struct DmgImage {
     file: ImageFile,
     koly: Koly,
@@ -171,7 +169,7 @@ impl DiskImage for DmgImage {
             details: vec![
                 ("partitions (blkx)".into(), names.join(", ")),
                 ("chunk kinds".into(), kinds.join(", ")),
-                ("chunks".into(), self.chunks.len().to_string()),
+                ("chunks".into(), format!("{} (neighbours of one kind joined)", self.chunks.len())),
                 ("data fork".into(), format!("at offset {} ({} bytes)", k.data_fork_offset, k.data_fork_length)),
                 ("data checksum".into(), checksum),
             ],
