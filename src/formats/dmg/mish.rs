@@ -183,3 +183,73 @@ pub fn finish(path: &Path, mut chunks: Vec<Chunk>) -> Result<Vec<Chunk>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn koly() -> Koly {
+        Koly {
+            data_fork_offset: 0,
+            data_fork_length: 10 * SECTOR,
+            xml_offset: 10 * SECTOR,
+            xml_length: 100,
+            sector_count: 100,
+            data_checksum: (0, 0),
+        }
+    }
+
+    fn table(first: u64, entries: &[(u32, u64, u64, u64, u64)]) -> Vec<u8> {
+        let mut t = vec![0u8; HEADER];
+        t[..4].copy_from_slice(b"mish");
+        t[8..16].copy_from_slice(&first.to_be_bytes());
+        t[200..204].copy_from_slice(&(entries.len() as u32).to_be_bytes());
+        for (kind, sector, count, offset, length) in entries {
+            t.extend_from_slice(&kind.to_be_bytes());
+            t.extend_from_slice(&[0; 4]);
+            for v in [sector, count, offset, length] {
+                t.extend_from_slice(&v.to_be_bytes());
+            }
+        }
+        t
+    }
+
+    fn parse(first: u64, entries: &[(u32, u64, u64, u64, u64)]) -> Result<Vec<Chunk>> {
+        let mut out = Vec::new();
+        parse_table(Path::new("t.dmg"), &koly(), 0, "p", &table(first, entries), &mut out)?;
+        finish(Path::new("t.dmg"), out)
+    }
+
+    #[test]
+    fn neighbours_join_and_comments_are_skipped() {
+        let c = parse(
+            10,
+            &[
+                (0x7fff_fffe, 0, 0, 0, 0),
+                (1, 0, 2, 0, 1024),
+                (1, 2, 3, 1024, 1536),
+                (0, 5, 1, 0, 0),
+                (2, 6, 4, 0, 0),
+                (0x8000_0005, 10, 2, 2560, 100),
+                (0xffff_ffff, 12, 0, 0, 0),
+            ],
+        )
+        .unwrap();
+        let got: Vec<(Kind, u64, u64)> = c.iter().map(|c| (c.kind, c.start, c.sectors)).collect();
+        assert_eq!(got, [(Kind::Raw, 10, 5), (Kind::Zero, 15, 5), (Kind::Zlib, 20, 2)]);
+    }
+
+    #[test]
+    fn refusals() {
+        // Overlap, past the disk, past the data fork, unknown type, too many chunks claimed.
+        assert!(parse(0, &[(1, 0, 2, 0, 1024), (0, 1, 2, 0, 0)]).is_err());
+        assert!(parse(99, &[(0, 0, 2, 0, 0)]).is_err());
+        assert!(parse(u64::MAX, &[(0, 1, 2, 0, 0)]).is_err());
+        assert!(parse(0, &[(1, 0, 11, 0, 0)]).is_err());
+        assert!(parse(0, &[(0x8000_0005, 0, 1, 5000, 200)]).is_err());
+        assert!(parse(0, &[(0x8000_0009, 0, 1, 0, 1)]).is_err());
+        let mut t = table(0, &[]);
+        t[200..204].copy_from_slice(&1u32.to_be_bytes());
+        assert!(parse_table(Path::new("t.dmg"), &koly(), 0, "p", &t, &mut Vec::new()).is_err());
+    }
+}
