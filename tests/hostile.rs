@@ -820,13 +820,13 @@ fn hostile_dmg() {
     let src = std::fs::read(src).unwrap();
     let mut failures = Vec::new();
     let kinds = [Kind::Zlib, Kind::Raw, Kind::Bzip2, Kind::Adc, Kind::Lzfse];
-    let plan = Plan { chunk_sectors: 256, kinds: &kinds, splits: &[1024], comments: true };
+    let plan = Plan { chunk_sectors: 256, kinds: &kinds, splits: &[1024], comments: true, relative: false };
     let (base, layout) = build(&src, &plan);
     let cases = dmg_cases(&base, &layout, 13);
     // Some cases must be refused, and for the right reason.
     let path = dir.path().join("udif.dmg");
     for (label, needle) in [
-        ("koly 1 byte before the end", "does not end with a dmg signature"),
+        ("koly 1 byte before the end", "has no UDIF trailer"),
         ("xml offset 1099511627776", "past the trailer"),
         ("data fork length 18446744073709551615", "past the trailer"),
         ("bad base64", "property list does not parse"),

@@ -175,6 +175,9 @@ fn open_in_chain(
     let format = match format {
         None => detected,
         Some(Format::Raw) => Format::Raw,
+        // A DMG is known by its trailer and property list: asked for one, the reader says which
+        // of the two is wrong, more precisely than "does not look like one".
+        Some(Format::Dmg) if detected == Format::Raw => Format::Dmg,
         Some(f) if f == detected => f,
         Some(f) => {
             return Err(Error::corrupt(

@@ -42,6 +42,9 @@ pub struct Plan<'a> {
     pub splits: &'a [usize],
     /// A comment entry before each table's first chunk.
     pub comments: bool,
+    /// Chunk offsets relative to their table's start in the data fork (the table's "data
+    /// offset"), instead of to the fork's start.
+    pub relative: bool,
 }
 
 /// Where the builder put things, for tests that patch the result.
@@ -71,6 +74,7 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
         if plan.comments {
             entries.push(entry(0x7fff_fffe, 0, 0, 0, 0));
         }
+        let base = if plan.relative { fork.len() } else { 0 };
         let mut s = first;
         while s < last {
             let n = plan.chunk_sectors.min(last - s);
@@ -89,12 +93,13 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
             let stored = compress(kind, data);
             let at = fork.len();
             fork.extend_from_slice(&stored);
-            entries.push(entry(kind.code(), (s - first) as u64, n as u64, at as u64, stored.len() as u64));
+            entries.push(entry(kind.code(), (s - first) as u64, n as u64, (at - base) as u64, stored.len() as u64));
             layout.chunks.push((kind, s, n, at, stored.len()));
             s += n;
         }
-        entries.push(entry(0xffff_ffff, (last - first) as u64, 0, fork.len() as u64, 0));
-        tables.push((format!("partition {p} (Apple_HFS : {})", p + 1), mish(first, last - first, p, &entries)));
+        entries.push(entry(0xffff_ffff, (last - first) as u64, 0, (fork.len() - base) as u64, 0));
+        let table = mish(first, last - first, p, base as u64, &entries);
+        tables.push((format!("partition {p} (Apple_HFS : {})", p + 1), table));
     }
     let mut file = fork;
     let fork_len = file.len();
@@ -122,12 +127,13 @@ fn entry(kind: u32, sector: u64, count: u64, offset: u64, length: u64) -> [u8; 4
     e
 }
 
-fn mish(first: usize, sectors: usize, index: usize, entries: &[[u8; 40]]) -> Vec<u8> {
+fn mish(first: usize, sectors: usize, index: usize, data_offset: u64, entries: &[[u8; 40]]) -> Vec<u8> {
     let mut t = vec![0u8; 204];
     t[0..4].copy_from_slice(b"mish");
     t[4..8].copy_from_slice(&1u32.to_be_bytes());
     t[8..16].copy_from_slice(&(first as u64).to_be_bytes());
     t[16..24].copy_from_slice(&(sectors as u64).to_be_bytes());
+    t[24..32].copy_from_slice(&data_offset.to_be_bytes());
     t[32..36].copy_from_slice(&0x208u32.to_be_bytes()); // buffers needed, as hdiutil writes
     t[36..40].copy_from_slice(&(index as u32).to_be_bytes());
     t[200..204].copy_from_slice(&(entries.len() as u32).to_be_bytes());
