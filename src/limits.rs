@@ -52,6 +52,13 @@ pub const MAX_EWF_SECTIONS_PER_SEGMENT: u32 = 1 << 20;
 pub const MAX_EWF_SEGMENTS: usize = 14971;
 /// Largest EWF header, header2, xheader or xhash section, compressed and inflated.
 pub const MAX_EWF_HEADER_BYTES: u64 = 1 << 20;
+/// Largest DMG (UDIF) XML property list (qemu reads up to 16 MiB; Apple's hold a few hundred
+/// bytes per 1 MiB chunk, so this is enough for a disk of tens of terabytes).
+pub const MAX_DMG_PLIST_BYTES: u64 = 64 << 20;
+/// Most chunks in all of one DMG's tables (each held in memory, 40 bytes).
+pub const MAX_DMG_CHUNKS: u64 = 1 << 22;
+/// Largest DMG chunk, compressed or decompressed: qemu's limit (hdiutil writes 1 MiB chunks).
+pub const MAX_DMG_CHUNK_BYTES: u64 = 64 << 20;
 /// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
 /// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
 /// otherwise need gigabytes.

@@ -3,6 +3,7 @@
 
 pub mod bytes;
 pub mod cached;
+pub mod dmg;
 pub mod ewf;
 pub mod failed;
 pub mod layer;
@@ -91,7 +92,7 @@ pub enum LayerId {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "ewf", "raw").
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "ewf", "dmg", "raw").
     pub format: String,
     pub virtual_size: u64,
     /// Cluster, grain or block size, where the format has one.

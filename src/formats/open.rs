@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{ewf, parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{dmg, ewf, parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -23,6 +23,7 @@ pub enum Format {
     Qed,
     Parallels,
     Ewf,
+    Dmg,
 }
 
 impl Format {
@@ -37,6 +38,7 @@ impl Format {
             Format::Qed => "qed",
             Format::Parallels => "parallels",
             Format::Ewf => "ewf",
+            Format::Dmg => "dmg",
         }
     }
 
@@ -52,6 +54,7 @@ impl Format {
             "qed" => Format::Qed,
             "parallels" => Format::Parallels,
             "ewf" => Format::Ewf,
+            "dmg" | "udif" => Format::Dmg,
             _ => return None,
         })
     }
@@ -180,13 +183,17 @@ fn open_in_chain(
     let format = match format {
         None => detected,
         Some(Format::Raw) => Format::Raw,
+        // A DMG is known by its trailer and property list: asked for one, the reader says which
+        // of the two is wrong, more precisely than "does not look like one".
+        Some(Format::Dmg) if detected == Format::Raw => Format::Dmg,
         Some(f) if f == detected => f,
         Some(f) => {
             return Err(Error::corrupt(
                 &path,
                 format!(
-                    "{} was asked for, but the file does not start with a {} signature (it looks like {}); check the file or drop --format",
+                    "{} was asked for, but the file does not {} a {} signature (it looks like {}); check the file or drop --format",
                     f.name(),
+                    if f == Format::Dmg { "end with" } else { "start with" },
                     f.name(),
                     detected.name()
                 ),
@@ -203,6 +210,7 @@ fn open_in_chain(
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
         Format::Parallels => parallels::open(file, &chain, opts),
         Format::Ewf => Ok(Arc::new(ewf::EwfImage::open(file, &chain, opts)?)),
+        Format::Dmg => Ok(Arc::new(dmg::DmgImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -251,6 +259,17 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
             if &tail == b"conectix" {
                 return Ok(Format::Vhd);
             }
+        }
+    }
+    // A DMG (UDIF) has only a trailer: "koly", version 4, 512 bytes, as the last 512 bytes (its
+    // data fork usually starts with the disk's own first sector, which says nothing). Checked
+    // after every head signature: a qcow2 or VMDK whose last cluster holds a .dmg file's last
+    // sector is not a DMG.
+    if file.size >= 2 * dmg::koly::SIZE {
+        let mut tail = [0u8; dmg::koly::SIZE as usize];
+        file.read_exact_at(&mut tail, file.size - dmg::koly::SIZE, "the UDIF trailer")?;
+        if dmg::koly::is_dmg(file, &tail) {
+            return Ok(Format::Dmg);
         }
     }
     Ok(Format::Raw)

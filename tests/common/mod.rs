@@ -2,6 +2,8 @@
 //! (qemu-img, libyal), make deterministic source disks, unpack the third-party cases.
 #![allow(dead_code)]
 
+pub mod dmg;
+
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};

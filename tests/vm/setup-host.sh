@@ -3,10 +3,13 @@
 # QEMU comes from bookworm-backports (-t only on that line: bookworm's 7.2 would remove
 # qemu-utils 10). Both target kernels: 6.1 is bookworm's linux-image-amd64, 6.12 is the
 # versioned backports package. INITRD=No skips update-initramfs runs we never use.
+# dmg2img is the DMG tests' second oracle (bzip2 and ADC chunks: qemu-img's dmg driver reads
+# zlib only, as Debian builds neither its dmg-bz2 nor its dmg-lzfse module, not even in
+# qemu-block-extra).
 set -euo pipefail
 # --check: succeed only if everything is already here (no root needed).
 if [ "${1:-}" = --check ]; then
-	for c in qemu-system-x86_64 qemu-img qemu-io busybox cpio modprobe sfdisk mkfs.ext4 xz zstd readelf; do
+	for c in qemu-system-x86_64 qemu-img qemu-io dmg2img busybox cpio modprobe sfdisk mkfs.ext4 xz zstd readelf; do
 		command -v "$c" >/dev/null || exit 1
 	done
 	/usr/bin/python3 -c 'import pyvhdi, pyvmdk, pyqcow' 2>/dev/null || exit 1
@@ -27,7 +30,7 @@ fi
 "${APT[@]}" install -y --no-install-recommends -t bookworm-backports qemu-system-x86
 K612=$(apt-cache show linux-image-amd64/bookworm-backports | sed -n 's/^Depends: \(linux-image-[^ ]*\).*/\1/p' | head -1)
 INITRD=No "${APT[@]}" install -y --no-install-recommends \
-	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils ewf-tools \
+	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils ewf-tools dmg2img \
 	python3-libvhdi python3-libvmdk python3-libqcow \
 	linux-image-amd64 linux-headers-amd64 "$K612" "${K612/image/headers}"
 qemu-img --version | head -1
