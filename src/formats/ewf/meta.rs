@@ -231,26 +231,9 @@ fn date_text(v: &str) -> String {
         }
     }
     match v.parse::<i64>() {
-        Ok(t) if t >= 0 => {
-            let (days, secs) = (t / 86400, t % 86400);
-            let (y, m, d) = civil_from_days(days);
-            format!("{y}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", secs / 3600, secs / 60 % 60, secs % 60)
-        }
+        Ok(t) if t >= 0 => format!("{} UTC", crate::formats::utc::utc_date(t as u64)),
         _ => v.to_string(),
     }
-}
-
-/// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]
