@@ -4,7 +4,7 @@
 //! the same runs as extents for the kernel (`DiskImage::map`), so what the kernel is told to
 //! read is what `read_at` reads, by construction.
 
-use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents};
+use super::{clamp_to_size, len_inside, DiskImage, Extent, Extents, ImageInfo, LayerId, StoredDigests};
 use crate::error::{Error, Result};
 use crate::source::file::ImageFile;
 use std::path::Path;
@@ -56,6 +56,49 @@ pub trait Layer {
     fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)>;
     /// The layer below (backing file, parent), if any.
     fn below(&self) -> Option<&Arc<dyn DiskImage>>;
+}
+
+/// A format whose reader is a `Layer`: its `DiskImage` (size, `read_at`, `map`) is the one
+/// loop below, so a reader adds only what it alone knows.
+pub trait LayerImage: Layer + Send + Sync {
+    /// What `vdmount info` shows (`DiskImage::info`).
+    fn describe(&self) -> ImageInfo;
+    /// See `DiskImage::layer_id`.
+    fn layer_id(&self) -> LayerId {
+        LayerId::None
+    }
+    /// See `DiskImage::logical_sector_size`.
+    fn logical_sector_size(&self) -> u32 {
+        512
+    }
+    /// See `DiskImage::stored_digests`.
+    fn stored_digests(&self) -> StoredDigests {
+        StoredDigests::default()
+    }
+}
+
+impl<T: LayerImage> DiskImage for T {
+    fn virtual_size(&self) -> u64 {
+        self.size()
+    }
+    fn logical_sector_size(&self) -> u32 {
+        LayerImage::logical_sector_size(self)
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        read_layer(self, buf, offset)
+    }
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        map_layer(self, offset, len, out)
+    }
+    fn layer_id(&self) -> LayerId {
+        LayerImage::layer_id(self)
+    }
+    fn stored_digests(&self) -> StoredDigests {
+        LayerImage::stored_digests(self)
+    }
+    fn info(&self) -> ImageInfo {
+        self.describe()
+    }
 }
 
 /// `DiskImage::read_at` for a layer.

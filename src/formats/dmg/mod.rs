@@ -10,8 +10,8 @@ pub mod koly;
 mod mish;
 mod resources;
 
-use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions};
+use super::layer::{Decompress, Layer, LayerImage, Source};
+use super::{Chain, DiskImage, ImageInfo, OpenOptions};
 use crate::cache::{Cache, Key, Kind as CacheKind};
 use crate::error::{Error, Result};
 use crate::formats::cached::whole_cluster;
@@ -138,20 +138,8 @@ impl Layer for DmgImage {
     }
 }
 
-impl DiskImage for DmgImage {
-    fn virtual_size(&self) -> u64 {
-        self.size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+impl LayerImage for DmgImage {
+    fn describe(&self) -> ImageInfo {
         let k = &self.koly;
         let names: Vec<String> = self.names.iter().map(|n| format!("\"{n}\"")).collect();
         let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();

@@ -11,8 +11,8 @@ mod meta;
 mod segment;
 mod table;
 
-use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, OpenOptions, StoredDigests};
+use super::layer::{Decompress, Layer, LayerImage, Source};
+use super::{Chain, DiskImage, ImageInfo, OpenOptions, StoredDigests};
 use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::cached::whole_cluster;
@@ -273,24 +273,12 @@ impl Decompress for EwfImage {
     }
 }
 
-impl DiskImage for EwfImage {
-    fn virtual_size(&self) -> u64 {
-        self.volume.media_size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
+impl LayerImage for EwfImage {
     fn stored_digests(&self) -> StoredDigests {
         StoredDigests { md5: self.hashes.md5, sha1: self.hashes.sha1 }
     }
 
-    fn info(&self) -> ImageInfo {
+    fn describe(&self) -> ImageInfo {
         let v = &self.volume;
         let mut details = vec![
             ("variant".to_string(), self.flavour.clone()),

@@ -4,8 +4,8 @@
 
 use super::header::{describe_extension, read_header, Header, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::formats::layer::{map_layer, read_layer, Layer, Source};
-use crate::formats::{DiskImage, Extents, ImageInfo, OpenOptions};
+use crate::formats::layer::{Layer, LayerImage, Source};
+use crate::formats::{DiskImage, ImageInfo, OpenOptions};
 use crate::limits::MAX_TABLE_BYTES;
 use crate::source::file::ImageFile;
 use std::path::Path;
@@ -98,20 +98,8 @@ impl Layer for ExpandingImage {
     }
 }
 
-impl DiskImage for ExpandingImage {
-    fn virtual_size(&self) -> u64 {
-        self.header.virtual_size()
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+impl LayerImage for ExpandingImage {
+    fn describe(&self) -> ImageInfo {
         let h = &self.header;
         let version = if h.v2 {
             "WithouFreSpacExt (BAT entries in clusters)"

@@ -2,9 +2,9 @@
 //! stored one way), which `source_at` hands to the one read loop (`formats::layer`), and the
 //! reading of compressed clusters.
 
-use super::super::layer::{map_layer, read_layer, Decompress, Layer, Source};
+use super::super::layer::{Decompress, Layer, LayerImage, Source};
 use crate::error::{Error, Result};
-use crate::formats::{DiskImage, Extents, ImageInfo};
+use crate::formats::{DiskImage, ImageInfo};
 use crate::source::file::ImageFile;
 use std::path::Path;
 use std::sync::Arc;
@@ -34,7 +34,8 @@ impl Extent {
     }
 }
 
-/// What a qcow reader (version 1 or 2) provides; `Layer`, `DiskImage` and `Decompress` follow.
+/// What a qcow reader (version 1 or 2) provides; `Layer`, `LayerImage` (so `DiskImage`) and
+/// `Decompress` follow.
 pub trait ClusterMap: Send + Sync {
     /// The image file, the virtual size and the backing file, if any.
     fn basics(&self) -> (&ImageFile, u64, Option<&Arc<dyn DiskImage>>);
@@ -83,18 +84,9 @@ impl<M: ClusterMap> Layer for M {
     }
 }
 
-impl<M: ClusterMap> DiskImage for M {
-    fn virtual_size(&self) -> u64 {
-        self.basics().1
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-    fn info(&self) -> ImageInfo {
-        self.describe()
+impl<M: ClusterMap> LayerImage for M {
+    fn describe(&self) -> ImageInfo {
+        ClusterMap::describe(self)
     }
 }
 

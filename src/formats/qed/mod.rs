@@ -5,8 +5,8 @@
 mod header;
 mod table;
 
-use super::layer::{map_layer, read_layer, Layer, Source};
-use super::{open_backing, Chain, DiskImage, Extents, Format, ImageInfo, OpenOptions};
+use super::layer::{Layer, LayerImage, Source};
+use super::{open_backing, Chain, DiskImage, Format, ImageInfo, OpenOptions};
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::cached::load_table;
@@ -128,20 +128,8 @@ impl Layer for QedImage {
     }
 }
 
-impl DiskImage for QedImage {
-    fn virtual_size(&self) -> u64 {
-        self.header.image_size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+impl LayerImage for QedImage {
+    fn describe(&self) -> ImageInfo {
         let h = &self.header;
         let mut details = vec![
             ("table size".to_string(), format!("{} clusters ({} entries)", h.table_size, h.entries())),

@@ -6,8 +6,8 @@
 mod header;
 mod parent;
 
-use super::layer::{map_layer, read_layer, Layer, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
+use super::layer::{Layer, LayerImage, Source};
+use super::{Chain, DiskImage, ImageInfo, LayerId, OpenOptions};
 use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::le32;
@@ -97,24 +97,12 @@ impl Layer for VdiImage {
     }
 }
 
-impl DiskImage for VdiImage {
-    fn virtual_size(&self) -> u64 {
-        self.header.virtual_size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
+impl LayerImage for VdiImage {
     fn layer_id(&self) -> LayerId {
         LayerId::VdiUuids { create: self.header.uuid_create, modify: self.header.uuid_modify }
     }
 
-    fn info(&self) -> ImageInfo {
+    fn describe(&self) -> ImageInfo {
         let h = &self.header;
         let mut details = vec![
             ("type".to_string(), h.image_type.name().to_string()),

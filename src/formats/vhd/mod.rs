@@ -7,8 +7,8 @@ mod dynamic;
 mod footer;
 mod parent;
 
-use super::layer::{map_layer, read_layer, Layer, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
+use super::layer::{Layer, LayerImage, Source};
+use super::{Chain, DiskImage, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
@@ -166,20 +166,8 @@ impl Layer for VhdImage {
     }
 }
 
-impl DiskImage for VhdImage {
-    fn virtual_size(&self) -> u64 {
-        self.virtual_size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+impl LayerImage for VhdImage {
+    fn describe(&self) -> ImageInfo {
         let (cluster_size, backing) = match &self.layout {
             Layout::Fixed { .. } => (None, None),
             Layout::Sparse { header, parent } => {

@@ -13,8 +13,8 @@ mod overlay;
 mod parent;
 mod region;
 
-use super::layer::{map_layer, read_layer, Layer, Source};
-use super::{Chain, DiskImage, Extents, ImageInfo, LayerId, OpenOptions};
+use super::layer::{Layer, LayerImage, Source};
+use super::{Chain, DiskImage, ImageInfo, LayerId, OpenOptions};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::source::file::ImageFile;
@@ -174,24 +174,12 @@ impl Layer for VhdxImage {
     }
 }
 
-impl DiskImage for VhdxImage {
-    fn virtual_size(&self) -> u64 {
-        self.meta.virtual_size
-    }
-
+impl LayerImage for VhdxImage {
     fn logical_sector_size(&self) -> u32 {
         self.meta.logical_sector_size
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+    fn describe(&self) -> ImageInfo {
         ImageInfo {
             path: self.file.file.path.clone(),
             format: "vhdx".into(),

@@ -20,8 +20,8 @@ use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
 use super::open::{open_backing, resolve_beside};
 use crate::source::file::ImageFile;
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
-use super::layer::{map_layer, read_layer, Decompress, Layer, Source};
-use super::{Chain, DiskImage, Extents, Format, ImageInfo, LayerId, OpenOptions};
+use super::layer::{Decompress, Layer, LayerImage, Source};
+use super::{Chain, DiskImage, Format, ImageInfo, LayerId, OpenOptions};
 use crate::error::{Error, Result};
 use crate::limits::{self, MAX_DESCRIPTOR_BYTES, MAX_VIRTUAL_SIZE};
 use std::path::{Path, PathBuf};
@@ -222,20 +222,8 @@ impl Decompress for SparseExtent {
         }
     }
 }
-impl DiskImage for VmdkImage {
-    fn virtual_size(&self) -> u64 {
-        self.size
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        read_layer(self, buf, offset)
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        map_layer(self, offset, len, out)
-    }
-
-    fn info(&self) -> ImageInfo {
+impl LayerImage for VmdkImage {
+    fn describe(&self) -> ImageInfo {
         let mut details = Vec::new();
         let mut features = Vec::new();
         let mut cluster_size = None;
