@@ -13,12 +13,16 @@ pub mod parent_id;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;
+pub mod utc;
 pub mod vdi;
 pub mod vhd;
 pub mod vhdx;
 pub mod vmdk;
 
 pub use crate::source::extents::{Extent, Extents};
+/// The 512-byte sector most formats count offsets and sizes in.
+pub const SECTOR: u64 = 512;
+
 pub use open::{open, open_backing, Chain, Format, OpenOptions};
 
 use crate::error::Result;

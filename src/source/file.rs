@@ -163,6 +163,19 @@ pub(crate) fn refused<T>(r: Result<T>) -> String {
     }
 }
 
+/// For header tests: `image` changed by `edit`, written to a temporary file and parsed by
+/// `parse`; the header, or the refusal's message.
+#[cfg(test)]
+pub(crate) fn parse_edited<T>(
+    mut image: Vec<u8>,
+    edit: impl Fn(&mut Vec<u8>),
+    parse: impl FnOnce(&ImageFile) -> Result<T>,
+) -> std::result::Result<T, String> {
+    edit(&mut image);
+    let (_tmp, file) = test_file(&image);
+    parse(&file).map_err(|e| e.to_string())
+}
+
 /// For header tests: `r` is a refusal whose message mentions `needle`.
 #[cfg(test)]
 pub(crate) fn assert_refused<T>(r: std::result::Result<T, String>, needle: &str) {

@@ -75,31 +75,26 @@ pub fn read_koly(file: &ImageFile) -> Result<Koly> {
         sector_count: be64(&b, 492),
         data_checksum: (be32(&b, 80), be32(&b, 84)),
     };
-    let inside = |off: u64, len: u64| off.checked_add(len).is_some_and(|end| end <= at);
-    if !inside(k.data_fork_offset, k.data_fork_length) {
-        return Err(Error::corrupt(
+    // What the trailer locates must lie before it.
+    let before_trailer = |what: &str, off: u64, len: u64| {
+        if off.checked_add(len).is_some_and(|end| end <= at) {
+            return Ok(());
+        }
+        Err(Error::corrupt(
             path,
             format!(
-                "the UDIF trailer puts the data fork at offset {} ({} bytes), past the trailer at {at}; the image is truncated or corrupt",
-                k.data_fork_offset, k.data_fork_length
+                "the UDIF trailer puts the {what} at offset {off} ({len} bytes), past the trailer at {at}; the image is truncated or corrupt"
             ),
-        ));
-    }
+        ))
+    };
+    before_trailer("data fork", k.data_fork_offset, k.data_fork_length)?;
     if k.xml_length == 0 {
         return Err(Error::unsupported(
             path,
             "the UDIF trailer names no XML property list (an old DMG with only a resource fork is not read)",
         ));
     }
-    if !inside(k.xml_offset, k.xml_length) {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "the UDIF trailer puts the property list at offset {} ({} bytes), past the trailer at {at}; the image is truncated or corrupt",
-                k.xml_offset, k.xml_length
-            ),
-        ));
-    }
+    before_trailer("property list", k.xml_offset, k.xml_length)?;
     Ok(k)
 }
 

@@ -5,10 +5,10 @@
 use super::koly::Koly;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
+pub use crate::formats::SECTOR;
 use crate::limits::{self, MAX_DMG_CHUNKS, MAX_DMG_CHUNK_BYTES};
 use std::path::Path;
 
-pub const SECTOR: u64 = 512;
 const HEADER: usize = 204;
 const ENTRY: usize = 40;
 

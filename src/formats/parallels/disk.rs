@@ -9,13 +9,12 @@ use crate::error::{Error, Result};
 use crate::formats::failed::FailedLayer;
 use crate::formats::open::resolve_beside;
 use crate::formats::raw::RawImage;
+use crate::formats::SECTOR;
 use crate::formats::{clamp_to_size, len_inside, Chain, DiskImage, Extent, Extents, ImageInfo, OpenOptions};
 use crate::limits::MAX_DESCRIPTOR_BYTES;
 use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-const SECTOR: u64 = 512;
 
 struct StorageStack {
     /// Byte range of the disk.

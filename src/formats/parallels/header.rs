@@ -4,18 +4,15 @@
 
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le32, le64};
+use crate::formats::SECTOR;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use crate::source::file::ImageFile;
 
 pub const MAGIC_V1: &[u8; 16] = b"WithoutFreeSpace";
 pub const MAGIC_V2: &[u8; 16] = b"WithouFreSpacExt";
 pub const HEADER_LEN: u64 = 64;
-const SECTOR: u64 = 512;
-/// `in_use` while a writer has the image open, and after a clean close.
+/// `in_use` while a writer has the image open (or it was not closed cleanly).
 const IN_USE_OPEN: u32 = 0x746F_6E59;
-const IN_USE_CLOSED: u32 = 0x312e_3276;
-/// The first 8 bytes of the format extension cluster (`ext_off`).
-const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;
 
 pub struct Header {
     /// "WithouFreSpacExt": BAT entries in clusters, 64-bit disk size, the ext_off field.
@@ -60,6 +57,7 @@ impl Header {
 
     /// What the in_use field says, for `info`.
     pub fn in_use_text(&self) -> String {
+        const IN_USE_CLOSED: u32 = 0x312e_3276;
         match self.in_use {
             IN_USE_OPEN => {
                 "set: the image was not closed cleanly (or is open); read as it is, as qemu reads it read-only"
@@ -131,6 +129,8 @@ pub fn read_header(file: &ImageFile) -> Result<Header> {
 /// Where the format extension cluster is and what is there, for `info` (its dirty bitmaps are
 /// not read: they say what changed, not what the disk holds).
 pub fn describe_extension(file: &ImageFile, h: &Header) -> Option<String> {
+    /// The first 8 bytes of the format extension cluster.
+    const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;
     if h.ext_off == 0 {
         return None;
     }
@@ -149,8 +149,7 @@ pub fn describe_extension(file: &ImageFile, h: &Header) -> Option<String> {
 mod tests {
     use super::*;
     use crate::formats::bytes::put_le32;
-    use crate::source::file::assert_refused;
-    use crate::source::file::test_file;
+    use crate::source::file::{assert_refused, parse_edited};
 
     /// A valid v2 image: 4 KiB clusters, 4 BAT entries, 16 KiB disk, data from 4096.
     fn image() -> Vec<u8> {
@@ -165,14 +164,7 @@ mod tests {
     }
 
     fn open(edit: impl Fn(&mut Vec<u8>)) -> std::result::Result<Header, String> {
-        let mut b = image();
-        edit(&mut b);
-        let (_tmp, file) = test_file(&b);
-        read_header(&file).map_err(|e| e.to_string())
-    }
-
-    fn refused(edit: impl Fn(&mut Vec<u8>), needle: &str) {
-        assert_refused(open(edit), needle);
+        parse_edited(image(), edit, read_header)
     }
 
     #[test]
@@ -192,13 +184,13 @@ mod tests {
 
     #[test]
     fn header_fields_are_checked() {
-        refused(|b| b[3] = b'x', "Parallels signature");
-        refused(|b| b.truncate(40), "past the end of the file");
-        refused(|b| put_le32(b, 16, 1), "version 1");
-        refused(|b| put_le32(b, 28, 0), "cluster size is 0");
-        refused(|b| put_le32(b, 28, u32::MAX), "cluster size");
-        refused(|b| b[36..44].copy_from_slice(&u64::MAX.to_le_bytes()), "disk size");
-        refused(|b| put_le32(b, 32, 2000), "past the end of the file");
-        refused(|b| put_le32(b, 32, u32::MAX), "size of the Parallels BAT");
+        assert_refused(open(|b| b[3] = b'x'), "Parallels signature");
+        assert_refused(open(|b| b.truncate(40)), "past the end of the file");
+        assert_refused(open(|b| put_le32(b, 16, 1)), "version 1");
+        assert_refused(open(|b| put_le32(b, 28, 0)), "cluster size is 0");
+        assert_refused(open(|b| put_le32(b, 28, u32::MAX)), "cluster size");
+        assert_refused(open(|b| b[36..44].copy_from_slice(&u64::MAX.to_le_bytes())), "disk size");
+        assert_refused(open(|b| put_le32(b, 32, 2000)), "past the end of the file");
+        assert_refused(open(|b| put_le32(b, 32, u32::MAX)), "size of the Parallels BAT");
     }
 }

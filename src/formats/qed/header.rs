@@ -194,8 +194,7 @@ pub fn cluster_offset_problem(h: &Header, file_size: u64, offset: u64) -> Option
 mod tests {
     use super::*;
     use crate::formats::bytes::{put_le32, put_le64};
-    use crate::source::file::assert_refused;
-    use crate::source::file::test_file;
+    use crate::source::file::{assert_refused, parse_edited};
 
     /// A valid image: 4 KiB clusters, tables of 2 clusters, L1 at 4096, 1 MiB disk, 12 KiB file.
     fn image() -> Vec<u8> {
@@ -210,14 +209,7 @@ mod tests {
     }
 
     fn open(edit: impl Fn(&mut Vec<u8>)) -> std::result::Result<Header, String> {
-        let mut b = image();
-        edit(&mut b);
-        let (_tmp, file) = test_file(&b);
-        read_header(&file).map_err(|e| e.to_string())
-    }
-
-    fn refused(edit: impl Fn(&mut Vec<u8>), needle: &str) {
-        assert_refused(open(edit), needle);
+        parse_edited(image(), edit, read_header)
     }
 
     #[test]
@@ -229,23 +221,23 @@ mod tests {
 
     #[test]
     fn header_fields_are_checked() {
-        refused(|b| b[3] = 1, "QED signature");
-        refused(|b| b.truncate(40), "past the end of the file");
-        refused(|b| put_le64(b, 16, 1 << 5), "feature bit(s) 5");
-        refused(|b| put_le32(b, 4, 2048), "cluster size 2048");
-        refused(|b| put_le32(b, 4, 12288), "cluster size 12288");
-        refused(|b| put_le32(b, 4, 128 << 20), "cluster size");
-        refused(|b| put_le32(b, 8, 0), "table size 0");
-        refused(|b| put_le32(b, 8, 32), "table size 32");
-        refused(|b| put_le32(b, 12, 0), "header size 0");
-        refused(|b| put_le32(b, 12, u32::MAX), "header size");
-        refused(|b| put_le64(b, 48, 1000), "image size 1000");
+        assert_refused(open(|b| b[3] = 1), "QED signature");
+        assert_refused(open(|b| b.truncate(40)), "past the end of the file");
+        assert_refused(open(|b| put_le64(b, 16, 1 << 5)), "feature bit(s) 5");
+        assert_refused(open(|b| put_le32(b, 4, 2048)), "cluster size 2048");
+        assert_refused(open(|b| put_le32(b, 4, 12288)), "cluster size 12288");
+        assert_refused(open(|b| put_le32(b, 4, 128 << 20)), "cluster size");
+        assert_refused(open(|b| put_le32(b, 8, 0)), "table size 0");
+        assert_refused(open(|b| put_le32(b, 8, 32)), "table size 32");
+        assert_refused(open(|b| put_le32(b, 12, 0)), "header size 0");
+        assert_refused(open(|b| put_le32(b, 12, u32::MAX)), "header size");
+        assert_refused(open(|b| put_le64(b, 48, 1000)), "image size 1000");
         // 1024 entries of 4 MiB: 4 GiB addressable.
-        refused(|b| put_le64(b, 48, (4 << 30) + 512), "more than its tables address");
-        refused(|b| put_le64(b, 40, 4096 + 512), "not a multiple of the cluster size");
-        refused(|b| put_le64(b, 40, 0), "inside the header");
-        refused(|b| put_le64(b, 40, 8192), "no room for the table");
-        refused(|b| put_le64(b, 40, u64::MAX - 4095), "no room for the table");
+        assert_refused(open(|b| put_le64(b, 48, (4 << 30) + 512)), "more than its tables address");
+        assert_refused(open(|b| put_le64(b, 40, 4096 + 512)), "not a multiple of the cluster size");
+        assert_refused(open(|b| put_le64(b, 40, 0)), "inside the header");
+        assert_refused(open(|b| put_le64(b, 40, 8192)), "no room for the table");
+        assert_refused(open(|b| put_le64(b, 40, u64::MAX - 4095)), "no room for the table");
     }
 
     #[test]
@@ -262,17 +254,15 @@ mod tests {
         // Read as a C string; empty means no backing file.
         assert_eq!(open(|b| with_name(b, 100, 20)).unwrap().backing_file.as_deref(), Some(&b"base.img"[..]));
         assert!(open(|b| with_name(b, 200, 8)).unwrap().backing_file.is_none());
-        refused(|b| with_name(b, 100, 4000), "does not lie inside the header");
-        refused(|b| with_name(b, u32::MAX, 8), "does not lie inside the header");
-        refused(
-            |b| {
-                with_name(b, 0, 4096);
-                put_le32(b, 12, 1);
-                put_le32(b, 4, 8192);
-                put_le64(b, 40, 8192);
-                b.resize(3 * 8192, 0);
-            },
-            "backing file name length",
-        );
+        assert_refused(open(|b| with_name(b, 100, 4000)), "does not lie inside the header");
+        assert_refused(open(|b| with_name(b, u32::MAX, 8)), "does not lie inside the header");
+        let zero_name_length = |b: &mut Vec<u8>| {
+            with_name(b, 0, 4096);
+            put_le32(b, 12, 1);
+            put_le32(b, 4, 8192);
+            put_le64(b, 40, 8192);
+            b.resize(3 * 8192, 0);
+        };
+        assert_refused(open(zero_name_length), "backing file name length");
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le32, le64};
+use crate::formats::SECTOR;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use crate::source::file::ImageFile;
 
@@ -17,7 +18,6 @@ const PRE_HEADER: u64 = 0x48;
 const HEADER_V1: u64 = 0x180;
 /// The bytes read: pre-header and the largest header vdmount reads fields of.
 const READ_LEN: usize = 0x200;
-const SECTOR: u64 = 512;
 /// Where the creation and modification UUIDs lie (parent.rs reads them from candidates).
 pub const UUID_CREATE_AT: usize = 0x188;
 pub const UUID_MODIFY_AT: usize = 0x198;

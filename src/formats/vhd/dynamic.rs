@@ -6,6 +6,7 @@ use crate::cache::{Cache, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 use crate::formats::cached::load_table;
+pub use crate::formats::SECTOR;
 use crate::limits::{self, MAX_CLUSTER_BYTES, MAX_TABLE_BYTES};
 use crate::source::file::ImageFile;
 
@@ -13,7 +14,6 @@ pub const HEADER_SIZE: usize = 1024;
 const COOKIE: &[u8; 8] = b"cxsparse";
 const CHECKSUM_AT: usize = 36;
 const UNALLOCATED: u32 = 0xFFFF_FFFF;
-pub const SECTOR: u64 = 512;
 /// BAT entries loaded (and cached) together: 64 KiB of the table.
 const BAT_PAGE_ENTRIES: u64 = 16384;
 

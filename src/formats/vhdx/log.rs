@@ -14,7 +14,8 @@ use crate::source::file::ImageFile;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-const SECTOR: u64 = 4096;
+/// The log is written in 4 KiB sectors.
+const LOG_SECTOR: u64 = 4096;
 const ENTRY_HEADER_BYTES: usize = 64;
 const DESCRIPTOR_BYTES: usize = 32;
 
@@ -65,7 +66,10 @@ pub fn replay(file: &ImageFile, header: &Header, budget: &MemoryBudget) -> Resul
         ));
     }
     let length = header.log_length as u64;
-    if !length.is_multiple_of(SECTOR) || header.log_offset < (1 << 20) || !header.log_offset.is_multiple_of(SECTOR) {
+    if !length.is_multiple_of(LOG_SECTOR)
+        || header.log_offset < (1 << 20)
+        || !header.log_offset.is_multiple_of(LOG_SECTOR)
+    {
         return Err(Error::corrupt(
             path,
             format!(
@@ -101,7 +105,7 @@ pub fn replay(file: &ImageFile, header: &Header, budget: &MemoryBudget) -> Resul
                 pos += e.length;
                 entries.push(e);
             }
-            None => pos += SECTOR,
+            None => pos += LOG_SECTOR,
         }
     }
     let Some(sequence) = active_sequence(&entries, length).map_err(|e| e.into_error(path))? else {
@@ -177,7 +181,7 @@ impl LogReader<'_> {
 
     /// The valid entry at `pos` (a sector boundary), if there is one.
     fn entry_at(&self, pos: u64, budget: &mut u64) -> std::result::Result<Option<Entry>, LogError> {
-        let h = &self.log[pos as usize..(pos + SECTOR) as usize];
+        let h = &self.log[pos as usize..(pos + LOG_SECTOR) as usize];
         if &h[..4] != b"loge" {
             return Ok(None);
         }
@@ -185,11 +189,11 @@ impl LogReader<'_> {
         let sequence = le64(h, 16);
         let count = le32(h, 24);
         if length == 0
-            || !length.is_multiple_of(SECTOR)
+            || !length.is_multiple_of(LOG_SECTOR)
             || length > self.len()
             || sequence == 0
             || Guid::read(&h[32..]) != self.guid
-            || descriptor_sectors(count) * SECTOR > length
+            || descriptor_sectors(count) * LOG_SECTOR > length
         {
             return Ok(None);
         }
@@ -226,27 +230,27 @@ impl LogReader<'_> {
         let sequence = le64(entry, 16);
         let count = le32(entry, 24);
         let mut data_sector = descriptor_sectors(count) as usize;
-        let total_sectors = entry.len() / SECTOR as usize;
+        let total_sectors = entry.len() / LOG_SECTOR as usize;
         let mut out = Vec::with_capacity(count as usize);
         for i in 0..count as usize {
             let d = &entry[ENTRY_HEADER_BYTES + i * DESCRIPTOR_BYTES..][..DESCRIPTOR_BYTES];
-            if le64(d, 24) != sequence || !le64(d, 16).is_multiple_of(SECTOR) {
+            if le64(d, 24) != sequence || !le64(d, 16).is_multiple_of(LOG_SECTOR) {
                 return None;
             }
             let offset = le64(d, 16);
             match &d[..4] {
                 b"zero" => {
                     let length = le64(d, 8);
-                    if !length.is_multiple_of(SECTOR) || offset.checked_add(length).is_none() {
+                    if !length.is_multiple_of(LOG_SECTOR) || offset.checked_add(length).is_none() {
                         return None;
                     }
                     out.push((Descriptor::Zero { offset, length }, 0));
                 }
                 b"desc" => {
-                    if data_sector >= total_sectors || offset.checked_add(SECTOR).is_none() {
+                    if data_sector >= total_sectors || offset.checked_add(LOG_SECTOR).is_none() {
                         return None;
                     }
-                    let s = &entry[data_sector * SECTOR as usize..][..SECTOR as usize];
+                    let s = &entry[data_sector * LOG_SECTOR as usize..][..LOG_SECTOR as usize];
                     let s_seq = ((le32(s, 4) as u64) << 32) | le32(s, 4092) as u64;
                     if &s[..4] != b"data" || s_seq != sequence {
                         return None;
@@ -310,8 +314,8 @@ fn apply_entry(reader: &LogReader, e: &Entry, overlay: &mut Overlay, path: &std:
         match d {
             Descriptor::Zero { offset, length } => overlay.write_zeros(offset, length),
             Descriptor::Data { offset, leading, trailing } => {
-                let data = &entry[sector * SECTOR as usize..][..SECTOR as usize];
-                let mut bytes = vec![0u8; SECTOR as usize];
+                let data = &entry[sector * LOG_SECTOR as usize..][..LOG_SECTOR as usize];
+                let mut bytes = vec![0u8; LOG_SECTOR as usize];
                 bytes[..8].copy_from_slice(&leading);
                 bytes[8..4092].copy_from_slice(&data[8..4092]);
                 bytes[4092..].copy_from_slice(&trailing);

@@ -46,15 +46,17 @@ mod tests {
     /// A COWD header (little-endian, all fields u32): a 4 MiB extent of 512-byte grains, one
     /// grain directory entry at sector 1; then that directory.
     fn cowd() -> Vec<u8> {
-        let mut b = vec![
-            b'C', b'O', b'W', b'D', //                            0: magic "COWD"
-            0x01, 0x00, 0x00, 0x00, //                            4: version 1
-            0x03, 0x00, 0x00, 0x00, //                            8: flags 3
-            0x00, 0x20, 0x00, 0x00, //                           12: capacity 8192 sectors (4 MiB)
-            0x01, 0x00, 0x00, 0x00, //                           16: grain size 1 sector
-            0x01, 0x00, 0x00, 0x00, //                           20: grain directory at sector 1
-            0x01, 0x00, 0x00, 0x00, //                           24: grain directory entries 1
-        ];
+        let mut b = b"COWD".to_vec(); // 0: magic; then each field a little-endian u32:
+        for field in [
+            1,    //  4: version 1
+            3,    //  8: flags 3
+            8192, // 12: capacity 8192 sectors (4 MiB)
+            1,    // 16: grain size 1 sector
+            1,    // 20: grain directory at sector 1
+            1,    // 24: grain directory entries 1
+        ] {
+            b.extend(u32::to_le_bytes(field));
+        }
         b.resize(1024, 0); // 28: rest of the sector; 512: the directory, its entry 0 (no table)
         b
     }

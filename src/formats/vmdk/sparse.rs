@@ -7,13 +7,13 @@ use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le16, le32, le64};
 use crate::formats::cached::{load_table, whole_cluster};
+pub use crate::formats::SECTOR;
 use crate::limits::{
     self, MAX_CLUSTER_BYTES, MAX_COMPRESSED_GRAIN_BYTES, MAX_DESCRIPTOR_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE,
 };
 use crate::source::file::ImageFile;
 use std::sync::Arc;
 
-pub const SECTOR: u64 = 512;
 const FLAG_RGD: u32 = 1 << 1;
 const FLAG_COMPRESSED: u32 = 1 << 16;
 const FLAG_MARKERS: u32 = 1 << 17;
