@@ -73,7 +73,9 @@ pub fn serve_queue(cdev: &File, q_id: u16, shape: QueueShape, backend: &dyn Back
 fn answer(desc: IoDesc, buf: &mut [u8], backend: &dyn Backend, stats: &Stats) -> i32 {
     let op = (desc.op_flags & 0xff) as u8;
     let len = u64::from(desc.nr_sectors) << 9;
-    let Some(offset) = desc.start_sector.checked_mul(512) else { return -libc::EINVAL };
+    // A flush has no range: the kernel leaves its start sector at -1.
+    let offset = if op == IO_OP_FLUSH { Some(0) } else { desc.start_sector.checked_mul(512) };
+    let Some(offset) = offset else { return -libc::EINVAL };
     let data = buf.get_mut(..len as usize);
     let op = match (op, data) {
         (IO_OP_READ, Some(d)) => Op::Read(d),
@@ -134,5 +136,48 @@ impl Drop for Descriptors {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`.
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Result;
+
+    /// 1 MiB of 0xab, read-only.
+    struct Pattern;
+    impl Backend for Pattern {
+        fn size(&self) -> u64 {
+            1 << 20
+        }
+        fn block_size(&self) -> u32 {
+            512
+        }
+        fn writable(&self) -> bool {
+            false
+        }
+        fn read(&self, buf: &mut [u8], _offset: u64) -> Result<()> {
+            buf.fill(0xab);
+            Ok(())
+        }
+    }
+
+    fn desc(op: u8, start_sector: u64, nr_sectors: u32) -> IoDesc {
+        IoDesc { op_flags: op.into(), nr_sectors, start_sector, addr: 0 }
+    }
+
+    #[test]
+    fn answers_by_op_and_refuses_what_is_out_of_range() {
+        let (stats, mut buf) = (Stats::default(), vec![0u8; 4096]);
+        assert_eq!(answer(desc(IO_OP_READ, 8, 8), &mut buf, &Pattern, &stats), 4096);
+        assert!(buf.iter().all(|&b| b == 0xab));
+        // The kernel leaves a flush's start sector at -1.
+        assert_eq!(answer(desc(IO_OP_FLUSH, u64::MAX, 0), &mut buf, &Pattern, &stats), 0);
+        assert_eq!(answer(desc(IO_OP_READ, u64::MAX, 1), &mut buf, &Pattern, &stats), -libc::EINVAL);
+        assert_eq!(answer(desc(IO_OP_READ, 2047, 2), &mut buf, &Pattern, &stats), -libc::EINVAL);
+        assert_eq!(answer(desc(IO_OP_READ, 0, 9), &mut buf, &Pattern, &stats), -libc::EINVAL, "longer than the buffer");
+        assert_eq!(answer(desc(IO_OP_WRITE, 0, 1), &mut buf, &Pattern, &stats), -libc::EROFS);
+        assert_eq!(answer(desc(IO_OP_DISCARD, 0, 8), &mut buf, &Pattern, &stats), -libc::EOPNOTSUPP);
+        assert_eq!(answer(desc(42, 0, 1), &mut buf, &Pattern, &stats), -libc::EOPNOTSUPP);
     }
 }
