@@ -17,7 +17,12 @@ log() { echo "$*" >&2; }
 
 log "VM bench on $KVER: building a static vdmount, the initramfs and vmbench"
 vdmount=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/static "$ROOT/tests/vm/build-vdmount-static.sh")
-"$ROOT/tests/vm/extract-vmlinux.sh" "/boot/vmlinuz-$KVER" "$W/vmlinux-$KVER" >&2
+# A kernel fetched by tests/vm/fetch-kernel.sh (7.x, trixie's 6.12) says in its .env where it is.
+VMLINUZ=/boot/vmlinuz-$KVER
+# shellcheck disable=SC1090
+[ -e "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env" ] && . "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env"
+MODROOT=${MODROOT:-/}
+"$ROOT/tests/vm/extract-vmlinux.sh" "$VMLINUZ" "$W/vmlinux-$KVER" >&2
 "$ROOT/tests/vm/build-initramfs.sh" "$KVER" "$vdmount" "$W/base.cpio" >&2
 
 # A second archive, appended (the kernel unpacks concatenated archives): qemu-nbd with its
@@ -27,7 +32,7 @@ rm -rf "$X" && mkdir -p "$X/opt/bin" "$X/mods"
 gcc -static -O2 -Wall -Werror -pthread -o "$X/opt/bin/vmbench" "$ROOT/bench/vmbench.c"
 cp -L /usr/bin/qemu-nbd "$X/opt/bin/"
 ldd /usr/bin/qemu-nbd | grep -o '/[^ ]*' | while read -r lib; do cp -L --parents "$lib" "$X"; done
-ko=$(modprobe -S "$KVER" --show-depends nbd | awk '$1 == "insmod" { print $2 }' | tail -1)
+ko=$(modprobe -d "$MODROOT" -S "$KVER" --show-depends nbd | awk '$1 == "insmod" { print $2 }' | tail -1)
 case "$ko" in
 *.xz) xz -dc "$ko" >"$X/mods/nbd.ko";;
 *.zst) zstd -qdc "$ko" >"$X/mods/nbd.ko";;

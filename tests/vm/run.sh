@@ -15,8 +15,9 @@ WORK=${VM_WORK:-/tmp/vdmount-vm}
 export VM_WORK=$WORK
 mkdir -p "$WORK"
 # Cheap and covering what differs between kernels: the block device and partitions, every op,
-# request ownership across server restarts, and the ABI's refusals.
-CORE=(e2e ops restart fuzz)
+# request ownership across server restarts, the ABI's refusals, and the kernel's ublk driver
+# (the second transport; the refusal alone where a kernel has none).
+CORE=(e2e ops restart fuzz ublk)
 # The whole set runs on the oldest and the newest kernel; the core set on those between.
 FULL=(6.1 trixie-backports)
 EXTRA=(6.1-rt 6.12 6.12-rt trixie sid)
