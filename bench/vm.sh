@@ -18,10 +18,13 @@ log() { echo "$*" >&2; }
 log "VM bench on $KVER: building a static vdmount, the initramfs and vmbench"
 vdmount=$(CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/static "$ROOT/tests/vm/build-vdmount-static.sh")
 # A kernel fetched by tests/vm/fetch-kernel.sh (7.x, trixie's 6.12) says in its .env where it is.
-VMLINUZ=/boot/vmlinuz-$KVER
-# shellcheck disable=SC1090
-[ -e "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env" ] && . "${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env"
-MODROOT=${MODROOT:-/}
+env=${VM_WORK:-/tmp/vdmount-vm}/kernels/$KVER.env
+VMLINUZ=/boot/vmlinuz-$KVER MODROOT=/
+if [ -e "$env" ]; then
+	# In a subshell: the .env also sets ROOT, which is this script's repository root.
+	# shellcheck disable=SC1090
+	VMLINUZ=$(. "$env" && echo "$VMLINUZ") MODROOT=$(. "$env" && echo "${MODROOT:-/}")
+fi
 "$ROOT/tests/vm/extract-vmlinux.sh" "$VMLINUZ" "$W/vmlinux-$KVER" >&2
 "$ROOT/tests/vm/build-initramfs.sh" "$KVER" "$vdmount" "$W/base.cpio" >&2
 

@@ -5,9 +5,9 @@ mod common;
 use common::*;
 use vdmount::cache::Cache;
 use vdmount::formats::{open, Format, OpenOptions};
-use vdmount::partitions::read_table;
+use vdmount::inspect::partitions::read_table;
 
-fn table_of(path: &std::path::Path) -> Vec<vdmount::partitions::Partition> {
+fn table_of(path: &std::path::Path) -> Vec<vdmount::inspect::partitions::Partition> {
     let mut opts = OpenOptions::new(Cache::new(1 << 20));
     opts.format = Some(Format::Raw);
     read_table(open(path, &opts).unwrap().as_ref()).unwrap()

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let mut opts = OpenOptions::new(Cache::new(1 << 20));
     opts.format = Some(Format::Raw);
     if let Ok(disk) = vdmount::formats::open(&path, &opts) {
-        let _ = vdmount::partitions::read_table(disk.as_ref());
+        let _ = vdmount::inspect::partitions::read_table(disk.as_ref());
     }
     let _ = std::fs::remove_file(&path);
 });

@@ -5,7 +5,8 @@
 use super::human;
 use super::transport::Dev;
 use crate::formats::DiskImage;
-use crate::partitions::{self, Partition};
+use crate::inspect::mount_options::{plan, Plan};
+use crate::inspect::partitions::{self, Partition};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -62,7 +63,8 @@ pub fn describe(dev: Dev, image: &Path, disk: &dyn DiskImage, writable: bool, pi
         );
     }
     let ro = if writable { "" } else { "-o ro " };
-    let target = parts.iter().find(|p| p.filesystem.as_deref().is_some_and(|f| f != "swap" && f != "LVM2_member"));
+    let mountable = |p: &&Partition| matches!(plan(p.filesystem.as_deref(), "", !writable), Plan::Mount { .. });
+    let target = parts.iter().find(mountable);
     match target {
         Some(p) => out += &format!("mount:  mount {ro}/dev/{name}p{} /mnt\n", p.number),
         None if parts.is_empty() => out += &format!("mount:  mount {ro}/dev/{name} /mnt\n"),

@@ -8,6 +8,7 @@ mod harden;
 mod info;
 mod list;
 mod man;
+mod mount;
 mod record;
 mod sandbox;
 mod serve;
@@ -61,6 +62,10 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// List the abuse and ublk devices: state, mode, size, serving process, open count, errors.
     List(list::ListArgs),
+    /// Attach IMAGE and mount every filesystem on it under DIR, read-only, one folder each.
+    Mount(mount::MountArgs),
+    /// Undo `vdmount mount DIR`: unmount everything under DIR and detach the device.
+    Umount(mount::UmountArgs),
     /// Stop serving a device (refused while it is mounted or open, unless --lazy).
     Detach(detach::DetachArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -140,6 +145,8 @@ pub fn main() -> i32 {
         Some(Command::Verify(a)) => verify::run(&a),
         Some(Command::List(a)) => list::run(&a),
         Some(Command::Detach(a)) => detach::run(&a),
+        Some(Command::Mount(a)) => mount::run(&a),
+        Some(Command::Umount(a)) => mount::umount(&a),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(
                 shell,

@@ -79,11 +79,19 @@ pub struct ServeArgs {
     /// (default: the module parameter reconnect_timeout_ms, 30 s).
     #[arg(long, value_name = "SECONDS")]
     pub reconnect_timeout: Option<u32>,
+    /// Print nothing on success (`vdmount mount` reports itself).
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
+    attach(args).map(drop)
+}
+
+/// Serves as `args` say; the device, once it is up (background servers), for `vdmount mount`.
+pub fn attach(args: &ServeArgs) -> Result<Option<Dev>> {
     if let Some(resolved) = reattach_from_record(args)? {
-        return run(&resolved);
+        return attach(&resolved);
     }
     let Some(image) = &args.image else {
         return Err(Error::Usage("no IMAGE given; see vdmount --help".into()));
@@ -123,7 +131,7 @@ pub struct Served<'a> {
     pub args: &'a ServeArgs,
     pub image: &'a ImageArgs,
     pub disk: Arc<dyn DiskImage>,
-    pub parts: Vec<crate::partitions::Partition>,
+    pub parts: Vec<crate::inspect::partitions::Partition>,
     /// "read-only", "cow" or "cow=FILE", as the record keeps it.
     pub mode: String,
     pub backend: Box<dyn Backend>,
@@ -144,7 +152,7 @@ impl Served<'_> {
     }
 }
 
-fn serve_abuse(served: &Served) -> Result<()> {
+fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
     let (args, image, backend) = (served.args, served.image, served.backend.as_ref());
     // The reservation (an open /dev/abuse-control) is dropped once the setup has returned.
     let (ctl, reservation) = match &args.ctldev {
@@ -178,7 +186,9 @@ fn serve_abuse(served: &Served) -> Result<()> {
         ..Default::default()
     };
     workers::install_signal_handlers();
-    println!("vdmount: serving through {}", Transport::Abuse.name());
+    if !args.quiet {
+        println!("vdmount: serving through {}", Transport::Abuse.name());
+    }
     // The server sets the device up itself (the kernel records the server's pid), then saves
     // its record, enters the sandbox and serves.
     let server = |report: &mut dyn FnMut(i32)| -> Result<()> {
@@ -207,7 +217,7 @@ pub fn run_server(
     dev: Option<Dev>,
     ctl: &Path,
     server: impl FnOnce(&mut dyn FnMut(i32)) -> Result<()>,
-) -> Result<()> {
+) -> Result<Option<Dev>> {
     if served.args.foreground {
         let me = std::process::id();
         let announce = |errno: i32| {
@@ -225,7 +235,8 @@ pub fn run_server(
             if let Some(a) = announce.take() {
                 a(errno)
             }
-        });
+        })
+        .map(|()| None);
     }
     let mut pipe = [0i32; 2];
     // SAFETY: pipe2 fills the array on success.
@@ -276,7 +287,7 @@ pub fn run_server(
                     std::io::Error::from_raw_os_error(setup_errno),
                 ));
             }
-            let Some(dev) = dev else { return Ok(()) };
+            let Some(dev) = dev else { return Ok(None) };
             let mut alive = || {
                 let mut status = 0;
                 // SAFETY: waitpid on our own child.
@@ -289,8 +300,10 @@ pub fn run_server(
                     record::log_path(dev).display()
                 )));
             }
-            print!("{}", served.describe(dev, pid as u32));
-            Ok(())
+            if !served.args.quiet {
+                print!("{}", served.describe(dev, pid as u32));
+            }
+            Ok(Some(dev))
         }
     }
 }

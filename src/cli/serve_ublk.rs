@@ -13,7 +13,7 @@ use crate::ublk::server::{self, Ending};
 use std::fs::File;
 use std::path::Path;
 
-pub fn run(served: &Served) -> Result<()> {
+pub fn run(served: &Served) -> Result<Option<Dev>> {
     let args = served.args;
     let ctrl = open_control()?;
     let recover = args.reattach;
@@ -39,7 +39,9 @@ pub fn run(served: &Served) -> Result<()> {
         check_reattach(Some(dev), &served.image.image, &served.mode)?;
     }
     workers::install_signal_handlers();
-    println!("vdmount: serving through {}", Transport::Ublk.name());
+    if !args.quiet {
+        println!("vdmount: serving through {}", Transport::Ublk.name());
+    }
     let result = run_server(served, Some(dev), &dev.control(), |report| serve(served, dev, recover, report));
     if result.is_err() && !recover {
         // A device that never served is of no use to anyone.

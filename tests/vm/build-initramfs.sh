@@ -50,6 +50,8 @@ done
 qemu-img convert -q -f qcow2 -O raw "$REPO/fixtures/e2e.qcow2" "$W/e2e.raw"
 ewfacquire -u -q -f encase6 -c deflate:fast -S 1MiB -t "$R/fixtures/e2e" "$W/e2e.raw" >/dev/null
 rm "$W/e2e.raw"
+# For the mount scenario: partitions to mount and to report.
+"$HERE/make-mount-fixture.sh" "$R/fixtures/mount.qcow2" "$R/fixtures/mount.sha256"
 
 # Copies module KO (decompressed) into DIR and prints its name there.
 copy_module() {
@@ -75,7 +77,8 @@ done
 mkdir -p "$R/mods/extra"
 : >"$R/mods/extra/order"
 for m in ublk_drv; do
-	modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1 == "insmod" {print $2}'
+	# A kernel without the module (6.1 has no ublk_drv) lists nothing.
+	{ modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" 2>/dev/null || true; } | awk '$1 == "insmod" {print $2}'
 done | while read -r ko; do
 	copy_module "$ko" "$R/mods/extra" >>"$R/mods/extra/order"
 done

@@ -188,8 +188,9 @@ fn text(b: &[u8]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// The filesystem at `start` and its label, for the common ones; errors mean "don't know".
-fn probe_filesystem(disk: &dyn DiskImage, start: u64) -> (Option<String>, Option<String>) {
+/// The filesystem at `start` and its label, for the common ones (and the encrypted volumes a
+/// mount must not try: "crypto_LUKS", "BitLocker"); errors mean "don't know".
+pub fn probe_filesystem(disk: &dyn DiskImage, start: u64) -> (Option<String>, Option<String>) {
     let mut b = vec![0u8; 68 * 1024];
     if disk.read_at(&mut b, start).is_err() {
         return (None, None);
@@ -226,6 +227,12 @@ fn probe_filesystem(disk: &dyn DiskImage, start: u64) -> (Option<String>, Option
     }
     if &b[4096 - 10..4096] == b"SWAPSPACE2" {
         return (Some("swap".into()), text(&b[1024 + 28..1024 + 44]));
+    }
+    if &b[0..6] == b"LUKS\xba\xbe" {
+        return (Some("crypto_LUKS".into()), None);
+    }
+    if &b[3..11] == b"-FVE-FS-" {
+        return (Some("BitLocker".into()), None);
     }
     if &b[512..520] == b"LABELONE" {
         return (Some("LVM2_member".into()), None);
