@@ -1,12 +1,12 @@
 //! `vdmount detach DEV`: stop serving a device, refusing while any of it is mounted or open
 //! (naming the mount point), or with --lazy, as soon as it is released.
 
+use super::in_use::{mounts, process_gone};
 use super::record;
 use super::transport::{Dev, Transport};
 use crate::abuse::device::ControlDevice;
 use crate::abuse::uapi::*;
 use crate::error::{Error, Result};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -17,41 +17,6 @@ pub struct DetachArgs {
     /// If the device is in use, detach it in the background as soon as it is released.
     #[arg(long)]
     pub lazy: bool,
-}
-
-/// "major:minor" of the device and each of its partitions, from sysfs.
-fn device_numbers(dev: Dev) -> Vec<(String, String)> {
-    let disk = dev.name();
-    let base = PathBuf::from(format!("/sys/block/{disk}"));
-    let mut out = Vec::new();
-    if let Ok(d) = std::fs::read_to_string(base.join("dev")) {
-        out.push((d.trim().to_string(), format!("/dev/{disk}")));
-    }
-    for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with(&format!("{disk}p")) {
-            if let Ok(d) = std::fs::read_to_string(e.path().join("dev")) {
-                out.push((d.trim().to_string(), format!("/dev/{name}")));
-            }
-        }
-    }
-    out
-}
-
-/// The device's (and its partitions') mounts in this namespace, named, if any.
-pub fn mounts(dev: Dev) -> Option<String> {
-    let numbers = device_numbers(dev);
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mounts: Vec<String> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let (devno, point) = (f.get(2)?, f.get(4)?);
-            let (_, name) = numbers.iter().find(|(d, _)| d == devno)?;
-            Some(format!("{name} is mounted on {point}"))
-        })
-        .collect();
-    (!mounts.is_empty()).then(|| mounts.join(", "))
 }
 
 /// Why the device cannot go now: its mounts, or that it is open.
@@ -94,14 +59,6 @@ fn detach_now(n: u32, dev: &ControlDevice, ctl: &std::path::Path) -> Result<()> 
     dev.reset().map_err(|e| Error::device(ctl, "cannot remove the device", e))?;
     record::remove(Dev::abuse(n));
     Ok(())
-}
-
-/// True once `pid` has exited (a zombie counts as exited).
-pub fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
 }
 
 pub fn run(args: &DetachArgs) -> Result<()> {

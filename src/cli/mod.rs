@@ -5,13 +5,16 @@ mod attach;
 mod cat;
 mod detach;
 mod harden;
+mod in_use;
 mod info;
+mod launch;
 mod list;
 mod man;
 mod mount;
 mod record;
 mod sandbox;
 mod serve;
+mod serve_args;
 mod serve_ublk;
 mod transport;
 mod ublk_admin;
@@ -49,7 +52,7 @@ pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    serve: serve::ServeArgs,
+    serve: serve_args::ServeArgs,
 }
 
 #[derive(Subcommand)]

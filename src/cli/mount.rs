@@ -6,7 +6,8 @@
 
 use super::detach::{self, DetachArgs};
 use super::harden::unescape;
-use super::serve::{self, ServeArgs};
+use super::serve;
+use super::serve_args::ServeArgs;
 use super::transport::TransportChoice;
 use super::ImageArgs;
 use crate::error::{Error, Result};

@@ -2,8 +2,8 @@
 //! The device is added here (or, with --reattach, taken over from a server that died), then
 //! served by one thread per queue until a stop signal or `vdmount detach`.
 
+use super::launch::{check_reattach, run_server, sandbox, Served};
 use super::record;
-use super::serve::{check_reattach, run_server, sandbox, Served};
 use super::transport::{Dev, Transport};
 use super::workers;
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
 //! `list` and `detach` for ublk devices: their state comes from the kernel (GET_DEV_INFO), the
 //! image and mode from the record their server left in /run/vdmount.
 
-use super::detach::{mounts, process_gone};
+use super::in_use::{mounts, process_gone};
 use super::record;
 use super::transport::Dev;
 use crate::error::{Error, Result};

@@ -91,7 +91,7 @@ impl EwfImage {
                 ));
             };
             // Told apart before the confined open, which would only say it cannot open it.
-            let beside = super::open::resolve_beside(&first, Path::new(&name));
+            let beside = crate::source::confine::resolve_beside(&first, Path::new(&name));
             if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                 return Err(Error::corrupt(
                     &first,
