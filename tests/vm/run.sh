@@ -40,7 +40,7 @@ done
 if [ $explicit = 0 ]; then
 	run_powercut=1
 	for f in "$HERE"/scenarios/*.sh; do
-		case "$(basename "$f")" in demo.sh|bench-*|powercut.sh) ;; *) scenarios+=("$(basename "$f" .sh)");; esac
+		case "$(basename "$f")" in demo.sh|bench-*|lib-*|powercut.sh) ;; *) scenarios+=("$(basename "$f" .sh)");; esac
 	done
 fi
 [ ${#kvers[@]} -gt 0 ] || kvers=("${FULL[@]}")

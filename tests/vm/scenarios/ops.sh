@@ -2,40 +2,42 @@
 # Issue 4: every op reaches the server and is answered (O_DIRECT read/write, flush, FUA,
 # discard, write-zeroes), on a --cow device; the image file is unchanged afterwards; a
 # read-only device refuses discard before userspace.
+# Either transport: abuse.ko by default, the kernel's ublk with VDM_TRANSPORT=ublk (lib-transport.sh).
 set -e
 fail() { echo "ops: $*"; [ -f /tmp/server.log ] && cat /tmp/server.log; exit 1; }
 wait_readers() { for p in $(jobs -p); do [ "$p" = "$server" ] || wait "$p"; done; }
-insmod /abuse.ko max_part=15
+. /scenarios/lib-transport.sh
+transport_load
 /opt/bin/dd if=/dev/urandom of=/tmp/img.raw bs=1M count=16 status=none
 before=$(sha256sum /tmp/img.raw | cut -d' ' -f1)
-vdmount --foreground --cow /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground --transport $T --cow /tmp/img.raw $CTL 2>/tmp/server.log &
 server=$!
-while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
-[ "$(cat /sys/block/abuse0/ro)" = 0 ] || fail "cow device is read-only"
-[ "$(cat /sys/block/abuse0/queue/write_cache)" = "write back" ] || fail "no write cache advertised"
-[ "$(cat /sys/block/abuse0/queue/fua)" = 1 ] || fail "no FUA advertised"
+wait_dev $server
+[ "$(cat /sys/block/$DEV/ro)" = 0 ] || fail "cow device is read-only"
+[ "$(cat /sys/block/$DEV/queue/write_cache)" = "write back" ] || fail "no write cache advertised"
+[ "$(cat /sys/block/$DEV/queue/fua)" = 1 ] || fail "no FUA advertised"
 
 /opt/bin/dd if=/dev/urandom of=/tmp/pat bs=64k count=8 status=none
-/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=64k seek=16 oflag=direct status=none || fail "O_DIRECT write"
-/opt/bin/dd if=/dev/abuse0 of=/tmp/back bs=64k skip=16 count=8 iflag=direct status=none || fail "O_DIRECT read"
+/opt/bin/dd if=/tmp/pat of=/dev/$DEV bs=64k seek=16 oflag=direct status=none || fail "O_DIRECT write"
+/opt/bin/dd if=/dev/$DEV of=/tmp/back bs=64k skip=16 count=8 iflag=direct status=none || fail "O_DIRECT read"
 cmp /tmp/pat /tmp/back || fail "read back differs from what was written"
-/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=4 seek=1000 oflag=direct,dsync status=none || fail "O_DSYNC write"
-/opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=1 seek=2000 conv=fsync status=none || fail "fsync"
+/opt/bin/dd if=/tmp/pat of=/dev/$DEV bs=4k count=4 seek=1000 oflag=direct,dsync status=none || fail "O_DSYNC write"
+/opt/bin/dd if=/tmp/pat of=/dev/$DEV bs=4k count=1 seek=2000 conv=fsync status=none || fail "fsync"
 sync
-/opt/bin/blkdiscard -o 1048576 -l 524288 /dev/abuse0 || fail "blkdiscard"
-/opt/bin/dd if=/dev/abuse0 bs=64k skip=16 count=8 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "discarded range not zero"
-/opt/bin/blkdiscard -z -o 4194304 -l 65536 /dev/abuse0 || fail "/opt/bin/blkdiscard -z"
-/opt/bin/dd if=/dev/abuse0 bs=64k skip=64 count=1 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "zeroed range not zero"
+/opt/bin/blkdiscard -o 1048576 -l 524288 /dev/$DEV || fail "blkdiscard"
+/opt/bin/dd if=/dev/$DEV bs=64k skip=16 count=8 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "discarded range not zero"
+/opt/bin/blkdiscard -z -o 4194304 -l 65536 /dev/$DEV || fail "/opt/bin/blkdiscard -z"
+/opt/bin/dd if=/dev/$DEV bs=64k skip=64 count=1 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "zeroed range not zero"
 # a write of 512 bytes (partial 4 KiB overlay block) lands exactly
 printf 'sector-sized write' >/tmp/s
 /opt/bin/dd if=/tmp/s of=/tmp/s512 bs=512 conv=sync status=none
-/opt/bin/dd if=/tmp/s512 of=/dev/abuse0 bs=512 seek=7 oflag=direct status=none || fail "512-byte write"
-/opt/bin/dd if=/dev/abuse0 bs=512 skip=7 count=1 iflag=direct status=none | head -c 18 | grep -q 'sector-sized write' || fail "512-byte write"
-/opt/bin/dd if=/dev/abuse0 bs=512 skip=6 count=1 iflag=direct status=none | cmp -n 512 - /tmp/img.raw 0 3072 || fail "neighbour sector of the 512-byte write changed"
+/opt/bin/dd if=/tmp/s512 of=/dev/$DEV bs=512 seek=7 oflag=direct status=none || fail "512-byte write"
+/opt/bin/dd if=/dev/$DEV bs=512 skip=7 count=1 iflag=direct status=none | head -c 18 | grep -q 'sector-sized write' || fail "512-byte write"
+/opt/bin/dd if=/dev/$DEV bs=512 skip=6 count=1 iflag=direct status=none | cmp -n 512 - /tmp/img.raw 0 3072 || fail "neighbour sector of the 512-byte write changed"
 # A journalled filesystem with 1 KiB blocks writes journal blocks from jbd2's slab caches: those
 # pages must reach the server too (hardened usercopy refuses slab objects; abuse.ko bounces them).
-/opt/bin/mke2fs -q -t ext4 -b 1024 -F /dev/abuse0 || fail "mkfs on the device"
-mount /dev/abuse0 /mnt || fail "mount"
+/opt/bin/mke2fs -q -t ext4 -b 1024 -F /dev/$DEV || fail "mkfs on the device"
+mount /dev/$DEV /mnt || fail "mount"
 # Writers that modify the same metadata blocks while the journal commits them make jbd2 copy
 # ("freeze") those blocks into slab memory.
 for w in 1 2 3; do
@@ -44,7 +46,7 @@ done
 for i in $(seq 1 150); do echo "entry $i" >/mnt/f$((i % 7)); /opt/bin/dd if=/mnt/f$((i % 7)) of=/mnt/g$((i % 5)) conv=fsync status=none; done
 wait_readers
 umount /mnt
-mount -o ro /dev/abuse0 /mnt && [ "$(cat /mnt/f3)" = "entry 150" ] || fail "journalled writes"
+mount -o ro /dev/$DEV /mnt && [ "$(cat /mnt/f3)" = "entry 150" ] || fail "journalled writes"
 umount /mnt
 kill -TERM $server; wait $server || fail "server exit status"
 cat /tmp/server.log
@@ -56,16 +58,16 @@ done
 [ "$(sha256sum /tmp/img.raw | cut -d' ' -f1)" = "$before" ] || fail "the image file changed"
 
 # Read-only: the block layer refuses discard and writes before they reach the server.
-vdmount --foreground /tmp/img.raw /dev/abctl0 2>/tmp/server.log &
+vdmount --foreground --transport $T /tmp/img.raw $CTL 2>/tmp/server.log &
 server=$!
-while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
-[ "$(cat /sys/block/abuse0/ro)" = 1 ] || fail "read-only device not marked ro"
-if /opt/bin/blkdiscard /dev/abuse0 2>/dev/null; then fail "discard on a read-only device succeeded"; fi
-if /opt/bin/dd if=/tmp/pat of=/dev/abuse0 bs=4k count=1 oflag=direct status=none 2>/dev/null; then fail "write on a read-only device succeeded"; fi
+wait_dev $server
+[ "$(cat /sys/block/$DEV/ro)" = 1 ] || fail "read-only device not marked ro"
+if /opt/bin/blkdiscard /dev/$DEV 2>/dev/null; then fail "discard on a read-only device succeeded"; fi
+if /opt/bin/dd if=/tmp/pat of=/dev/$DEV bs=4k count=1 oflag=direct status=none 2>/dev/null; then fail "write on a read-only device succeeded"; fi
 # Batching: 8 readers at once (queue depth 8) over a file in RAM, close to a null backend; the
 # server's summary gives ABUSE_XFER calls per request (printed for the record, not asserted).
 for r in 1 2 3 4 5 6 7 8; do
-	/opt/bin/dd if=/dev/abuse0 of=/dev/null bs=4k skip=$((r * 512)) count=512 iflag=direct status=none &
+	/opt/bin/dd if=/dev/$DEV of=/dev/null bs=4k skip=$((r * 512)) count=512 iflag=direct status=none &
 done
 wait_readers
 kill -TERM $server; wait $server
@@ -73,5 +75,5 @@ echo "@@BENCH queue depth 8, 4 KiB O_DIRECT reads: $(grep -o '[0-9.]* per reques
 grep -q 'write 0 .*discard 0' /tmp/server.log || fail "refused ops reached the server: $(cat /tmp/server.log)"
 # The sandbox refused nothing the server does (issue 14).
 if grep 'refused system call' /tmp/server.log; then fail "the server tripped its sandbox"; fi
-rmmod abuse
+transport_unload
 echo "ops: ok"

@@ -2,18 +2,20 @@
 # Issue 4: kill -9 the server while a reader streams a file from the mounted filesystem, start
 # a new server with --reattach: the reader finishes with no I/O error and the right checksum.
 # 20 rounds.
+# Either transport: abuse.ko by default, the kernel's ublk with VDM_TRANSPORT=ublk (lib-transport.sh).
 set -e
 fail() { echo "restart: $*"; cat /tmp/server.log 2>/dev/null; exit 1; }
-insmod /abuse.ko max_part=15
+. /scenarios/lib-transport.sh
+transport_load
 mkdir -p /tmp/src
 /opt/bin/dd if=/dev/urandom of=/tmp/src/big bs=1M count=24 status=none
 want=$(sha256sum /tmp/src/big | cut -d' ' -f1)
 /opt/bin/mke2fs -q -t ext4 -d /tmp/src /tmp/fs.raw 40M || fail "mkfs"
 rm /tmp/src/big
-vdmount --foreground /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+vdmount --foreground --transport $T /tmp/fs.raw $CTL 2>>/tmp/server.log &
 server=$!
-while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do kill -0 $server || fail "server died"; sleep 0.1; done
-mount -o ro /dev/abuse0 /mnt || fail "mount"
+wait_dev $server
+mount -o ro /dev/$DEV /mnt || fail "mount"
 rounds=0
 for i in $(seq 1 20); do
 	echo 3 >/proc/sys/vm/drop_caches
@@ -24,9 +26,9 @@ for i in $(seq 1 20); do
 	wait $server 2>/dev/null || true
 	# Odd rounds name the image; even rounds let vdmount find it in /run/vdmount.
 	if [ $((i % 2)) = 1 ]; then
-		vdmount --foreground --reattach /tmp/fs.raw /dev/abctl0 2>>/tmp/server.log &
+		vdmount --foreground --transport $T --reattach /tmp/fs.raw $RCTL 2>>/tmp/server.log &
 	else
-		vdmount --foreground --reattach /dev/abuse0 2>>/tmp/server.log &
+		vdmount --foreground --transport $T --reattach /dev/$DEV 2>>/tmp/server.log &
 	fi
 	server=$!
 	wait $reader
@@ -40,5 +42,5 @@ kill -TERM $server; wait $server || fail "final server exit"
 dmesg | grep -q 'I/O error' && fail "the kernel logged I/O errors"
 # The sandbox refused nothing the server does (issue 14).
 if grep 'refused system call' /tmp/server.log; then fail "the server tripped its sandbox"; fi
-rmmod abuse
+transport_unload
 echo "restart: ok"

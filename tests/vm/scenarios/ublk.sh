@@ -64,88 +64,12 @@ vdmount list >/tmp/list || fail "list after detach"
 grep -q ublkb0 /tmp/list && { cat /tmp/list; fail "listed after detach"; }
 echo "ublk: list and detach ok"
 
-# --cow: every op reaches the server and is answered (as ops.sh checks for abuse.ko); the image
-# is unchanged.
-/opt/bin/dd if=/dev/urandom of=/tmp/img.raw bs=1M count=16 status=none
-before=$(sha256sum /tmp/img.raw | cut -d' ' -f1)
-vdmount --foreground --cow /tmp/img.raw >/tmp/out 2>/tmp/ops.log &
-server=$!
-wait_for /dev/ublkb0 $server
-while [ "$(cat /sys/block/ublkb0/size 2>/dev/null)" = 0 ]; do sleep 0.1; done
-[ "$(cat /sys/block/ublkb0/ro)" = 0 ] || fail "cow device is read-only"
-[ "$(cat /sys/block/ublkb0/queue/write_cache)" = "write back" ] || fail "no write cache advertised"
-[ "$(cat /sys/block/ublkb0/queue/fua)" = 1 ] || fail "no FUA advertised"
-/opt/bin/dd if=/dev/urandom of=/tmp/pattern bs=64k count=16 status=none
-/opt/bin/dd if=/tmp/pattern of=/dev/ublkb0 bs=64k seek=3 oflag=direct status=none || fail "O_DIRECT write"
-/opt/bin/dd if=/dev/ublkb0 of=/tmp/back bs=64k skip=3 count=16 iflag=direct status=none || fail "read back"
-cmp /tmp/pattern /tmp/back || fail "--cow: read back differs"
-/opt/bin/dd if=/tmp/pattern of=/dev/ublkb0 bs=4k count=4 seek=1000 oflag=direct,dsync status=none || fail "O_DSYNC write"
-/opt/bin/dd if=/tmp/pattern of=/dev/ublkb0 bs=4k count=1 seek=2000 conv=fsync status=none || fail "fsync"
-/opt/bin/blkdiscard -o 196608 -l 524288 /dev/ublkb0 || fail "blkdiscard"
-/opt/bin/dd if=/dev/ublkb0 bs=64k skip=3 count=8 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "discarded range not zero"
-/opt/bin/blkdiscard -z -o 4194304 -l 65536 /dev/ublkb0 || fail "blkdiscard -z"
-/opt/bin/dd if=/dev/ublkb0 bs=64k skip=64 count=1 iflag=direct status=none | tr -d '\0' | wc -c | grep -qx 0 || fail "zeroed range not zero"
-kill -TERM $server; wait $server || fail "cow server exit"
-stats=$(grep 'requests (' /tmp/ops.log)
-for op in read write fua flush discard write-zeroes; do
-	n=$(echo "$stats" | sed -n "s/.*[ (]$op \([0-9]*\).*/\1/p")
-	[ -n "$n" ] && [ "$n" -gt 0 ] || fail "no $op request reached the server: $stats"
+# What both transports must do, over ublk: every op under --cow (ops.sh), --cow=FILE keeps
+# what the device showed (cowfile.sh), 20 kill -9 / --reattach rounds under a reader that sees
+# no error (restart.sh).
+for s in ops cowfile restart; do
+	VDM_TRANSPORT=ublk sh /scenarios/$s.sh || fail "$s.sh over ublk"
 done
-[ "$(sha256sum /tmp/img.raw | cut -d' ' -f1)" = "$before" ] || fail "the image changed"
-echo "ublk: every op ok ($stats)"
-
-# --cow=FILE: what the device showed is what FILE holds afterwards, and a second session sees it.
-cp /fixtures/e2e.qcow2 /tmp/base.qcow2
-before=$(sha256sum /tmp/base.qcow2 | cut -d' ' -f1)
-vdmount --cow=/tmp/ovl.qcow2 /tmp/base.qcow2 >/tmp/out 2>&1 || { cat /tmp/out; fail "attach with --cow=FILE"; }
-mount /dev/ublkb0p1 /mnt || fail "rw mount"
-echo "kept in the overlay" >/mnt/note.txt
-rm /mnt/docs/log.txt
-umount /mnt
-shown=$(sha256sum /dev/ublkb0 | cut -d' ' -f1)
-vdmount detach /dev/ublkb0 || fail "detach (--cow=FILE)"
-[ "$(sha256sum /tmp/base.qcow2 | cut -d' ' -f1)" = "$before" ] || fail "the image changed (--cow=FILE)"
-[ "$(vdmount cat /tmp/ovl.qcow2 | sha256sum | cut -d' ' -f1)" = "$shown" ] || fail "the overlay differs from what the device showed"
-vdmount --cow=/tmp/ovl.qcow2 /tmp/base.qcow2 >/dev/null 2>&1 || fail "second session on the overlay"
-mount /dev/ublkb0p1 /mnt || fail "mount (second session)"
-[ "$(cat /mnt/note.txt)" = "kept in the overlay" ] || fail "note.txt lost"
-[ ! -e /mnt/docs/log.txt ] || fail "a deleted file came back"
-umount /mnt
-vdmount detach /dev/ublkb0 || fail "detach (second session)"
-echo "ublk: cowfile ok"
-
-# kill -9 under a reader, then --reattach: the reader sees no error. 20 rounds.
-mkdir -p /tmp/src
-/opt/bin/dd if=/dev/urandom of=/tmp/src/big bs=1M count=24 status=none
-want=$(sha256sum /tmp/src/big | cut -d' ' -f1)
-/opt/bin/mke2fs -q -t ext4 -d /tmp/src /tmp/fs.raw 40M || fail "mkfs"
-vdmount --foreground /tmp/fs.raw 2>>/tmp/server.log >/dev/null &
-server=$!
-wait_for /dev/ublkb0 $server
-while [ "$(cat /sys/block/ublkb0/size 2>/dev/null)" = 0 ]; do sleep 0.1; done
-mount -o ro /dev/ublkb0 /mnt || fail "mount fs.raw"
-for i in $(seq 1 20); do
-	echo 3 >/proc/sys/vm/drop_caches
-	(sha256sum /mnt/big >/tmp/sum 2>/tmp/sum.err; echo $? >/tmp/sum.rc) &
-	reader=$!
-	sleep 0.$((i % 4 + 1))
-	kill -9 $server
-	wait $server 2>/dev/null || true
-	if [ $((i % 2)) = 1 ]; then
-		vdmount --foreground --reattach /tmp/fs.raw /dev/ublkc0 2>>/tmp/server.log >/dev/null &
-	else
-		vdmount --foreground --reattach /dev/ublkb0 2>>/tmp/server.log >/dev/null &
-	fi
-	server=$!
-	wait $reader
-	[ "$(cat /tmp/sum.rc)" = 0 ] || fail "round $i: reader failed: $(cat /tmp/sum.err)"
-	[ "$(cut -d' ' -f1 /tmp/sum)" = "$want" ] || fail "round $i: wrong checksum"
-done
-echo "ublk: 20 kill -9 / reattach rounds, the reader never saw an error"
-umount /mnt
-kill -TERM $server; wait $server || fail "final server exit"
-dmesg | grep -q 'I/O error' && fail "the kernel logged I/O errors"
-if grep 'refused system call' /tmp/server.log /tmp/ops.log /run/vdmount/*.log; then fail "the server tripped its sandbox"; fi
 
 # With abuse.ko loaded as well, auto picks abuse.ko.
 insmod /abuse.ko max_part=15 || fail "insmod abuse"
