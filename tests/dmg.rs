@@ -167,3 +167,56 @@ fn third_party_dmg_images() {
     let read = check_third_party("dmg");
     assert!(!read.is_empty(), "no third-party DMG read");
 }
+
+/// `vdmount verify IMAGE`'s outcome: success, stdout, stderr.
+fn verify(image: &Path) -> (bool, String, String) {
+    let out = vdmount().arg("verify").arg(image).output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn verify_checks_each_partition_crc_and_the_master_checksum() {
+    // hdiutil's own sums (dfVFS's hfsplus_zlib.dmg): a CRC-32 per blkx table, all agreeing.
+    let sample = repo().join("fixtures/third-party/dmg-dfvfs-hfsplus-zlib/hfsplus_zlib.dmg");
+    let (ok, out, err) = verify(&sample);
+    assert!(ok, "verify failed on hdiutil's image: {err}\n{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("CRC-32 of blkx") && l.ends_with(" ok")).count(), 7, "{out}");
+
+    // The builder's sums are of the source disk's sectors.
+    let dir = scratch();
+    let src = source(dir.path(), 3 * MIB, 9);
+    let plan = Plan {
+        chunk_sectors: 64,
+        kinds: &[Kind::Raw, Kind::Zlib],
+        splits: &[2048, 4096],
+        comments: false,
+        relative: false,
+    };
+    let (bytes, layout) = build(&src, &plan);
+    let good = dir.path().join("sums.dmg");
+    std::fs::write(&good, &bytes).unwrap();
+    let (ok, out, err) = verify(&good);
+    assert!(ok, "verify failed: {err}\n{out}");
+    assert_eq!(out.lines().filter(|l| l.ends_with(" ok")).count(), 3, "{out}");
+
+    // One byte of a raw chunk in the second table changed: that table's sum fails, by name.
+    let raw = layout.chunks.iter().find(|c| c.0 == Kind::Raw && (2048..4096).contains(&c.1)).unwrap();
+    let mut flipped = bytes.clone();
+    flipped[raw.3 + 100] ^= 0x40;
+    let bad = dir.path().join("flipped.dmg");
+    std::fs::write(&bad, &flipped).unwrap();
+    let (ok, out, err) = verify(&bad);
+    assert!(!ok, "a changed chunk verified: {out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("flipped.dmg") && err.contains("blkx \"partition 1") && err.contains("mismatch"), "{err}");
+    assert_eq!(out.lines().filter(|l| l.ends_with("MISMATCH")).count(), 1, "{out}");
+
+    // The trailer's master checksum no longer covers the tables' sums.
+    let mut master = bytes.clone();
+    master[layout.koly_offset + 360] ^= 1;
+    let bad = dir.path().join("master.dmg");
+    std::fs::write(&bad, &master).unwrap();
+    let (ok, out, err) = verify(&bad);
+    assert!(!ok && err.contains("master checksum") && err.contains("master.dmg"), "{err}\n{out}");
+}

@@ -61,7 +61,7 @@ enum Command {
     Cat(cat::CatArgs),
     /// Describe an image: format, virtual size, cluster size, features, backing chain.
     Info(info::InfoArgs),
-    /// Recompute the hashes an image stored of its media (EWF: MD5, SHA1) and compare.
+    /// Recompute the hashes an image stored of its media (EWF: MD5, SHA1; DMG: CRC-32s) and compare.
     Verify(verify::VerifyArgs),
     /// List the abuse and ublk devices: state, mode, size, serving process, open count, errors.
     List(list::ListArgs),

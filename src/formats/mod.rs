@@ -67,12 +67,24 @@ pub trait DiskImage: Send + Sync {
     fn info(&self) -> ImageInfo;
 }
 
-/// Hashes of the whole virtual disk that an image stores (forensic formats record them at
-/// acquisition).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What an image stores about its own contents, for `vdmount verify`: hashes of the whole
+/// virtual disk (forensic formats record them at acquisition), checksums of parts of it (DMG
+/// keeps a CRC-32 per partition table), and disagreements among these records found at open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredDigests {
     pub md5: Option<[u8; 16]>,
     pub sha1: Option<[u8; 20]>,
+    pub crc32: Vec<PartCrc32>,
+    pub inconsistencies: Vec<String>,
+}
+
+/// A CRC-32 (IEEE) stored over `ranges` of the virtual disk (byte ranges, sorted, and disjoint
+/// from every other `PartCrc32`'s), read in order as one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartCrc32 {
+    pub what: String,
+    pub ranges: Vec<std::ops::Range<u64>>,
+    pub crc: u32,
 }
 
 /// The identity of one layer, as children record their parent's: a differencing child is only

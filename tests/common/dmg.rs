@@ -67,6 +67,7 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
     bounds.extend_from_slice(plan.splits);
     bounds.push(total);
     let mut tables = Vec::new();
+    let mut sums = Vec::new();
     let (mut data_chunk, mut zero_chunk) = (0usize, 0usize);
     for (p, w) in bounds.windows(2).enumerate() {
         let (first, last) = (w[0], w[1]);
@@ -75,6 +76,8 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
             entries.push(entry(0x7fff_fffe, 0, 0, 0, 0));
         }
         let base = if plan.relative { fork.len() } else { 0 };
+        // The table's CRC-32 covers its sectors but those of "ignore" chunks, as hdiutil's do.
+        let mut sum = flate2::Crc::new();
         let mut s = first;
         while s < last {
             let n = plan.chunk_sectors.min(last - s);
@@ -90,6 +93,9 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
                 data_chunk += 1;
                 plan.kinds[(data_chunk - 1) % plan.kinds.len()]
             };
+            if kind != Kind::Ignore {
+                sum.update(data);
+            }
             let stored = compress(kind, data);
             let at = fork.len();
             fork.extend_from_slice(&stored);
@@ -98,7 +104,8 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
             s += n;
         }
         entries.push(entry(0xffff_ffff, (last - first) as u64, 0, (fork.len() - base) as u64, 0));
-        let table = mish(first, last - first, p, base as u64, &entries);
+        let table = mish(first, last - first, p, base as u64, sum.sum(), &entries);
+        sums.push(sum.sum());
         tables.push((format!("partition {p} (Apple_HFS : {})", p + 1), table));
     }
     let mut file = fork;
@@ -113,7 +120,13 @@ pub fn build(src: &[u8], plan: &Plan) -> (Vec<u8>, Layout) {
         c.update(&file[..fork_len]);
         c.sum()
     };
-    file.extend_from_slice(&koly(fork_len as u64, layout.xml_offset as u64, xml.len() as u64, total as u64, crc));
+    let mut master = flate2::Crc::new();
+    sums.iter().for_each(|s| master.update(&s.to_be_bytes()));
+    let mut k = koly(fork_len as u64, layout.xml_offset as u64, xml.len() as u64, total as u64, crc);
+    k[352..356].copy_from_slice(&2u32.to_be_bytes()); // master checksum: CRC-32 of the tables' sums
+    k[356..360].copy_from_slice(&32u32.to_be_bytes());
+    k[360..364].copy_from_slice(&master.sum().to_be_bytes());
+    file.extend_from_slice(&k);
     (file, layout)
 }
 
@@ -127,7 +140,7 @@ fn entry(kind: u32, sector: u64, count: u64, offset: u64, length: u64) -> [u8; 4
     e
 }
 
-fn mish(first: usize, sectors: usize, index: usize, data_offset: u64, entries: &[[u8; 40]]) -> Vec<u8> {
+fn mish(first: usize, sectors: usize, index: usize, data_offset: u64, crc: u32, entries: &[[u8; 40]]) -> Vec<u8> {
     let mut t = vec![0u8; 204];
     t[0..4].copy_from_slice(b"mish");
     t[4..8].copy_from_slice(&1u32.to_be_bytes());
@@ -136,6 +149,9 @@ fn mish(first: usize, sectors: usize, index: usize, data_offset: u64, entries: &
     t[24..32].copy_from_slice(&data_offset.to_be_bytes());
     t[32..36].copy_from_slice(&0x208u32.to_be_bytes()); // buffers needed, as hdiutil writes
     t[36..40].copy_from_slice(&(index as u32).to_be_bytes());
+    t[64..68].copy_from_slice(&2u32.to_be_bytes()); // checksum: CRC-32, 32 bits
+    t[68..72].copy_from_slice(&32u32.to_be_bytes());
+    t[72..76].copy_from_slice(&crc.to_be_bytes());
     t[200..204].copy_from_slice(&(entries.len() as u32).to_be_bytes());
     for e in entries {
         t.extend_from_slice(e);

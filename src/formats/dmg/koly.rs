@@ -20,6 +20,9 @@ pub struct Koly {
     pub sector_count: u64,
     /// Checksum of the data fork: type (0 none, 2 CRC-32) and size in bits.
     pub data_checksum: (u32, u32),
+    /// Checksum of the chunk tables' checksums: type (0 none, 2 CRC-32), size in bits, and the
+    /// first 32 bits of its value.
+    pub master_checksum: (u32, u32, u32),
 }
 
 /// Whether `tail`, the last 512 bytes of a file, is a UDIF trailer (magic, version 4, size 512):
@@ -74,6 +77,7 @@ pub fn read_koly(file: &ImageFile) -> Result<Koly> {
         xml_length: be64(&b, 224),
         sector_count: be64(&b, 492),
         data_checksum: (be32(&b, 80), be32(&b, 84)),
+        master_checksum: (be32(&b, 352), be32(&b, 356), be32(&b, 360)),
     };
     // What the trailer locates must lie before it.
     let before_trailer = |what: &str, off: u64, len: u64| {

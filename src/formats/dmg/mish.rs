@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
 pub use crate::formats::SECTOR;
 use crate::limits::{self, MAX_DMG_CHUNKS, MAX_DMG_CHUNK_BYTES};
+use std::ops::Range;
 use std::path::Path;
 
 const HEADER: usize = 204;
@@ -79,9 +80,26 @@ impl Chunk {
     }
 }
 
+/// What a table stores about its own sectors, for `vdmount verify`.
+pub struct TableSum {
+    /// Type (0 none, 2 CRC-32), size in bits, and the first 32 bits of the value.
+    pub checksum: (u32, u32, u32),
+    /// The bytes of the disk the checksum covers, in order, neighbours joined: the table's
+    /// chunks but its "ignore" ones, which hdiutil leaves out of the sum (its zero chunks are
+    /// in it; seen on dfVFS's hfsplus_zlib.dmg).
+    pub covered: Vec<Range<u64>>,
+}
+
 /// Appends the chunks of table `index` (named `name`) to `out`, checking each against the disk
-/// and the data fork, and the total count against the limit.
-pub fn parse_table(path: &Path, koly: &Koly, index: usize, name: &str, t: &[u8], out: &mut Vec<Chunk>) -> Result<()> {
+/// and the data fork, and the total count against the limit; returns the table's checksum.
+pub fn parse_table(
+    path: &Path,
+    koly: &Koly,
+    index: usize,
+    name: &str,
+    t: &[u8],
+    out: &mut Vec<Chunk>,
+) -> Result<TableSum> {
     let bad =
         |why: String| Error::corrupt(path, format!("blkx table {index} (\"{name}\") {why}; the image is corrupt"));
     if t.len() < HEADER || &t[..4] != b"mish" {
@@ -95,6 +113,7 @@ pub fn parse_table(path: &Path, koly: &Koly, index: usize, name: &str, t: &[u8],
     }
     limits::check(path, "number of DMG chunks", (out.len() + count) as u64, MAX_DMG_CHUNKS)?;
     let fork_end = koly.data_fork_offset + koly.data_fork_length;
+    let first_new = out.len();
     for i in 0..count {
         let e = &t[HEADER + i * ENTRY..HEADER + (i + 1) * ENTRY];
         let kind = match Kind::from_type(be32(e, 0)) {
@@ -143,7 +162,20 @@ pub fn parse_table(path: &Path, koly: &Koly, index: usize, name: &str, t: &[u8],
         }
         out.push(chunk);
     }
-    Ok(())
+    let mut covered: Vec<Range<u64>> = out[first_new..]
+        .iter()
+        .filter(|c| c.kind != Kind::Ignore)
+        .map(|c| c.start * SECTOR..c.end() * SECTOR)
+        .collect();
+    covered.sort_by_key(|r| r.start);
+    covered.dedup_by(|next, prev| {
+        let joins = next.start == prev.end;
+        if joins {
+            prev.end = next.end;
+        }
+        joins
+    });
+    Ok(TableSum { checksum: (be32(t, 64), be32(t, 68), be32(t, 72)), covered })
 }
 
 /// Sorts the chunks of all tables by sector, refuses overlaps, and joins neighbours one lookup
@@ -196,6 +228,7 @@ mod tests {
             xml_length: 100,
             sector_count: 100,
             data_checksum: (0, 0),
+            master_checksum: (0, 0, 0),
         }
     }
 

@@ -11,14 +11,14 @@ mod mish;
 mod resources;
 
 use super::layer::{Decompress, Layer, LayerImage, Source};
-use super::{Chain, DiskImage, ImageInfo, OpenOptions};
+use super::{Chain, DiskImage, ImageInfo, OpenOptions, PartCrc32, StoredDigests};
 use crate::cache::{Cache, Key, Kind as CacheKind};
 use crate::error::{Error, Result};
 use crate::formats::cached::whole_cluster;
 use crate::limits::{self, MAX_VIRTUAL_SIZE};
 use crate::source::file::ImageFile;
 use koly::{read_koly, Koly};
-use mish::{Chunk, Kind, SECTOR};
+use mish::{Chunk, Kind, TableSum, SECTOR};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,8 +28,9 @@ pub struct DmgImage {
     koly: Koly,
     /// Sorted by sector, not overlapping; sectors between them read as zeros.
     chunks: Vec<Chunk>,
-    /// The blkx entries' names (partitions), for `info`.
+    /// The blkx entries' names (partitions), for `info`, and their checksums, for `verify`.
     names: Vec<String>,
+    sums: Vec<TableSum>,
     kinds: BTreeSet<Kind>,
     cache: Arc<Cache>,
 }
@@ -43,14 +44,17 @@ impl DmgImage {
         let tables = resources::read_blkx(&file, &koly)?;
         let mut chunks = Vec::new();
         let mut names = Vec::with_capacity(tables.len());
+        let mut sums = Vec::with_capacity(tables.len());
         for (i, t) in tables.iter().enumerate() {
-            mish::parse_table(path, &koly, i, &t.name, &t.table, &mut chunks)?;
+            sums.push(mish::parse_table(path, &koly, i, &t.name, &t.table, &mut chunks)?);
             names.push(t.name.clone());
         }
-        opts.budget.take(path, "the DMG chunk tables", (chunks.len() * std::mem::size_of::<Chunk>()) as u64)?;
+        let ranges: usize = sums.iter().map(|s| s.covered.len()).sum();
+        let bytes = chunks.len() * std::mem::size_of::<Chunk>() + ranges * std::mem::size_of::<std::ops::Range<u64>>();
+        opts.budget.take(path, "the DMG chunk tables", bytes as u64)?;
         let kinds = chunks.iter().map(|c| c.kind).collect();
         let chunks = mish::finish(path, chunks)?;
-        Ok(DmgImage { file, koly, chunks, names, kinds, cache: opts.cache.clone() })
+        Ok(DmgImage { file, koly, chunks, names, sums, kinds, cache: opts.cache.clone() })
     }
 
     /// Decompresses chunk `index` into `out` (its size plus one byte); returns its size.
@@ -138,7 +142,32 @@ impl Layer for DmgImage {
     }
 }
 
+/// The CRC-32 checksum type, as UDIF records it, with its size in bits.
+const CRC32: (u32, u32) = (2, 32);
+
 impl LayerImage for DmgImage {
+    /// Each table's CRC-32 over its sectors, and whether the trailer's master checksum (a CRC-32
+    /// of the tables' CRC-32s, in order) agrees with them.
+    fn stored_digests(&self) -> StoredDigests {
+        let crc32 = self.names.iter().zip(&self.sums).filter(|(_, s)| (s.checksum.0, s.checksum.1) == CRC32).map(
+            |(name, s)| PartCrc32 { what: format!("blkx \"{name}\""), ranges: s.covered.clone(), crc: s.checksum.2 },
+        );
+        let crc32: Vec<PartCrc32> = crc32.collect();
+        let mut inconsistencies = Vec::new();
+        let (t, bits, master) = self.koly.master_checksum;
+        if (t, bits) == CRC32 && crc32.len() == self.sums.len() {
+            let mut h = crc32fast::Hasher::new();
+            self.sums.iter().for_each(|s| h.update(&s.checksum.2.to_be_bytes()));
+            let got = h.finalize();
+            if got != master {
+                inconsistencies.push(format!(
+                    "the trailer's master checksum {master:08x} is not the CRC-32 of the tables' checksums ({got:08x}): the chunk tables were changed"
+                ));
+            }
+        }
+        StoredDigests { crc32, inconsistencies, ..Default::default() }
+    }
+
     fn describe(&self) -> ImageInfo {
         let k = &self.koly;
         let names: Vec<String> = self.names.iter().map(|n| format!("\"{n}\"")).collect();
@@ -147,6 +176,10 @@ impl LayerImage for DmgImage {
         let checksum = match sum_type {
             0 => "none".to_string(),
             t => format!("{} ({sum_bits} bits)", koly::checksum_name(t)),
+        };
+        let master = match k.master_checksum {
+            (0, _, _) => "none".to_string(),
+            (t, bits, v) => format!("{} ({bits} bits) {v:08x}", koly::checksum_name(t)),
         };
         ImageInfo {
             path: self.file.path.clone(),
@@ -160,6 +193,7 @@ impl LayerImage for DmgImage {
                 ("chunks".into(), format!("{} (neighbours of one kind joined)", self.chunks.len())),
                 ("data fork".into(), format!("at offset {} ({} bytes)", k.data_fork_offset, k.data_fork_length)),
                 ("data checksum".into(), checksum),
+                ("master checksum".into(), master),
             ],
             ..Default::default()
         }

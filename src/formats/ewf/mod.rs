@@ -275,7 +275,7 @@ impl Decompress for EwfImage {
 
 impl LayerImage for EwfImage {
     fn stored_digests(&self) -> StoredDigests {
-        StoredDigests { md5: self.hashes.md5, sha1: self.hashes.sha1 }
+        StoredDigests { md5: self.hashes.md5, sha1: self.hashes.sha1, ..Default::default() }
     }
 
     fn describe(&self) -> ImageInfo {
