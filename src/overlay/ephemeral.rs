@@ -1,6 +1,8 @@
 //! `--cow`: writes go to an ephemeral overlay, a sparse temporary file unlinked at creation
 //! (so it is gone when the server exits, however it exits), never to the image. A bitmap of
 //! 4 KiB blocks says which blocks the overlay holds; every other block is read from the image.
+//! Its bits are atomics: reads and writes share its lock, taken exclusively only to add a chunk
+//! (once per 128 MiB of disk first written).
 
 use crate::error::{Error, Result};
 use crate::formats::layer::{read_layer, DataFile, Layer, Source};
@@ -10,12 +12,17 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 const BLOCK: u64 = 4096;
 /// Blocks per bitmap chunk: chunks are allocated on first write, so a huge sparse disk costs
 /// memory only where it was written.
 const CHUNK_BLOCKS: u64 = 64 * 512;
+/// Locks for read-modify-write of partly written blocks, by block number.
+const RMW_LOCKS: u64 = 64;
+
+type Chunk = Box<[AtomicU64]>;
 
 pub struct CowOverlay {
     base: Arc<dyn DiskImage>,
@@ -23,9 +30,9 @@ pub struct CowOverlay {
     overlay: File,
     /// The folder the overlay is in (it has no name), for error messages.
     overlay_path: PathBuf,
-    written: RwLock<HashMap<u64, Box<[u64; 512]>>>,
-    /// Serialises read-modify-write of partly written blocks.
-    rmw: Mutex<()>,
+    written: RwLock<HashMap<u64, Chunk>>,
+    /// Serialises read-modify-write of partly written blocks (of blocks with the same lock).
+    rmw: Box<[Mutex<()>]>,
 }
 
 impl CowOverlay {
@@ -50,23 +57,24 @@ impl CowOverlay {
             overlay,
             overlay_path: dir,
             written: RwLock::new(HashMap::new()),
-            rmw: Mutex::new(()),
-        })
-    }
-
-    fn is_written(&self, block: u64) -> bool {
-        let map = self.written.read().unwrap();
-        map.get(&(block / CHUNK_BLOCKS)).is_some_and(|c| {
-            let i = block % CHUNK_BLOCKS;
-            c[(i / 64) as usize] & (1 << (i % 64)) != 0
+            rmw: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
         })
     }
 
     fn mark_written(&self, block: u64) {
-        let mut map = self.written.write().unwrap();
-        let c = map.entry(block / CHUNK_BLOCKS).or_insert_with(|| Box::new([0; 512]));
         let i = block % CHUNK_BLOCKS;
-        c[(i / 64) as usize] |= 1 << (i % 64);
+        {
+            let map = self.written.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = map.get(&(block / CHUNK_BLOCKS)) {
+                c[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
+                return;
+            }
+        }
+        let mut map = self.written.write().unwrap_or_else(|e| e.into_inner());
+        let c = map
+            .entry(block / CHUNK_BLOCKS)
+            .or_insert_with(|| (0..CHUNK_BLOCKS / 64).map(|_| AtomicU64::new(0)).collect());
+        c[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Release);
     }
 
     fn io_err(&self, what: &str, e: std::io::Error) -> Error {
@@ -94,7 +102,7 @@ impl CowOverlay {
                 pos = run_end;
                 continue;
             }
-            let _guard = self.rmw.lock().unwrap();
+            let _guard = self.rmw[(block % RMW_LOCKS) as usize].lock().unwrap_or_else(|e| e.into_inner());
             let mut buf = vec![0u8; BLOCK as usize];
             read_layer(self, &mut buf, bstart)?;
             buf[(pos - bstart) as usize..(bend - bstart) as usize].copy_from_slice(piece);
@@ -104,6 +112,14 @@ impl CowOverlay {
         }
         Ok(())
     }
+}
+
+/// Whether `block` is marked written in `map`.
+fn bit(map: &HashMap<u64, Chunk>, block: u64) -> bool {
+    map.get(&(block / CHUNK_BLOCKS)).is_some_and(|c| {
+        let i = block % CHUNK_BLOCKS;
+        c[(i / 64) as usize].load(Ordering::Acquire) & (1 << (i % 64)) != 0
+    })
 }
 
 /// A block the guest wrote reads from the overlay file, any other from the image below.
@@ -116,10 +132,11 @@ impl Layer for CowOverlay {
     }
     /// The run of blocks from `pos` that all read from the same place.
     fn lookup(&self, pos: u64, max: u64) -> Result<(Source<'_>, u64)> {
-        let from_overlay = self.is_written(pos / BLOCK);
+        let map = self.written.read().unwrap_or_else(|e| e.into_inner());
+        let from_overlay = bit(&map, pos / BLOCK);
         let end = pos.saturating_add(max);
         let mut run_end = (pos / BLOCK + 1) * BLOCK;
-        while run_end < end && self.is_written(run_end / BLOCK) == from_overlay {
+        while run_end < end && bit(&map, run_end / BLOCK) == from_overlay {
             run_end += BLOCK;
         }
         let len = run_end.min(end) - pos;

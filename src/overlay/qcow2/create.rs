@@ -89,16 +89,7 @@ impl Qcow2Overlay {
 
         let mut refcount_table = vec![0u64; (refcount_table_clusters * CLUSTER / 8) as usize];
         refcount_table[0] = block0 * CLUSTER;
-        let meta = Meta {
-            l1_offset: l1_cluster * CLUSTER,
-            l1: vec![0; l1_size as usize],
-            l2: HashMap::new(),
-            refcount_table_offset,
-            refcount_table,
-            next_free: metadata_end,
-            file_end: metadata_end,
-        };
-        let data_fd = file.regular_fd();
-        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta), data_fd })
+        let meta = Meta { refcount_table_offset, refcount_table, next_free: metadata_end, file_end: metadata_end };
+        Ok(Qcow2Overlay::assemble(path, file, base, size, l1_cluster * CLUSTER, vec![0; l1_size as usize], meta))
     }
 }

@@ -22,6 +22,14 @@
 //!   never make those bytes read as zeros or as stale data.
 //! - Every write reaches the file (page cache) before it is acknowledged, so a killed server
 //!   loses nothing; `flush` and FUA writes fdatasync.
+//!
+//! Locking: reads take no lock. L1 and L2 entries are atomics; a cached L2 table is found in a
+//! sharded cache (least recently used out first), and only a table missing from it is loaded
+//! under `meta`, the lock every metadata change holds, so a load never races a change and reads
+//! the table as the last change left it on disk. A write to clusters already allocated writes in
+//! place without a lock. A write that allocates claims its guest clusters (other writes to them
+//! wait), takes `meta` only to hand out clusters and again to set the L2 entries, and copies,
+//! writes and syncs the data in between, so allocating writes to different clusters overlap.
 //! - Discard and write-zeroes set the zero flag on whole clusters, keeping any allocation (no
 //!   refcount is ever decremented while the overlay is in use); partial clusters get real zeros.
 
@@ -43,14 +51,15 @@ use crate::formats::{DiskImage, Extent, Extents};
 use crate::limits::{self, MAX_L1_BYTES, MAX_TABLE_BYTES, MAX_VIRTUAL_SIZE};
 use crate::overlay::Overlay;
 pub use header::backing_file_name;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tables::{place, Place};
 
 const CLUSTER_BITS: u32 = 16;
@@ -63,7 +72,8 @@ const REFCOUNTS_PER_BLOCK: u64 = CLUSTER / 2;
 /// overlay leaks little after a crash and a big one syncs once per 16 MiB of growth.
 const MIN_RESERVE_CLUSTERS: u64 = 16;
 const MAX_RESERVE_CLUSTERS: u64 = 256;
-/// L2 tables kept in memory (64 MiB); all are written through, so any can be dropped.
+/// L2 tables kept in memory (64 MiB, reaching 512 GiB of disk); all are written through, so
+/// any can be dropped.
 const MAX_CACHED_L2: usize = 1024;
 
 /// 16-bit refcounts, as qemu-img creates them.
@@ -106,22 +116,29 @@ impl OverlayFile for File {
     }
 }
 
+/// An L2 table as on disk; entries change only under `meta`.
+type L2Table = Arc<[AtomicU64]>;
+
 pub struct Qcow2Overlay {
     path: PathBuf,
     file: Box<dyn OverlayFile>,
     base: Arc<dyn DiskImage>,
     size: u64,
+    l1_offset: u64,
+    /// The L1 table as on disk; entries change only under `meta`.
+    l1: Box<[AtomicU64]>,
+    /// Cached L2 tables by L1 index.
+    l2: quick_cache::sync::Cache<usize, L2Table>,
     meta: Mutex<Meta>,
+    /// Guest clusters an allocating write is filling; other writes to them wait.
+    claimed: Mutex<HashSet<u64>>,
+    released: Condvar,
     /// The overlay's fd for extents (`map_read`), when it is a regular file.
     data_fd: Option<RawFd>,
 }
 
-/// Everything the allocator and the tables hold; one lock, held across every allocating write.
+/// The allocator's state; its lock is held by every change of metadata.
 struct Meta {
-    l1_offset: u64,
-    l1: Vec<u64>,
-    /// L2 tables by L1 index, as on disk.
-    l2: HashMap<usize, Box<[u64]>>,
     refcount_table_offset: u64,
     refcount_table: Vec<u64>,
     /// Next cluster (index) to hand out.
@@ -135,6 +152,32 @@ fn table_bytes(entries: &[u64]) -> Vec<u8> {
 }
 
 impl Qcow2Overlay {
+    /// The overlay over `base` in `file`, as `create` made it or `open` found it.
+    fn assemble(
+        path: &Path,
+        file: Box<dyn OverlayFile>,
+        base: Arc<dyn DiskImage>,
+        size: u64,
+        l1_offset: u64,
+        l1: Vec<u64>,
+        meta: Meta,
+    ) -> Qcow2Overlay {
+        let data_fd = file.regular_fd();
+        Qcow2Overlay {
+            path: path.to_path_buf(),
+            file,
+            base,
+            size,
+            l1_offset,
+            l1: l1.into_iter().map(AtomicU64::new).collect(),
+            l2: quick_cache::sync::Cache::new(MAX_CACHED_L2),
+            meta: Mutex::new(meta),
+            claimed: Mutex::new(HashSet::new()),
+            released: Condvar::new(),
+            data_fd,
+        }
+    }
+
     /// Gives back the reserved clusters no write used and syncs, leaving a file `qemu-img check`
     /// finds clean. Dropping the overlay does this too (ignoring errors).
     pub fn close(&self) -> Result<()> {

@@ -118,16 +118,7 @@ impl Qcow2Overlay {
                 .and_then(|_| file.sync())
                 .map_err(|e| Error::io(path, "cannot update the overlay's header", e))?;
         }
-        let meta = Meta {
-            l1_offset,
-            l1,
-            l2: HashMap::new(),
-            refcount_table_offset,
-            refcount_table,
-            next_free: file_end,
-            file_end,
-        };
-        let data_fd = file.regular_fd();
-        Ok(Qcow2Overlay { path: path.to_path_buf(), file, base, size, meta: Mutex::new(meta), data_fd })
+        let meta = Meta { refcount_table_offset, refcount_table, next_free: file_end, file_end };
+        Ok(Qcow2Overlay::assemble(path, file, base, size, l1_offset, l1, meta))
     }
 }
