@@ -182,3 +182,15 @@ fn info_detection_format_option_and_cow() {
         assert_eq!(sha256_file(watched), before, "{} changed", watched.display());
     }
 }
+
+#[test]
+fn third_party_sparse_images() {
+    let read = check_third_party("sparseimage");
+    assert!(!read.is_empty(), "no third-party sparse image read");
+    // libmodi's header: the fields at the offsets its documentation gives.
+    let header = repo().join("fixtures/third-party/sparseimage-libmodi-header/sparse_image_header.1");
+    let text = info(&header);
+    for want in ["4194304 bytes", "band size: 1048576 (2048 sectors)", "bands: 4 (4 allocated)", "truncated"] {
+        assert!(text.contains(want), "info lacks {want:?}:\n{text}");
+    }
+}
