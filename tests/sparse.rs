@@ -194,3 +194,39 @@ fn third_party_sparse_images() {
         assert!(text.contains(want), "info lacks {want:?}:\n{text}");
     }
 }
+
+#[test]
+fn many_band_files_raise_the_open_file_limit() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch();
+    let src = source(dir.path(), 1200 * 512, 11);
+    let folder = dir.path().join("many.sparsebundle");
+    let bands: Vec<usize> = (0..1200).collect();
+    sparsebundle(&folder, &src, &Bundle { band_size: 512, bands: &bands, trim: false });
+    // A soft limit of 256 open files (the hard one as it is): raised as the bands need.
+    let mut cmd = vdmount();
+    cmd.arg("cat").arg(&folder);
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    assert_eq!(sha256_hex(run_ok(&mut cmd).stdout), sha256_hex(&src));
+    // A hard limit too low: refused, saying what to raise.
+    let mut cmd = vdmount();
+    cmd.arg("cat").arg(&folder);
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 256, rlim_max: 256 };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("ulimit -Hn") && err.contains("many.sparsebundle"), "{err}");
+}

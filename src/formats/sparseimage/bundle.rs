@@ -91,7 +91,8 @@ impl BundleImage {
                 Some(n) => {
                     ensure_descriptors(bands.len());
                     let named = Path::new(BANDS).join(&name);
-                    bands.push((n, chain.confine.open(&info.path, &named, "band file")?));
+                    let file = chain.confine.open(&info.path, &named, "band file").map_err(too_many_files)?;
+                    bands.push((n, file));
                 }
             }
         }
@@ -121,6 +122,20 @@ fn ensure_descriptors(open_bands: usize) {
             lim.rlim_cur = lim.rlim_max.min(want.max(lim.rlim_cur * 2));
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
+    }
+}
+
+/// Says what to do when the hard limit on open files is too low for the band files.
+fn too_many_files(e: Error) -> Error {
+    match e {
+        Error::Io { path, context, source } if source.raw_os_error() == Some(libc::EMFILE) => Error::Io {
+            path,
+            context: format!(
+                "{context} (a sparse bundle's band files are all held open: raise the hard limit, ulimit -Hn)"
+            ),
+            source,
+        },
+        e => e,
     }
 }
 
