@@ -217,6 +217,51 @@ child = vdi(4, [F, 0, F, F, Z, F, F, F], [bytes([0x77]) * 4096], bytes(range(33,
 open(f"{sys.argv[3]}/vdi-differencing.vdi", "wb").write(child)
 EOF
 
+# Apple sparse images (no Linux tool writes them): a 64 KiB disk of 4 KiB bands, three stored
+# out of order; and 512-byte bands with the header's slots mostly unused and an index node.
+# open_sparsebundle's inputs are an Info.plist, a NUL, then band files of 4 KiB (named 0, 2, 4...).
+mkdir -p "$CORPUS/open_sparsebundle"
+python3 - "$IMG" "$CORPUS/open_sparsebundle" <<'EOF'
+import struct, sys
+def header(spb, sectors, nxt=0):
+    h = bytearray(4096)
+    h[:4] = b"sprs"
+    struct.pack_into(">IIII", h, 4, 3, spb, 1, sectors)
+    struct.pack_into(">QQ", h, 20, nxt, sectors)
+    return h
+band = lambda i, n: bytes([(i * 29 + j) & 0xff for j in range(n)])
+h = header(8, 128)
+struct.pack_into(">III", h, 64, 5, 1, 16)
+open(f"{sys.argv[1]}/sparseimage-4k.sparseimage", "wb").write(h + band(5, 4096) + band(1, 4096) + band(16, 2048))
+h = header(1, 64, 4096 + 2 * 512)
+struct.pack_into(">II", h, 64, 3, 60)
+node = bytearray(4096)
+node[:4] = b"sprs"
+struct.pack_into(">IIQ", node, 4, 0, 1, 0)
+struct.pack_into(">II", node, 56, 1, 64)
+open(f"{sys.argv[1]}/sparseimage-nodes.sparseimage", "wb").write(h + band(3, 512) + band(60, 512) + node + band(1, 512) + band(64, 512))
+plist = """<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0">
+<dict>
+	<key>CFBundleInfoDictionaryVersion</key>
+	<string>6.0</string>
+	<key>band-size</key>
+	<integer>%s</integer>
+	<key>bundle-backingstore-version</key>
+	<integer>1</integer>
+	<key>diskimage-bundle-type</key>
+	<string>com.apple.diskimage.sparsebundle</string>
+	<key>size</key>
+	<integer>%s</integer>
+</dict>
+</plist>
+"""
+open(f"{sys.argv[2]}/bundle-4k", "wb").write((plist % (4096, 65536)).encode() + b"\0" + band(0, 4096) + band(2, 4096) + band(4, 1000))
+open(f"{sys.argv[2]}/bundle-odd", "wb").write((plist % (3000, 20000)).encode() + b"\0" + band(7, 3000) + band(8, 100))
+EOF
+ln -sfn open_and_read "$CORPUS/open_sparseimage"
+
 # serve_batch: a few deterministic byte strings (arbitrary turns them into request lists).
 python3 - "$CORPUS/serve_batch" <<'EOF'
 import random, sys

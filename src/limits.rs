@@ -59,6 +59,12 @@ pub const MAX_DMG_PLIST_BYTES: u64 = 64 << 20;
 pub const MAX_DMG_CHUNKS: u64 = 1 << 22;
 /// Largest DMG chunk, compressed or decompressed: qemu's limit (hdiutil writes 1 MiB chunks).
 pub const MAX_DMG_CHUNK_BYTES: u64 = 64 << 20;
+/// Largest band of an Apple sparse image or sparse bundle (hdiutil writes 1 MiB and 8 MiB bands;
+/// bands are served from the file as they are, so this only keeps offsets far from overflow).
+pub const MAX_SPARSE_BAND_BYTES: u64 = 4 << 30;
+/// Most band files listed in one sparse bundle's bands folder (each is opened and held open: the
+/// sandboxed server can open nothing later). 2^20 bands of 8 MiB are an 8 TiB disk.
+pub const MAX_SPARSEBUNDLE_BAND_FILES: u64 = 1 << 20;
 /// Memory the long-lived tables of one backing chain may take, all layers together (L1 tables,
 /// snapshot tables, replayed VHDX logs): a chain of 64 layers each at its own limit would
 /// otherwise need gigabytes.

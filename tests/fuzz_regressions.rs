@@ -1,7 +1,7 @@
 //! Every input that once crashed, hung or blew up a fuzz target (or a hostile case found by
 //! hand), replayed through the same code as the target: tests/fuzz-regressions/<target>/<file>.
 //! The folder name says which target: open_and_read (format detected), open_qcow2, open_vmdk,
-//! open_vhd, open_vhdx, open_vdi, open_qed, open_parallels, open_ewf, open_dmg (format forced), vmdk_descriptor. Each input runs in a fresh folder that
+//! open_vhd, open_vhdx, open_vdi, open_qed, open_parallels, open_ewf, open_dmg, open_sparseimage (format forced), vmdk_descriptor. Each input runs in a fresh folder that
 //! also holds a FIFO named "fifo", so an image naming it as backing file must not hang.
 
 mod common;
@@ -29,6 +29,7 @@ fn format_of(target: &str) -> Option<Option<Format>> {
         "open_parallels" => Some(Format::Parallels),
         "open_ewf" => Some(Format::Ewf),
         "open_dmg" => Some(Format::Dmg),
+        "open_sparseimage" => Some(Format::SparseImage),
         _ => return None,
     })
 }

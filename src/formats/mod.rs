@@ -13,6 +13,7 @@ pub mod parent_id;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;
+pub mod sparseimage;
 pub mod utc;
 pub mod vdi;
 pub mod vhd;
@@ -108,7 +109,7 @@ pub enum LayerId {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ImageInfo {
     pub path: PathBuf,
-    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "ewf", "dmg", "raw").
+    /// Format name, as `--format` takes it ("qcow2", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels", "ewf", "dmg", "sparseimage", "sparsebundle", "raw").
     pub format: String,
     pub virtual_size: u64,
     /// Cluster, grain or block size, where the format has one.

@@ -2,7 +2,7 @@
 //! depth limit, loop check and confinement of backing chains.
 
 use super::failed::FailedLayer;
-use super::{dmg, ewf, parallels, qcow2, qed, raw, vdi, vhd, vhdx, vmdk, DiskImage};
+use super::{dmg, ewf, parallels, qcow2, qed, raw, sparseimage, vdi, vhd, vhdx, vmdk, DiskImage};
 use crate::cache::Cache;
 use crate::error::{Error, Result};
 use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
@@ -24,6 +24,10 @@ pub enum Format {
     Parallels,
     Ewf,
     Dmg,
+    #[value(name = "sparseimage")]
+    SparseImage,
+    #[value(name = "sparsebundle")]
+    SparseBundle,
 }
 
 impl Format {
@@ -39,6 +43,8 @@ impl Format {
             Format::Parallels => "parallels",
             Format::Ewf => "ewf",
             Format::Dmg => "dmg",
+            Format::SparseImage => "sparseimage",
+            Format::SparseBundle => "sparsebundle",
         }
     }
 
@@ -55,6 +61,8 @@ impl Format {
             "parallels" => Format::Parallels,
             "ewf" => Format::Ewf,
             "dmg" | "udif" => Format::Dmg,
+            "sparseimage" | "udsp" => Format::SparseImage,
+            "sparsebundle" | "udsb" => Format::SparseBundle,
             _ => return None,
         })
     }
@@ -122,8 +130,10 @@ impl Chain {
 
 /// Opens the image at `path` (the top of its chain); a Parallels bundle folder (`NAME.hdd/`)
 /// stands for the descriptor in it.
+/// A sparse bundle folder (`NAME.sparsebundle/`) stands for its Info.plist.
 pub fn open(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
     let path = &parallels::descriptor_in_folder(path);
+    let path = &sparseimage::bundle::info_in_folder(path);
     let file = ImageFile::open(path)?;
     let confine = Confinement::new(path, &opts.allow_dirs, opts.allow_any_path)?;
     let chain = Chain { paths: Vec::new(), inodes: Vec::new(), confine: Arc::new(confine) };
@@ -186,6 +196,8 @@ fn open_in_chain(
         // A DMG is known by its trailer and property list: asked for one, the reader says which
         // of the two is wrong, more precisely than "does not look like one".
         Some(Format::Dmg) if detected == Format::Raw => Format::Dmg,
+        // Likewise an Info.plist: the reader says what it lacks.
+        Some(Format::SparseBundle) if detected == Format::Raw => Format::SparseBundle,
         Some(f) if f == detected => f,
         Some(f) => {
             return Err(Error::corrupt(
@@ -211,6 +223,8 @@ fn open_in_chain(
         Format::Parallels => parallels::open(file, &chain, opts),
         Format::Ewf => Ok(Arc::new(ewf::EwfImage::open(file, &chain, opts)?)),
         Format::Dmg => Ok(Arc::new(dmg::DmgImage::open(file, &chain, opts)?)),
+        Format::SparseImage => Ok(Arc::new(sparseimage::SparseImage::open(file, &chain, opts)?)),
+        Format::SparseBundle => Ok(Arc::new(sparseimage::bundle::BundleImage::open(file, &chain, opts)?)),
     }
 }
 
@@ -244,6 +258,12 @@ pub fn detect(file: &ImageFile) -> Result<Format> {
     let ewf = [ewf::SIGNATURE, ewf::LOGICAL_SIGNATURE, ewf::EWF2_SIGNATURE, ewf::EWF2_LOGICAL_SIGNATURE];
     if ewf.iter().any(|sig| head.starts_with(&sig[..])) {
         return Ok(Format::Ewf);
+    }
+    if head.starts_with(sparseimage::MAGIC) {
+        return Ok(Format::SparseImage);
+    }
+    if sparseimage::bundle::is_info_plist(file, head) {
+        return Ok(Format::SparseBundle);
     }
     // VDI's text line varies by writer ("<<< Oracle VM VirtualBox Disk Image >>>", qemu's own);
     // the signature after it does not.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dmg;
+pub mod sparse;
 
 use sha2::{Digest, Sha256};
 use std::io::Read;

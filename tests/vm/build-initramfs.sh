@@ -49,6 +49,8 @@ done
 # ...and as an EnCase set (ewf-tools), deflate-compressed, in 1 MiB segments: e2e.E01, e2e.E02...
 qemu-img convert -q -f qcow2 -O raw "$REPO/fixtures/e2e.qcow2" "$W/e2e.raw"
 ewfacquire -u -q -f encase6 -c deflate:fast -S 1MiB -t "$R/fixtures/e2e" "$W/e2e.raw" >/dev/null
+# ...and as an Apple sparse image and sparse bundle (written by our own script: no tool does).
+"$HERE/make-sparse-fixtures.py" "$W/e2e.raw" "$R/fixtures" e2e
 rm "$W/e2e.raw"
 # For the mount scenario: partitions to mount and to report.
 "$HERE/make-mount-fixture.sh" "$R/fixtures/mount.qcow2" "$R/fixtures/mount.sha256"
