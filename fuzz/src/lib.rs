@@ -70,7 +70,10 @@ pub fn open_and_read_file(path: &Path, data: &[u8], format: Option<Format>) {
     let _ = disk.logical_sector_size();
     // What `verify` checks against: each stored part lies inside the disk.
     for part in disk.stored_digests().crc32 {
-        assert!(part.ranges.iter().all(|r| r.start <= r.end && r.end <= size), "a stored CRC-32 covers bytes past the disk");
+        assert!(
+            part.ranges.iter().all(|r| r.start <= r.end && r.end <= size),
+            "a stored CRC-32 covers bytes past the disk"
+        );
     }
 
     let mut budget = READ_BUDGET;

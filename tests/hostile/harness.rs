@@ -146,7 +146,7 @@ pub fn run_cases(dir: &Path, file_name: &str, format: &str, base: &[u8], cases: 
 }
 
 /// A deterministic xorshift stream.
-pub struct Rng(u64);
+pub struct Rng(pub u64);
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;

@@ -18,6 +18,7 @@ mod parallels;
 mod qcow2;
 mod qed;
 mod requests;
+mod sparse;
 mod vdi;
 mod vhd;
 mod vhdx;
