@@ -4,6 +4,7 @@
 mod attach;
 mod cat;
 mod detach;
+mod dm;
 mod harden;
 mod in_use;
 mod info;
@@ -11,6 +12,7 @@ mod launch;
 mod list;
 mod man;
 mod mount;
+mod mount_lvm;
 mod record;
 mod sandbox;
 mod serve;
