@@ -55,6 +55,8 @@ struct Target {
     /// Where it lies in the image (partitions and the whole disk).
     start: u64,
     size: u64,
+    /// A logical volume: its name is its folder's, without the label.
+    volume: bool,
 }
 
 /// One filesystem found, and what became of it.
@@ -92,6 +94,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             label,
             start: 0,
             size: disk.virtual_size(),
+            volume: false,
         }]
     } else {
         parts
@@ -103,6 +106,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
                 label: p.label.clone(),
                 start: p.start,
                 size: p.size,
+                volume: false,
             })
             .collect()
     };
@@ -116,7 +120,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
     for v in activate(disk.as_ref(), &dev, &places, read_only) {
         match v {
             Volume::Ready { node, short, fs, label } => {
-                targets.push(Target { node, short, fs, label, start: 0, size: 0 })
+                targets.push(Target { node, short, fs, label, start: 0, size: 0, volume: true })
             }
             Volume::Failed { what, why } => {
                 lvm_outcomes.push(Outcome { node: what, fs: None, label: None, mountpoint: None, status: why })
@@ -125,12 +129,13 @@ pub fn run(args: &MountArgs) -> Result<()> {
     }
     let mut outcomes: Vec<Outcome> = targets
         .into_iter()
-        .map(|Target { node, short, fs, label, .. }| {
+        .map(|Target { node, short, fs, label, volume, .. }| {
             let mut o = Outcome { node, fs, label, mountpoint: None, status: String::new() };
             match plan(o.fs.as_deref(), &o.node, read_only) {
                 Plan::Skip(why) => o.status = why,
                 Plan::Mount { fstype, options } => {
-                    let name = folder_name(&short, o.label.as_deref().or(o.fs.as_deref()));
+                    let suffix = if volume { None } else { o.label.as_deref().or(o.fs.as_deref()) };
+                    let name = folder_name(&short, suffix);
                     let point = args.dir.join(name);
                     match mount(&o.node, &point, fstype, options, read_only) {
                         Ok(()) => {
