@@ -213,6 +213,9 @@ fn hostile_labels_and_metadata_areas_are_refused_in_one_line() {
     }
 }
 
+/// What a case is, how it changes the metadata text, and what the reason must say.
+type TextCase = (&'static str, Box<dyn Fn(&str) -> String>, &'static str);
+
 #[test]
 fn hostile_text_is_refused_in_one_line() {
     let dir = scratch();
@@ -220,7 +223,7 @@ fn hostile_text_is_refused_in_one_line() {
     let good = std::fs::read(pv).unwrap();
     let long = "x".repeat(100_000);
     // (what, the text's change, the reason for the group, or for volume "data").
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str)> = vec![
+    let cases: Vec<TextCase> = vec![
         ("unclosed", Box::new(|t| t.replacen("}", "", 100)), "is not closed"),
         ("nested without end", Box::new(|t| t.replace("vg0 {", &"a {".repeat(5000))), "nested more than"),
         ("unclosed string", Box::new(|t| format!("{t}x = \"never ends")), "string not closed"),
@@ -238,7 +241,7 @@ fn hostile_text_is_refused_in_one_line() {
         assert!(one_line(&e).contains(expect), "{what}: {e}");
     }
     // The group is read, but volume data is refused and listed with the reason.
-    let lv_cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str)> = vec![
+    let lv_cases: Vec<TextCase> = vec![
         ("segment past the PV's end", Box::new(|t| t.replace("pe_count = 15", "pe_count = 7")), "past the end of pv0"),
         (
             "absurd extent count",

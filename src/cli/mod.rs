@@ -18,6 +18,7 @@ mod sandbox;
 mod serve;
 mod serve_args;
 mod serve_ublk;
+mod supervise;
 mod transport;
 mod ublk_admin;
 mod verify;
@@ -165,6 +166,7 @@ pub fn main() -> i32 {
             print!("{}", man::render());
             Ok(())
         }
+        None if cli.serve.supervise => supervise::run(&cli.serve),
         None => serve::run(&cli.serve),
     };
     match result {
