@@ -158,3 +158,28 @@ fn describe(status: ExitStatus) -> String {
         _ => "ended".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_server_takes_the_device_over_with_the_same_options() {
+        let args = ServeArgs { threads: 3, mlock: true, ..Default::default() };
+        let v: Vec<String> = reattach_args(&args, Dev::abuse(2)).iter().map(|s| s.to_string_lossy().into()).collect();
+        assert_eq!(v, ["--foreground", "--reattach", "/dev/abuse2", "--threads", "3", "--mlock"]);
+    }
+
+    #[test]
+    fn exits_are_described_for_the_log() {
+        assert_eq!(describe(ExitStatus::from_raw(9)), "was killed by signal 9");
+        assert_eq!(describe(ExitStatus::from_raw(101 << 8)), "exited with status 101");
+        assert_eq!(describe(ExitStatus::from_raw(0)), "exited");
+    }
+
+    #[test]
+    fn an_ephemeral_overlay_cannot_be_supervised() {
+        let args = ServeArgs { cow: Some(None), ..Default::default() };
+        assert!(run(&args).unwrap_err().to_string().contains("--cow=FILE"));
+    }
+}
