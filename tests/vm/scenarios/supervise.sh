@@ -13,8 +13,8 @@ want=$(sha256sum /tmp/src/big | cut -d' ' -f1)
 rm /tmp/src/big
 vdmount --supervise /tmp/fs.raw >/dev/null 2>>/tmp/sup.log &
 sup=$!
-# The server is the supervisor's child.
-server_pid() { for s in /proc/[0-9]*/stat; do set -- $(cat "$s" 2>/dev/null); [ "${4:-}" = "$sup" ] && echo "$1"; done | head -1; }
+# The server is the supervisor's child (busybox has no pgrep; Debian's kernels list children).
+server_pid() { cut -d' ' -f1 "/proc/$sup/task/$sup/children" 2>/dev/null; }
 i=0
 while [ ! -b /dev/abuse0 ] || [ "$(cat /sys/block/abuse0/size 2>/dev/null)" = 0 ]; do
 	kill -0 $sup || fail "supervisor died"; i=$((i + 1)); [ $i -lt 300 ] || fail "no device"; sleep 0.1
