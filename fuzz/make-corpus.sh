@@ -273,3 +273,14 @@ EOF
 cd "$CORPUS"
 for t in open_qcow2 open_vmdk open_vhd open_vhdx open_vdi; do ln -sfn open_and_read "$t"; done
 du -sh --apparent-size "$CORPUS"
+
+# lvm_metadata: a physical volume of two volumes' metadata (8 KiB: label, metadata area, text;
+# no data) and its text alone.
+mkdir -p "$CORPUS/lvm_metadata"
+head -c 3000000 /dev/zero >"$W/lv.img"
+truncate -s 24M "$W/pv.raw"
+python3 "$REPO/tests/vm/make-lvm-pv.py" "$W/pv.raw" 0 $((24 << 20)) vg0 home="$W/lv.img" data="$W/lv.img",1
+head -c $((1 << 20)) "$W/pv.raw" | python3 -c 'import sys; b = sys.stdin.buffer.read(); n = int.from_bytes(b[4096 + 48:4096 + 56], "little"); sys.stdout.buffer.write(b[4608:4608 + n - 1])' >"$CORPUS/lvm_metadata/text"
+truncate -s 8K "$W/tiny.raw"
+LVM_PE_START=8192 python3 "$REPO/tests/vm/make-lvm-pv.py" "$W/tiny.raw" 0 8192 vg1
+cp "$W/tiny.raw" "$CORPUS/lvm_metadata/tiny-pv"

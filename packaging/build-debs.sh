@@ -41,6 +41,8 @@ install -d "$d/etc/modprobe.d"
 printf '# Installed by vdmount: /dev/abuseNpM nodes for partitions of a served image.\noptions abuse max_part=15\n' \
 	>"$d/etc/modprobe.d/abuse.conf"
 copyright "$d/usr/share/doc/vdmount"
+# vdmount@IMAGE.service: an attachment that survives a reboot (see FILES in the man page).
+install -Dm644 "$REPO/packaging/vdmount@.service" "$d/usr/lib/systemd/system/vdmount@.service"
 # The newest glibc symbol version the binary needs is its libc6 dependency (what
 # dpkg-shlibdeps would find; no other shared library is linked).
 glibc=$(objdump -T "$d/usr/bin/vdmount" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)

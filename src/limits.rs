@@ -119,3 +119,13 @@ pub fn alloc(path: &Path, what: &str, len: u64) -> Result<Vec<u8>> {
     v.resize(len as usize, 0);
     Ok(v)
 }
+/// Largest LVM2 text metadata read from one metadata area (lvm2's default area is 1 MiB; a
+/// volume group with thousands of volumes needs a few MiB).
+pub const MAX_LVM_METADATA_BYTES: u64 = 8 << 20;
+/// Most values, sections and list items parsed from one LVM2 metadata text, and how deep its
+/// sections may nest (real metadata nests 4 deep).
+pub const MAX_LVM_TEXT_NODES: usize = 1 << 20;
+pub const MAX_LVM_TEXT_DEPTH: usize = 32;
+/// Most segments one logical volume may have, and stripes one segment (lvm2 allows 128).
+pub const MAX_LVM_SEGMENTS: usize = 4096;
+pub const MAX_LVM_STRIPES: usize = 128;

@@ -100,7 +100,7 @@ for suite in "${suites[@]}"; do
 	else
 		fail "$suite: no abuse.ko under /lib/modules/$kver/updates/dkms"
 	fi
-	for f in /usr/bin/vdmount /usr/share/man/man1/vdmount.1.gz /usr/share/bash-completion/completions/vdmount /etc/modprobe.d/abuse.conf "/usr/src/abuse-$ver/dkms.conf"; do
+	for f in /usr/bin/vdmount /usr/share/man/man1/vdmount.1.gz /usr/share/bash-completion/completions/vdmount /etc/modprobe.d/abuse.conf "/usr/src/abuse-$ver/dkms.conf" "/usr/lib/systemd/system/vdmount@.service"; do
 		[ -e "$r$f" ] || fail "$suite: $f not installed"
 	done
 	if chroot "$r" vdmount --version >/dev/null 2>&1; then pass "$suite: vdmount --version runs"; else fail "$suite: vdmount does not run"; fi

@@ -4,6 +4,7 @@
 mod attach;
 mod cat;
 mod detach;
+mod dm;
 mod harden;
 mod in_use;
 mod info;
@@ -11,11 +12,13 @@ mod launch;
 mod list;
 mod man;
 mod mount;
+mod mount_lvm;
 mod record;
 mod sandbox;
 mod serve;
 mod serve_args;
 mod serve_ublk;
+mod supervise;
 mod transport;
 mod ublk_admin;
 mod verify;
@@ -163,6 +166,7 @@ pub fn main() -> i32 {
             print!("{}", man::render());
             Ok(())
         }
+        None if cli.serve.supervise => supervise::run(&cli.serve),
         None => serve::run(&cli.serve),
     };
     match result {

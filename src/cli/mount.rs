@@ -6,6 +6,7 @@
 
 use super::detach::{self, DetachArgs};
 use super::harden::unescape;
+use super::mount_lvm::{activate, deactivate, dev_below, PvPlace, Volume};
 use super::serve;
 use super::serve_args::ServeArgs;
 use super::transport::TransportChoice;
@@ -44,6 +45,20 @@ pub struct UmountArgs {
     pub dir: PathBuf,
 }
 
+/// A partition, the whole disk or a logical volume: where a filesystem may be.
+struct Target {
+    node: String,
+    /// Its folder's prefix: p1, disk, vg0-home.
+    short: String,
+    fs: Option<String>,
+    label: Option<String>,
+    /// Where it lies in the image (partitions and the whole disk).
+    start: u64,
+    size: u64,
+    /// A logical volume: its name is its folder's, without the label.
+    volume: bool,
+}
+
 /// One filesystem found, and what became of it.
 struct Outcome {
     node: String,
@@ -70,30 +85,57 @@ pub fn run(args: &MountArgs) -> Result<()> {
     let read_only = args.cow.is_none();
     // The partitions, or a filesystem on the whole disk.
     let parts = read_table(disk.as_ref()).unwrap_or_default();
-    let targets: Vec<(String, String, Option<String>, Option<String>)> = if parts.is_empty() {
+    let mut targets: Vec<Target> = if parts.is_empty() {
         let (fs, label) = probe_filesystem(disk.as_ref(), 0);
-        vec![(dev.path().display().to_string(), "disk".into(), fs, label)]
+        vec![Target {
+            node: dev.path().display().to_string(),
+            short: "disk".into(),
+            fs,
+            label,
+            start: 0,
+            size: disk.virtual_size(),
+            volume: false,
+        }]
     } else {
         parts
             .iter()
-            .map(|p| {
-                (
-                    format!("/dev/{}p{}", dev.name(), p.number),
-                    format!("p{}", p.number),
-                    p.filesystem.clone(),
-                    p.label.clone(),
-                )
+            .map(|p| Target {
+                node: format!("/dev/{}p{}", dev.name(), p.number),
+                short: format!("p{}", p.number),
+                fs: p.filesystem.clone(),
+                label: p.label.clone(),
+                start: p.start,
+                size: p.size,
+                volume: false,
             })
             .collect()
     };
-    let outcomes: Vec<Outcome> = targets
+    // LVM physical volumes: their logical volumes become targets too, mapped by us.
+    let places: Vec<PvPlace> = targets
+        .iter()
+        .filter(|t| t.fs.as_deref() == Some("LVM2_member"))
+        .map(|t| PvPlace { node: t.node.clone(), start: t.start, size: t.size })
+        .collect();
+    let mut lvm_outcomes = Vec::new();
+    for v in activate(disk.as_ref(), &dev, &places, read_only) {
+        match v {
+            Volume::Ready { node, short, fs, label } => {
+                targets.push(Target { node, short, fs, label, start: 0, size: 0, volume: true })
+            }
+            Volume::Failed { what, why } => {
+                lvm_outcomes.push(Outcome { node: what, fs: None, label: None, mountpoint: None, status: why })
+            }
+        }
+    }
+    let mut outcomes: Vec<Outcome> = targets
         .into_iter()
-        .map(|(node, short, fs, label)| {
+        .map(|Target { node, short, fs, label, volume, .. }| {
             let mut o = Outcome { node, fs, label, mountpoint: None, status: String::new() };
             match plan(o.fs.as_deref(), &o.node, read_only) {
                 Plan::Skip(why) => o.status = why,
                 Plan::Mount { fstype, options } => {
-                    let name = folder_name(&short, o.label.as_deref().or(o.fs.as_deref()));
+                    let suffix = if volume { None } else { o.label.as_deref().or(o.fs.as_deref()) };
+                    let name = folder_name(&short, suffix);
                     let point = args.dir.join(name);
                     match mount(&o.node, &point, fstype, options, read_only) {
                         Ok(()) => {
@@ -107,6 +149,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
             o
         })
         .collect();
+    outcomes.extend(lvm_outcomes);
     if args.json {
         println!("{}", json(&dev.path().display().to_string(), &outcomes));
     } else {
@@ -206,20 +249,25 @@ pub fn umount(args: &UmountArgs) -> Result<()> {
         if point != &dir {
             let _ = std::fs::remove_dir(point);
         }
-        if let Some(dev) = super::transport::Dev::parse(source) {
+        if let Some(dev) = super::transport::Dev::parse(source).or_else(|| dev_below(source)) {
             if !devices.contains(&dev) {
                 devices.push(dev);
             }
         }
     }
     for dev in devices {
+        // Our device-mapper volumes hold the partitions open: they go first.
+        for name in deactivate(&dev).map_err(|e| Error::Device(e.to_string()))? {
+            println!("removed device-mapper {name}");
+        }
         detach::run(&DetachArgs { device: dev.path().display().to_string(), lazy: false })?;
         println!("detached {}", dev.path().display());
     }
     Ok(())
 }
 
-/// (source, mount point) of every mount beneath `dir` from an abuse or ublk device.
+/// (source, mount point) of every mount beneath `dir` from an abuse or ublk device, or a
+/// device-mapper volume of ours over one.
 fn vdmount_mounts_under(dir: &Path) -> Vec<(String, PathBuf)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
@@ -227,7 +275,8 @@ fn vdmount_mounts_under(dir: &Path) -> Vec<(String, PathBuf)> {
             let (left, right) = l.split_once(" - ")?;
             let source = right.split(' ').nth(1)?;
             let point = PathBuf::from(unescape(left.split(' ').nth(4)?));
-            let ours = source.starts_with("/dev/abuse") || source.starts_with("/dev/ublkb");
+            let ours =
+                source.starts_with("/dev/abuse") || source.starts_with("/dev/ublkb") || dev_below(source).is_some();
             (ours && point.starts_with(dir)).then(|| (source.to_string(), point))
         })
         .collect()

@@ -69,6 +69,14 @@ pub struct ServeArgs {
     /// (default: the module parameter reconnect_timeout_ms, 30 s).
     #[arg(long, value_name = "SECONDS")]
     pub reconnect_timeout: Option<u32>,
+    /// Restart the server if it dies (a crash, kill -9): a supervisor process stays in the
+    /// foreground, runs the server as its child, and starts a new one that takes the device over
+    /// (as --reattach does) after a back-off, at most 20 times a minute, logging each restart.
+    ///
+    /// A clean stop (vdmount detach, SIGTERM to either) ends both. Not with an ephemeral --cow,
+    /// whose overlay dies with its server. The systemd unit vdmount@.service runs this.
+    #[arg(long)]
+    pub supervise: bool,
     /// Print nothing on success (`vdmount mount` reports itself).
     #[arg(skip)]
     pub quiet: bool,

@@ -2,5 +2,7 @@
 //! filesystems (`partitions`), and how each filesystem is mounted without writing to the device
 //! when the device is read-only (`mount_options`).
 
+pub mod lvm;
+pub mod lvm_text;
 pub mod mount_options;
 pub mod partitions;

@@ -31,9 +31,7 @@ pub fn plan(fs: Option<&str>, node: &str, read_only: bool) -> Plan {
         Some("BitLocker") => Plan::Skip(format!(
             "encrypted (BitLocker): open it read-only with: cryptsetup open --type bitlk --readonly {node} NAME, then mount /dev/mapper/NAME"
         )),
-        Some("LVM2_member") => {
-            Plan::Skip("an LVM physical volume: its volume group is not activated by vdmount yet (vgchange -ay)".into())
-        }
+        Some("LVM2_member") => Plan::Skip("an LVM physical volume: its logical volumes are mapped and listed apart".into()),
         Some("swap") => Plan::Skip("swap space: nothing to mount".into()),
         Some(other) => Plan::Skip(format!("{other}: not a filesystem vdmount mounts")),
         None => Plan::Skip("no filesystem vdmount recognises".into()),

@@ -37,6 +37,9 @@ copy_bin() {
 	done
 }
 for t in /bin/dd /sbin/blkdiscard /sbin/mke2fs; do copy_bin "$t"; done
+# The mount scenario: lvm and dmsetup make a host volume group named as the image's, and lvm
+# reads the image's as an independent check of vdmount's own LVM reader.
+for t in /sbin/lvm /sbin/dmsetup; do copy_bin "$t"; done
 "$HERE/make-4kn-vhdx.sh" "$R/fixtures/4kn.vhdx" 2>/dev/null
 cp "$REPO"/fixtures/e2e.qcow2 "$REPO"/fixtures/e2e.sha256 "$R/fixtures/"
 # For the confine scenario: an overlay whose backing file lies outside its own folder.
@@ -69,7 +72,7 @@ copy_module() {
 
 # The kernel's own modules, in dependency order (modules built in print no insmod line).
 : >"$R/mods/order"
-for m in ext4 vfat nls_cp437 nls_ascii nls_utf8 loop virtio_pci virtio_blk; do
+for m in ext4 vfat nls_cp437 nls_ascii nls_utf8 loop virtio_pci virtio_blk dm_mod xfs; do
 	modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
 	copy_module "$ko" "$R/mods" >>"$R/mods/order"

@@ -9,7 +9,7 @@
 set -euo pipefail
 # --check: succeed only if everything is already here (no root needed).
 if [ "${1:-}" = --check ]; then
-	for c in qemu-system-x86_64 qemu-img qemu-io dmg2img busybox cpio modprobe sfdisk mkfs.ext4 xz zstd readelf; do
+	for c in qemu-system-x86_64 qemu-img qemu-io dmg2img busybox cpio modprobe sfdisk mkfs.ext4 xz zstd readelf mkfs.xfs mcopy lvm dmsetup; do
 		command -v "$c" >/dev/null || exit 1
 	done
 	/usr/bin/python3 -c 'import pyvhdi, pyvmdk, pyqcow' 2>/dev/null || exit 1
@@ -32,6 +32,7 @@ K612=$(apt-cache show linux-image-amd64/bookworm-backports | sed -n 's/^Depends:
 INITRD=No "${APT[@]}" install -y --no-install-recommends \
 	busybox-static cpio kmod fdisk dosfstools e2fsprogs xz-utils zstd binutils ewf-tools dmg2img \
 	python3-libvhdi python3-libvmdk python3-libqcow \
+	xfsprogs mtools lvm2 dmsetup \
 	linux-image-amd64 linux-headers-amd64 "$K612" "${K612/image/headers}"
 qemu-img --version | head -1
 ls -d /lib/modules/*/build
