@@ -43,7 +43,8 @@ struct abuse_cmd {
 #define ABUSE_STATE_RUNDOWN	0x101	/* the disk is being removed: requests fail */
 
 /*
- * Lock order: abuse_ctl_mutex (main.c), then ad->lock, then disk->open_mutex (del_gendisk, the
+ * Lock order: abuse_ctl_mutex (main.c: the index of devices, their creation and removal), then
+ * ad->lock, then disk->open_mutex (del_gendisk, the
  * partition scan), then ad->queue_lock. ad->state, ad->disk and ad->server are written with
  * both ad->lock and ad->queue_lock held, so a reader needs either one; the one exception is
  * the reconnect timeout (WAITING -> DEAD under queue_lock only: it cannot take ad->lock, as
@@ -51,6 +52,11 @@ struct abuse_cmd {
  */
 struct abuse_dev {
 	int index;
+	/* Under abuse_ctl_mutex: open files of /dev/abctlN (a device is removed only at 0), and
+	 * whether GET_FREE created it (then it is removed once free and closed).
+	 */
+	unsigned int ctl_openers;
+	bool on_demand;
 	struct mutex lock;		/* setup, reset, server attach and detach */
 	spinlock_t queue_lock;		/* everything below that requests touch */
 	struct list_head pending;

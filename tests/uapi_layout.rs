@@ -33,7 +33,7 @@ int main(void) {
     O(abuse_status, max_io_bytes) O(abuse_status, reconnect_timeout_ms) O(abuse_status, pending)
     O(abuse_status, in_flight) O(abuse_status, completed) O(abuse_status, errors)
     O(abuse_status, server_pid) O(abuse_status, openers) O(abuse_status, reserved)
-    N(ABUSE_SETUP) N(ABUSE_XFER) N(ABUSE_STATUS) N(ABUSE_RESET) N(ABUSE_CTL_GET_FREE)
+    N(ABUSE_SETUP) N(ABUSE_XFER) N(ABUSE_STATUS) N(ABUSE_RESET) N(ABUSE_CTL_GET_FREE) N(ABUSE_CTL_ADD) N(ABUSE_CTL_REMOVE)
     N(ABUSE_ABI_VERSION) N(ABUSE_MAX_QUEUE_DEPTH) N(ABUSE_MAX_IO_BYTES)
     N(ABUSE_FLAG_READ_ONLY) N(ABUSE_FLAG_RECONNECT) N(ABUSE_FLAG_FLUSH) N(ABUSE_FLAG_FUA)
     N(ABUSE_FLAG_DISCARD) N(ABUSE_FLAG_WRITE_ZEROES) N(ABUSE_SETUP_FLAGS)
@@ -87,12 +87,14 @@ fn rust_mirror_matches_c_header() {
         AbuseStatus as "abuse_status" { version, index, state, flags, size, block_size, queue_depth, max_io_bytes,
             reconnect_timeout_ms, pending, in_flight, completed, errors, server_pid, openers, reserved }
     );
-    let nums: [(&str, u64); 35] = [
+    let nums: [(&str, u64); 37] = [
         ("ABUSE_SETUP", ABUSE_SETUP),
         ("ABUSE_XFER", ABUSE_XFER),
         ("ABUSE_STATUS", ABUSE_STATUS),
         ("ABUSE_RESET", ABUSE_RESET),
         ("ABUSE_CTL_GET_FREE", ABUSE_CTL_GET_FREE),
+        ("ABUSE_CTL_ADD", ABUSE_CTL_ADD),
+        ("ABUSE_CTL_REMOVE", ABUSE_CTL_REMOVE),
         ("ABUSE_ABI_VERSION", ABUSE_ABI_VERSION.into()),
         ("ABUSE_MAX_QUEUE_DEPTH", ABUSE_MAX_QUEUE_DEPTH.into()),
         ("ABUSE_MAX_IO_BYTES", ABUSE_MAX_IO_BYTES.into()),

@@ -76,11 +76,22 @@ impl ControlDevice {
 
 /// The first free device's control path, asked of /dev/abuse-control, and that open file: the
 /// kernel keeps the device for it (other GET_FREE callers get another one) until it is closed,
-/// so keep it until ABUSE_SETUP has returned.
+/// so keep it until ABUSE_SETUP has returned. A module with on-demand devices creates one when
+/// none is free (and removes it once it is free and closed again).
 pub fn find_free() -> io::Result<(PathBuf, File)> {
     let ctl = OpenOptions::new().read(true).write(true).open(CONTROL_PATH)?;
     let n = ioctl(&ctl, ABUSE_CTL_GET_FREE, std::ptr::null_mut::<u8>())?;
     Ok((PathBuf::from(format!("/dev/abctl{n}")), ctl))
+}
+
+/// Whether the loaded abuse.ko creates devices on demand (ABUSE_CTL_ADD/REMOVE): asked by
+/// removing an index that cannot exist, which changes nothing (ENODEV), where an older module
+/// does not know the request (ENOTTY).
+pub fn creates_on_demand() -> bool {
+    let Ok(ctl) = OpenOptions::new().read(true).write(true).open(CONTROL_PATH) else { return false };
+    // SAFETY: ABUSE_CTL_REMOVE takes the index as its argument, not a pointer.
+    let r = unsafe { libc::ioctl(ctl.as_raw_fd(), ABUSE_CTL_REMOVE as _, libc::c_ulong::MAX) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTTY)
 }
 
 /// /dev/abuseN for /dev/abctlN.

@@ -134,6 +134,8 @@ pub const ABUSE_XFER: u64 = ioc(IOC_READ | IOC_WRITE, 1, std::mem::size_of::<Abu
 pub const ABUSE_STATUS: u64 = ioc(IOC_READ, 2, std::mem::size_of::<AbuseStatus>());
 pub const ABUSE_RESET: u64 = ioc(0, 3, 0);
 pub const ABUSE_CTL_GET_FREE: u64 = ioc(0, 0x80, 0);
+pub const ABUSE_CTL_ADD: u64 = ioc(0, 0x81, 0);
+pub const ABUSE_CTL_REMOVE: u64 = ioc(0, 0x82, 0);
 
 macro_rules! assert_layout {
     ($t:ty, $size:expr, $($field:ident = $off:expr),* $(,)?) => {

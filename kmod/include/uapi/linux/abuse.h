@@ -7,7 +7,8 @@
  * offset, and tests/uapi_layout.rs compares them with a C program compiled against this file.
  *
  * Devices: /dev/abctlN is the control (char) device through which a server serves the block
- * device /dev/abuseN (partitions /dev/abuseNpM). /dev/abuse-control finds a free N.
+ * device /dev/abuseN (partitions /dev/abuseNpM). /dev/abuse-control finds a free N, creating
+ * one when none is free, and adds or removes devices (as loop-control does).
  *
  * A server opens /dev/abctlN, sends ABUSE_SETUP, then loops on ABUSE_XFER: each call completes
  * the requests it answered and fetches the next batch. Requests fetched by a file and not
@@ -177,7 +178,20 @@ struct abuse_status {
 #define ABUSE_STATUS		_IOR(ABUSE_IOCTL_MAGIC, 2, struct abuse_status)
 #define ABUSE_RESET		_IO(ABUSE_IOCTL_MAGIC, 3)
 
-/* On /dev/abuse-control: returns the index of a free device, or -ENODEV. */
+/*
+ * On /dev/abuse-control (as LOOP_CTL_*; the argument is the index itself, not a pointer).
+ * GET_FREE returns the index of a free device, reserved for the calling file until it is closed
+ * (so two servers asking at once get different ones); when none is free it creates one (-ENODEV
+ * only when the minor space is full, or from a module older than these ioctls, which answers
+ * ADD and REMOVE with -ENOTTY). A device GET_FREE created is removed again once it is free and
+ * no file has its /dev/abctlN open; those created at load (module parameter max_abuse) or by
+ * ADD stay until REMOVE.
+ * ADD creates device N (or, with -1, the lowest free index) and returns its index: -EEXIST if
+ * it exists, -EINVAL past the minor space. REMOVE removes device N: -ENODEV if there is none,
+ * -EBUSY while it is set up, reserved or its /dev/abctlN is open.
+ */
 #define ABUSE_CTL_GET_FREE	_IO(ABUSE_IOCTL_MAGIC, 0x80)
+#define ABUSE_CTL_ADD		_IO(ABUSE_IOCTL_MAGIC, 0x81)
+#define ABUSE_CTL_REMOVE	_IO(ABUSE_IOCTL_MAGIC, 0x82)
 
 #endif /* _UAPI_LINUX_ABUSE_H */
