@@ -143,11 +143,13 @@ static __poll_t abctl_poll(struct file *file, poll_table *wait)
 {
 	struct abuse_dev *ad = file->private_data;
 	__poll_t mask = 0;
+	unsigned int i;
 
 	poll_wait(file, &ad->wait, wait);
+	for (i = 0; i < READ_ONCE(ad->nr_queues); i++)
+		if (!list_empty_careful(&ad->queues[i].pending))
+			mask |= EPOLLIN | EPOLLRDNORM;
 	spin_lock_irq(&ad->queue_lock);
-	if (!list_empty(&ad->pending))
-		mask |= EPOLLIN | EPOLLRDNORM;
 	if (ad->server != file && ad->disk)
 		mask |= EPOLLHUP;	/* served by someone else, or reset */
 	spin_unlock_irq(&ad->queue_lock);
@@ -175,6 +177,10 @@ static long abctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		mutex_lock(&ad->lock);
 		ret = abuse_setup(ad, file, &setup);
 		mutex_unlock(&ad->lock);
+		/* The queues the device has (checked writable by the put_user above). */
+		if (!ret && (setup.features & ABUSE_FEAT_QUEUES) &&
+		    put_user(setup.nr_queues, &((struct abuse_setup __user *)uarg)->nr_queues))
+			return -EFAULT;
 		return ret;
 	case ABUSE_XFER:
 		return abuse_xfer(ad, file, uarg);
@@ -317,7 +323,7 @@ static void __init abuse_check_uapi(void)
 	BUILD_BUG_ON(sizeof(struct abuse_extent) != 16);
 	BUILD_BUG_ON(sizeof(struct abuse_xfer) != 64);
 	BUILD_BUG_ON(sizeof(struct abuse_status) != 104);
-	BUILD_BUG_ON(ABUSE_FEATURES & ~(u64)ABUSE_FEAT_EXTENTS);	/* each one handled here */
+	BUILD_BUG_ON(ABUSE_FEATURES & ~(u64)(ABUSE_FEAT_EXTENTS | ABUSE_FEAT_QUEUES));	/* each handled */
 }
 
 static int __init abuse_init(void)

@@ -80,6 +80,8 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
     if args.reattach {
         flags |= ABUSE_FLAG_RECONNECT;
     }
+    // One hardware queue per thread, where the module has them (an older one refuses the field).
+    let queues = ctl_dev.module_features() & ABUSE_FEAT_QUEUES != 0;
     let setup = AbuseSetup {
         version: ABUSE_ABI_VERSION,
         flags,
@@ -88,7 +90,8 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
         queue_depth: server::QUEUE_DEPTH,
         max_io_bytes: server::MAX_IO_BYTES,
         reconnect_timeout_ms: args.reconnect_timeout.map_or(0, |s| s.saturating_mul(1000)),
-        features: ABUSE_FEAT_EXTENTS,
+        features: ABUSE_FEAT_EXTENTS | if queues { ABUSE_FEAT_QUEUES } else { 0 },
+        nr_queues: if queues { args.threads.min(ABUSE_MAX_QUEUES) } else { 0 },
         ..Default::default()
     };
     workers::install_signal_handlers();

@@ -4,6 +4,7 @@
 # the SHA-256 of the raw data made on the host, then detached: the devices made on demand go
 # away with them, the two from load stay. Then 6 attach/read/detach loops race each other and
 # 2 control fuzzers (random ADD, REMOVE, GET_FREE); rmmod succeeds afterwards.
+# bench/scale.sh boots it with vdm_scale_n=N (attachments instead of 64) and vdm_scale_races=0.
 set -e
 fail() {
 	echo "scale: $*"; ls /dev | grep -c abctl; free
@@ -11,22 +12,25 @@ fail() {
 }
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 want() { sed -n "s/ img$1\$//p" /fixtures/scale/sums; }
+n=$(sed -n 's/.*vdm_scale_n=\([0-9]*\).*/\1/p' /proc/cmdline)
+n=${n:-64}
+races=$(sed -n 's/.*vdm_scale_races=\([0-9]*\).*/\1/p' /proc/cmdline)
 insmod /abuse.ko max_abuse=2 max_part=15
 [ -c /dev/abctl1 ] && [ ! -e /dev/abctl2 ] || fail "max_abuse=2 did not make exactly abctl0 and abctl1"
 
-# 64 attachments at once, each timed; i % 4 picks the image.
+# n attachments at once, each timed; i % 4 picks the image.
 i=0 total=0 worst=0
-while [ $i -lt 64 ]; do
+while [ $i -lt "$n" ]; do
 	t0=$(ms)
 	vdmount "/fixtures/scale/img$((i % 4)).qcow2" >/tmp/att$i 2>&1 || { cat /tmp/att$i; fail "attach $i"; }
 	t=$(($(ms) - t0)) total=$((total + t))
 	[ $t -le $worst ] || worst=$t
 	i=$((i + 1))
 done
-[ -c /dev/abctl63 ] || fail "no /dev/abctl63 after 64 attachments"
+[ -c /dev/abctl$((n - 1)) ] || fail "no /dev/abctl$((n - 1)) after $n attachments"
 rss=0
 i=0
-while [ $i -lt 64 ]; do
+while [ $i -lt "$n" ]; do
 	dev=$(sed -n 's#^\(/dev/abuse[0-9]*\): .*#\1#p' /tmp/att$i)
 	[ -b "$dev" ] || fail "attach $i: no device in: $(cat /tmp/att$i)"
 	echo "$dev" >>/tmp/devs
@@ -36,12 +40,13 @@ while [ $i -lt 64 ]; do
 	rss=$((rss + $(awk '/^VmRSS:/ { print $2 }' /proc/$pid/status)))
 	i=$((i + 1))
 done
-[ "$(sort -u /tmp/devs | wc -l)" = 64 ] || fail "64 attachments did not get 64 devices"
-[ "$(vdmount list | grep -c serving)" = 64 ] || fail "list does not show 64 serving devices"
-echo "@@BENCH scale: 64 attaches: mean $((total / 64)) ms, slowest $worst ms; servers' RSS $((rss / 1024)) MiB@@"
+[ "$(sort -u /tmp/devs | wc -l)" = "$n" ] || fail "$n attachments did not get $n devices"
+[ "$(vdmount list | grep -c serving)" = "$n" ] || fail "list does not show $n serving devices"
+echo "@@BENCH scale: $n attaches: mean $((total / n)) ms, slowest $worst ms; servers' RSS $((rss / 1024)) MiB@@"
 while read -r dev; do vdmount detach "$dev" || fail "detach $dev"; done </tmp/devs
 left=$(ls /dev | grep abctl | sort | tr '\n' ' ')
 [ "$left" = "abctl0 abctl1 " ] || fail "after detaching all, control devices left: $left"
+[ "$races" != 0 ] || { rmmod abuse || fail "rmmod"; echo "scale: ok"; exit 0; }
 
 # Races: attach/read/detach loops against each other and against the control fuzzers.
 race() {

@@ -157,7 +157,7 @@ int main(int argc, char **argv)
 	/* Every feature bit, known or not: the module grants the ones it has. */
 	struct abuse_setup s = { .version = ABUSE_ABI_VERSION, .flags = ABUSE_FLAG_READ_ONLY,
 		.size = 8 << 20, .block_size = 512, .queue_depth = 4, .max_io_bytes = 1 << 20,
-		.features = ~0ULL };
+		.features = ~0ULL, .nr_queues = 1 };
 
 	/* Bad setups first: each must be refused. */
 	struct abuse_setup bad = s; bad.version = 99;
@@ -168,12 +168,31 @@ int main(int argc, char **argv)
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "huge queue depth accepted");
 	bad = s; bad.size = 0;
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "zero size accepted");
-	bad = s; bad.reserved[2] = 1;
+	bad = s; bad.reserved[1] = 1;
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "reserved field accepted");
+	bad = s; bad.reserved0 = 1;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "reserved0 accepted");
+	bad = s; bad.nr_queues = ABUSE_MAX_QUEUES + 1;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "too many queues accepted");
+	bad = s; bad.features = ABUSE_FEAT_EXTENTS; bad.nr_queues = 2;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "nr_queues accepted without ABUSE_FEAT_QUEUES");
+	struct abuse_status st0;
+	CHECK(ioctl(fd, ABUSE_STATUS, &st0) == 0 && st0.features == ABUSE_FEATURES,
+	      "status does not list the module's features");
 	CHECK(ioctl(fd, ABUSE_SETUP, (void *)16) < 0 && errno == EFAULT, "bad setup pointer accepted");
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "good setup refused: %s", strerror(errno));
 	CHECK(s.features == ABUSE_FEATURES, "asked for every feature, granted %#llx (want %#llx)",
 	      (unsigned long long)s.features, (unsigned long long)ABUSE_FEATURES);
+	CHECK(s.nr_queues == 1, "asked for one queue, got %u", s.nr_queues);
+	{
+		/* Only queue 0 exists; the other fields of an xfer stay reserved. */
+		struct abuse_xfer x = { .queue = 1 };
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer on a queue the device lacks");
+		x.queue = ABUSE_MAX_QUEUES;
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer past ABUSE_MAX_QUEUES");
+		x.queue = 0; x.reserved[1] = 1;
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer reserved field accepted");
+	}
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) < 0 && errno == EBUSY, "second setup accepted");
 
 	/* A reader of the block device gives us requests to hold. */
@@ -289,6 +308,7 @@ int main(int argc, char **argv)
 
 	/* A server that did not ask for ABUSE_FEAT_EXTENTS may not answer with extents. */
 	s.features = 0;
+	s.nr_queues = 0;	/* as a server older than ABUSE_FEAT_QUEUES: one queue */
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "setup without features refused: %s", strerror(errno));
 	CHECK(s.features == 0, "granted %#llx without asking", (unsigned long long)s.features);
 	pid_t last = fork();
