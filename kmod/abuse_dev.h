@@ -6,6 +6,7 @@
 #ifndef ABUSE_DEV_H
 #define ABUSE_DEV_H
 
+#include <linux/atomic.h>
 #include <linux/blk-mq.h>
 #include <linux/fs.h>
 #include <linux/mutex.h>
@@ -17,8 +18,8 @@
 /* Where a request is, from the driver's point of view (struct abuse_cmd.state). */
 enum abuse_cmd_state {
 	ABUSE_CMD_IDLE,		/* not ours, or already ended */
-	ABUSE_CMD_PENDING,	/* on abuse_dev.pending, waiting for a server to fetch it */
-	ABUSE_CMD_TAKEN,	/* fetched by cmd.owner, in abuse_dev.inflight[tag] */
+	ABUSE_CMD_PENDING,	/* on its queue's pending list, waiting for a server to fetch it */
+	ABUSE_CMD_TAKEN,	/* fetched by cmd.owner, in its queue's inflight[tag] */
 	ABUSE_CMD_COMPLETING,	/* its completion is being copied in; ended by the completer */
 };
 
@@ -43,26 +44,48 @@ struct abuse_cmd {
 #define ABUSE_STATE_RUNDOWN	0x101	/* the disk is being removed: requests fail */
 
 /*
- * Lock order: abuse_ctl_mutex (main.c), then ad->lock, then disk->open_mutex (del_gendisk, the
- * partition scan), then ad->queue_lock. ad->state, ad->disk and ad->server are written with
- * both ad->lock and ad->queue_lock held, so a reader needs either one; the one exception is
- * the reconnect timeout (WAITING -> DEAD under queue_lock only: it cannot take ad->lock, as
- * teardown waits for it under ad->lock), which every ad->lock holder tolerates.
+ * One hardware queue: the requests blk-mq gave it, waiting or fetched. Tags are per queue. The
+ * queues live as long as the device (a server thread may still be waiting on one after a
+ * reset); only inflight comes and goes with the disk.
  */
-struct abuse_dev {
-	int index;
-	struct mutex lock;		/* setup, reset, server attach and detach */
-	spinlock_t queue_lock;		/* everything below that requests touch */
+struct abuse_queue {
+	spinlock_t lock;		/* everything here, and its requests' abuse_cmd */
 	struct list_head pending;
 	struct request **inflight;	/* by driver tag: requests a server has fetched */
 	u32 next_gen;
+	wait_queue_head_t wait;		/* server threads waiting for this queue's requests */
+} ____cacheline_aligned_in_smp;
+
+/*
+ * Lock order: abuse_ctl_mutex (main.c: the index of devices, their creation and removal), then
+ * ad->lock, then disk->open_mutex (del_gendisk, the
+ * partition scan), then ad->queue_lock or one queue's lock (never two of these at once).
+ * ad->state, ad->disk, ad->server and ad->nr_queues are written with both ad->lock and
+ * ad->queue_lock held, so a reader needs either one; the one exception is the reconnect timeout
+ * (WAITING -> DEAD under queue_lock only: it cannot take ad->lock, as teardown waits for it
+ * under ad->lock), which every ad->lock holder tolerates. The request path reads ad->state and
+ * ad->server under its queue's lock alone (READ_ONCE): whoever changes them takes every
+ * queue's lock afterwards, one at a time, and moves that queue's requests, so a request is
+ * either moved by that or queued after it and sees the new value.
+ */
+struct abuse_dev {
+	int index;
+	/* Under abuse_ctl_mutex: open files of /dev/abctlN (a device is removed only at 0), and
+	 * whether GET_FREE created it (then it is removed once free and closed).
+	 */
+	unsigned int ctl_openers;
+	bool on_demand;
+	struct mutex lock;		/* setup, reset, server attach and detach */
+	spinlock_t queue_lock;		/* the state and server below */
 	u32 state;			/* ABUSE_STATE_*, including the two above */
 	struct file *reserved_by;	/* the /dev/abuse-control file, while RESERVED */
 	struct file *server;
 	u64 features;			/* ABUSE_FEAT_* granted to the server */
 	pid_t server_pid;
-	u64 completed, errors;
-	wait_queue_head_t wait;		/* servers waiting for requests */
+	atomic64_t completed, errors;
+	wait_queue_head_t wait;		/* poll() of the control device */
+	unsigned int nr_queues;		/* of the disk; 1 while free */
+	struct abuse_queue queues[ABUSE_MAX_QUEUES];
 
 	struct abuse_setup cfg;		/* as the first server set it up */
 	struct gendisk *disk;		/* NULL while free */
@@ -76,7 +99,7 @@ extern int abuse_major;
 extern int abuse_part_shift;
 
 /* disk.c */
-int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setup *s);
+int abuse_setup(struct abuse_dev *ad, struct file *file, struct abuse_setup *s);
 int abuse_teardown(struct abuse_dev *ad, bool force);
 void abuse_server_gone(struct abuse_dev *ad, struct file *file);
 void abuse_dev_init(struct abuse_dev *ad, int index);
@@ -87,6 +110,7 @@ void abuse_unreserve(struct abuse_dev *ad, struct file *ctl);
 /* xfer.c */
 long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __user *uarg);
 void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t status);
+void abuse_wake_all(struct abuse_dev *ad);
 
 /* extents.c */
 int abuse_read_extents(struct request *rq, const struct abuse_extent __user *uext, u32 n);

@@ -16,8 +16,10 @@ static blk_status_t abuse_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_
 {
 	struct request *rq = bd->rq;
 	struct abuse_dev *ad = rq->q->queuedata;
+	struct abuse_queue *q = &ad->queues[hctx->queue_num];
 	struct abuse_cmd *cmd = blk_mq_rq_to_pdu(rq);
 	unsigned long flags;
+	u32 state;
 
 	switch (req_op(rq)) {
 	case REQ_OP_READ:
@@ -30,17 +32,20 @@ static blk_status_t abuse_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_
 		return BLK_STS_NOTSUPP;
 	}
 	blk_mq_start_request(rq);
-	spin_lock_irqsave(&ad->queue_lock, flags);
-	if (ad->state == ABUSE_STATE_RUNDOWN || ad->state == ABUSE_STATE_DEAD) {
-		ad->errors++;
-		spin_unlock_irqrestore(&ad->queue_lock, flags);
+	spin_lock_irqsave(&q->lock, flags);
+	state = READ_ONCE(ad->state);	/* see the lock order in abuse_dev.h */
+	if (state == ABUSE_STATE_RUNDOWN || state == ABUSE_STATE_DEAD) {
+		spin_unlock_irqrestore(&q->lock, flags);
+		atomic64_inc(&ad->errors);
 		return BLK_STS_IOERR;
 	}
 	cmd->state = ABUSE_CMD_PENDING;
 	cmd->owner = NULL;
-	list_add_tail(&cmd->node, &ad->pending);
-	spin_unlock_irqrestore(&ad->queue_lock, flags);
-	wake_up(&ad->wait);
+	list_add_tail(&cmd->node, &q->pending);
+	spin_unlock_irqrestore(&q->lock, flags);
+	wake_up(&q->wait);
+	if (wq_has_sleeper(&ad->wait))
+		wake_up(&ad->wait);	/* poll() */
 	return BLK_STS_OK;
 }
 
@@ -91,15 +96,20 @@ static void abuse_reconnect_work(struct work_struct *work)
 	struct abuse_dev *ad = container_of(to_delayed_work(work), struct abuse_dev,
 					     reconnect_work);
 	LIST_HEAD(failed);
+	unsigned int i;
 
 	spin_lock_irq(&ad->queue_lock);
 	if (ad->state != ABUSE_STATE_WAITING) {
 		spin_unlock_irq(&ad->queue_lock);
 		return;
 	}
-	ad->state = ABUSE_STATE_DEAD;
-	list_splice_init(&ad->pending, &failed);
+	WRITE_ONCE(ad->state, ABUSE_STATE_DEAD);
 	spin_unlock_irq(&ad->queue_lock);
+	for (i = 0; i < ad->nr_queues; i++) {
+		spin_lock_irq(&ad->queues[i].lock);
+		list_splice_tail_init(&ad->queues[i].pending, &failed);
+		spin_unlock_irq(&ad->queues[i].lock);
+	}
 	pr_warn("abuse%d: no server reconnected within %u ms: I/O fails until one does\n",
 		ad->index, ad->cfg.reconnect_timeout_ms);
 	abuse_end_list(ad, &failed, BLK_STS_IOERR);
@@ -116,6 +126,10 @@ static int abuse_check_setup(const struct abuse_setup *s)
 	for (i = 0; i < ARRAY_SIZE(s->reserved); i++)
 		if (s->reserved[i])
 			return -EINVAL;
+	if (s->reserved0)
+		return -EINVAL;
+	if (s->nr_queues > ((s->features & ABUSE_FEAT_QUEUES) ? ABUSE_MAX_QUEUES : 0))
+		return -EINVAL;
 	if (s->flags & ~ABUSE_SETUP_FLAGS)
 		return -EINVAL;
 	if (s->block_size != 512 && s->block_size != 4096)
@@ -134,7 +148,7 @@ static int abuse_check_setup(const struct abuse_setup *s)
 }
 
 /* A new server for a device whose server went away: same geometry and features required. */
-static int abuse_reattach(struct abuse_dev *ad, struct file *file, const struct abuse_setup *s)
+static int abuse_reattach(struct abuse_dev *ad, struct file *file, struct abuse_setup *s)
 {
 	const u32 same = ABUSE_SETUP_FLAGS & ~ABUSE_FLAG_RECONNECT;
 
@@ -143,22 +157,51 @@ static int abuse_reattach(struct abuse_dev *ad, struct file *file, const struct 
 	if (s->size != ad->cfg.size || s->block_size != ad->cfg.block_size ||
 	    (s->flags & same) != (ad->cfg.flags & same))
 		return -EINVAL;
+	/* The queues are the device's: a server that cannot serve several cannot take it. */
+	if (!(s->features & ABUSE_FEAT_QUEUES) && ad->nr_queues > 1)
+		return -EINVAL;
+	s->nr_queues = ad->nr_queues;
 	spin_lock_irq(&ad->queue_lock);
-	ad->server = file;
+	WRITE_ONCE(ad->server, file);
 	ad->features = s->features;	/* a new server may want other features */
 	ad->server_pid = task_tgid_vnr(current);
-	ad->state = ABUSE_STATE_SERVING;
+	WRITE_ONCE(ad->state, ABUSE_STATE_SERVING);
 	spin_unlock_irq(&ad->queue_lock);
 	cancel_delayed_work(&ad->reconnect_work);	/* it checks the state anyway */
-	wake_up_all(&ad->wait);
+	abuse_wake_all(ad);
 	pr_info("abuse%d: server %d reconnected\n", ad->index, ad->server_pid);
 	return 0;
 }
 
-int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setup *s)
+/* With ABUSE_FEAT_QUEUES, the queues asked for (0: one per CPU), as many as there are CPUs. */
+static unsigned int abuse_queues_granted(const struct abuse_setup *s)
+{
+	unsigned int n = s->nr_queues ? s->nr_queues : num_possible_cpus();
+
+	if (!(s->features & ABUSE_FEAT_QUEUES))
+		return 1;
+	return clamp_t(unsigned int, n, 1, min_t(unsigned int, nr_cpu_ids, ABUSE_MAX_QUEUES));
+}
+
+/* Gives each queue its part of `inflight` (NULL: takes them away). */
+static void abuse_set_inflight(struct abuse_dev *ad, struct request **inflight)
+{
+	unsigned int i;
+
+	for (i = 0; i < ad->nr_queues; i++) {
+		spin_lock_irq(&ad->queues[i].lock);
+		ad->queues[i].inflight = inflight ? inflight + i * ad->cfg.queue_depth : NULL;
+		spin_unlock_irq(&ad->queues[i].lock);
+	}
+}
+
+/* ABUSE_SETUP; on success s->nr_queues is what the device has. */
+int abuse_setup(struct abuse_dev *ad, struct file *file, struct abuse_setup *s)
 {
 	struct abuse_limits lim = {};
+	struct request **inflight;
 	struct gendisk *disk;
+	unsigned int nr_queues;
 	int err;
 
 	err = abuse_check_setup(s);
@@ -183,12 +226,15 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 	if (!ad->cfg.reconnect_timeout_ms)
 		ad->cfg.reconnect_timeout_ms = abuse_reconnect_timeout_ms;
 
-	ad->inflight = kcalloc(s->queue_depth, sizeof(*ad->inflight), GFP_KERNEL);
-	if (!ad->inflight)
+	nr_queues = abuse_queues_granted(s);
+	inflight = kcalloc(nr_queues * s->queue_depth, sizeof(*inflight), GFP_KERNEL);
+	if (!inflight)
 		return -ENOMEM;
+	ad->nr_queues = nr_queues;	/* nothing uses the queues while FREE */
+	abuse_set_inflight(ad, inflight);
 	memset(&ad->tag_set, 0, sizeof(ad->tag_set));
 	ad->tag_set.ops = &abuse_mq_ops;
-	ad->tag_set.nr_hw_queues = 1;
+	ad->tag_set.nr_hw_queues = nr_queues;
 	ad->tag_set.queue_depth = s->queue_depth;
 	ad->tag_set.numa_node = NUMA_NO_NODE;
 	ad->tag_set.cmd_size = sizeof(struct abuse_cmd);
@@ -225,15 +271,15 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 
 	/* The server is inside this ioctl and cannot answer reads yet: no scan in add_disk. */
 	set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
+	atomic64_set(&ad->completed, 0);
+	atomic64_set(&ad->errors, 0);
 	spin_lock_irq(&ad->queue_lock);
-	ad->state = ABUSE_STATE_SERVING;
+	WRITE_ONCE(ad->state, ABUSE_STATE_SERVING);
 	ad->reserved_by = NULL;
 	ad->disk = disk;
-	ad->server = file;
+	WRITE_ONCE(ad->server, file);
 	ad->features = s->features;
 	ad->server_pid = task_tgid_vnr(current);
-	ad->completed = 0;
-	ad->errors = 0;
 	spin_unlock_irq(&ad->queue_lock);
 	err = add_disk(disk);
 	if (err)
@@ -241,34 +287,37 @@ int abuse_setup(struct abuse_dev *ad, struct file *file, const struct abuse_setu
 	clear_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 	if (abuse_part_shift)
 		schedule_work(&ad->scan_work);
+	s->nr_queues = nr_queues;
 	return 0;
 
 put_disk:
 	spin_lock_irq(&ad->queue_lock);
-	ad->server = NULL;
+	WRITE_ONCE(ad->server, NULL);
 	ad->server_pid = 0;
-	ad->state = ABUSE_STATE_FREE;
+	WRITE_ONCE(ad->state, ABUSE_STATE_FREE);
 	ad->disk = NULL;
 	spin_unlock_irq(&ad->queue_lock);
 	put_disk(disk);
 free_tags:
 	blk_mq_free_tag_set(&ad->tag_set);
 free_inflight:
-	kfree(ad->inflight);
-	ad->inflight = NULL;
+	abuse_set_inflight(ad, NULL);
+	ad->nr_queues = 1;
+	kfree(inflight);
 	return err;
 }
 
-/* Moves every request not yet answered (pending, or fetched by `owner`, or by anyone when
- * owner is NULL) onto `list`.
+/* Moves every request of queue q fetched by `owner` (by anyone when owner is NULL) and not yet
+ * answered onto `list`.
  */
-static void abuse_collect(struct abuse_dev *ad, struct file *owner, struct list_head *list)
+static void abuse_collect(struct abuse_dev *ad, struct abuse_queue *q, struct file *owner,
+			  struct list_head *list)
 {
 	unsigned int tag;
 
-	lockdep_assert_held(&ad->queue_lock);
+	lockdep_assert_held(&q->lock);
 	for (tag = 0; tag < ad->cfg.queue_depth; tag++) {
-		struct request *rq = ad->inflight[tag];
+		struct request *rq = q->inflight[tag];
 		struct abuse_cmd *cmd;
 
 		if (!rq)
@@ -276,7 +325,7 @@ static void abuse_collect(struct abuse_dev *ad, struct file *owner, struct list_
 		cmd = blk_mq_rq_to_pdu(rq);
 		if (owner && cmd->owner != owner)
 			continue;
-		ad->inflight[tag] = NULL;
+		q->inflight[tag] = NULL;
 		cmd->state = ABUSE_CMD_PENDING;
 		cmd->owner = NULL;
 		list_add_tail(&cmd->node, list);
@@ -287,6 +336,8 @@ static void abuse_collect(struct abuse_dev *ad, struct file *owner, struct list_
 int abuse_teardown(struct abuse_dev *ad, bool force)
 {
 	LIST_HEAD(failed);
+	struct request **inflight;
+	unsigned int i;
 
 	lockdep_assert_held(&ad->lock);
 	if (ad->state == ABUSE_STATE_FREE || ad->state == ABUSE_STATE_RESERVED)
@@ -295,14 +346,20 @@ int abuse_teardown(struct abuse_dev *ad, bool force)
 		return -EBUSY;
 
 	spin_lock_irq(&ad->queue_lock);
-	ad->state = ABUSE_STATE_RUNDOWN;
-	ad->server = NULL;	/* servers waiting in ABUSE_XFER get ENXIO */
+	WRITE_ONCE(ad->state, ABUSE_STATE_RUNDOWN);
+	WRITE_ONCE(ad->server, NULL);	/* servers waiting in ABUSE_XFER get ENXIO */
 	ad->server_pid = 0;
-	list_splice_init(&ad->pending, &failed);
-	abuse_collect(ad, NULL, &failed);
 	spin_unlock_irq(&ad->queue_lock);
+	for (i = 0; i < ad->nr_queues; i++) {
+		struct abuse_queue *q = &ad->queues[i];
+
+		spin_lock_irq(&q->lock);
+		list_splice_tail_init(&q->pending, &failed);
+		abuse_collect(ad, q, NULL, &failed);
+		spin_unlock_irq(&q->lock);
+	}
 	abuse_end_list(ad, &failed, BLK_STS_IOERR);
-	wake_up_all(&ad->wait);
+	abuse_wake_all(ad);
 
 	cancel_delayed_work_sync(&ad->reconnect_work);
 	flush_work(&ad->scan_work);
@@ -310,15 +367,18 @@ int abuse_teardown(struct abuse_dev *ad, bool force)
 	put_disk(ad->disk);
 	blk_mq_free_tag_set(&ad->tag_set);
 
+	/* The queues' arrays are one allocation, from the first. */
+	inflight = ad->queues[0].inflight;
+	abuse_set_inflight(ad, NULL);
+	kfree(inflight);
 	spin_lock_irq(&ad->queue_lock);
-	kfree(ad->inflight);
-	ad->inflight = NULL;
 	ad->disk = NULL;
-	ad->server = NULL;
+	WRITE_ONCE(ad->server, NULL);
 	ad->server_pid = 0;
-	ad->state = ABUSE_STATE_FREE;
+	ad->nr_queues = 1;
+	WRITE_ONCE(ad->state, ABUSE_STATE_FREE);
 	spin_unlock_irq(&ad->queue_lock);
-	wake_up_all(&ad->wait);
+	abuse_wake_all(ad);
 	return 0;
 }
 
@@ -327,22 +387,28 @@ int abuse_teardown(struct abuse_dev *ad, bool force)
  */
 void abuse_server_gone(struct abuse_dev *ad, struct file *file)
 {
+	unsigned int i;
+
 	mutex_lock(&ad->lock);
 	if (ad->server != file) {
 		mutex_unlock(&ad->lock);
 		return;
 	}
 	spin_lock_irq(&ad->queue_lock);
-	if (ad->disk) {
-		LIST_HEAD(requeue);
-
-		abuse_collect(ad, file, &requeue);
-		list_splice(&requeue, &ad->pending);	/* oldest first */
-		ad->state = ABUSE_STATE_WAITING;
-	}
-	ad->server = NULL;
+	if (ad->disk)
+		WRITE_ONCE(ad->state, ABUSE_STATE_WAITING);
+	WRITE_ONCE(ad->server, NULL);
 	ad->server_pid = 0;
 	spin_unlock_irq(&ad->queue_lock);
+	for (i = 0; ad->disk && i < ad->nr_queues; i++) {
+		struct abuse_queue *q = &ad->queues[i];
+		LIST_HEAD(requeue);
+
+		spin_lock_irq(&q->lock);
+		abuse_collect(ad, q, file, &requeue);
+		list_splice(&requeue, &q->pending);	/* oldest first */
+		spin_unlock_irq(&q->lock);
+	}
 	if (ad->disk) {
 		pr_info("abuse%d: server went away; waiting %u ms for a new one\n",
 			ad->index, ad->cfg.reconnect_timeout_ms);
@@ -355,11 +421,12 @@ void abuse_server_gone(struct abuse_dev *ad, struct file *file)
 void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 {
 	struct abuse_cmd *cmd;
-	unsigned int tag;
+	unsigned int tag, i;
 
 	memset(st, 0, sizeof(*st));
 	st->version = ABUSE_ABI_VERSION;
 	st->index = ad->index;
+	st->features = ABUSE_FEATURES;
 	mutex_lock(&ad->lock);
 	if (ad->disk) {
 		st->flags = ad->cfg.flags;
@@ -369,19 +436,26 @@ void abuse_fill_status(struct abuse_dev *ad, struct abuse_status *st)
 		st->max_io_bytes = ad->cfg.max_io_bytes;
 		st->reconnect_timeout_ms = ad->cfg.reconnect_timeout_ms;
 		st->openers = disk_openers(ad->disk);
+		st->nr_queues = ad->nr_queues;
 	}
 	spin_lock_irq(&ad->queue_lock);
 	/* RUNDOWN cannot be seen here (ad->lock); RESERVED is free to everyone else. */
 	st->state = ad->state == ABUSE_STATE_RESERVED ? ABUSE_STATE_FREE : ad->state;
-	list_for_each_entry(cmd, &ad->pending, node)
-		st->pending++;
-	if (ad->inflight)
-		for (tag = 0; tag < ad->cfg.queue_depth; tag++)
-			st->in_flight += !!ad->inflight[tag];
-	st->completed = ad->completed;
-	st->errors = ad->errors;
 	st->server_pid = ad->server_pid;
 	spin_unlock_irq(&ad->queue_lock);
+	for (i = 0; i < ad->nr_queues; i++) {
+		struct abuse_queue *q = &ad->queues[i];
+
+		spin_lock_irq(&q->lock);
+		list_for_each_entry(cmd, &q->pending, node)
+			st->pending++;
+		if (q->inflight)
+			for (tag = 0; tag < ad->cfg.queue_depth; tag++)
+				st->in_flight += !!q->inflight[tag];
+		spin_unlock_irq(&q->lock);
+	}
+	st->completed = atomic64_read(&ad->completed);
+	st->errors = atomic64_read(&ad->errors);
 	mutex_unlock(&ad->lock);
 }
 
@@ -419,10 +493,19 @@ void abuse_unreserve(struct abuse_dev *ad, struct file *ctl)
 
 void abuse_dev_init(struct abuse_dev *ad, int index)
 {
+	unsigned int i;
+
 	ad->index = index;
 	mutex_init(&ad->lock);
 	spin_lock_init(&ad->queue_lock);
-	INIT_LIST_HEAD(&ad->pending);
+	for (i = 0; i < ABUSE_MAX_QUEUES; i++) {
+		spin_lock_init(&ad->queues[i].lock);
+		INIT_LIST_HEAD(&ad->queues[i].pending);
+		init_waitqueue_head(&ad->queues[i].wait);
+	}
+	ad->nr_queues = 1;
+	atomic64_set(&ad->completed, 0);
+	atomic64_set(&ad->errors, 0);
 	init_waitqueue_head(&ad->wait);
 	INIT_DELAYED_WORK(&ad->reconnect_work, abuse_reconnect_work);
 	INIT_WORK(&ad->scan_work, abuse_scan_work);

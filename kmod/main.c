@@ -3,12 +3,14 @@
  * abuse: A Block device in User SpacE. A modern port of the 2009 ABUSE design (stateless
  * fetch/answer, a server may reconnect) with dm-user's op set and request ownership.
  *
- * This file: module parameters, the control char devices /dev/abctlN (one per device) and
- * /dev/abuse-control (finds a free device), and ioctl dispatch.
+ * This file: module parameters, the index of devices, the control char devices /dev/abctlN (one
+ * per device) and /dev/abuse-control (finds a free device, adds and removes devices, as
+ * loop-control does), and ioctl dispatch.
  */
 #include <linux/cdev.h>
 #include <linux/compat.h>
 #include <linux/fs.h>
+#include <linux/idr.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
 #include <linux/poll.h>
@@ -19,7 +21,8 @@
 
 static unsigned int max_abuse = 8;
 module_param(max_abuse, uint, 0444);
-MODULE_PARM_DESC(max_abuse, "Number of devices /dev/abuseN created at load (1-256, default 8)");
+MODULE_PARM_DESC(max_abuse,
+		 "Devices /dev/abuseN created at load (default 8); more are created on demand");
 
 static unsigned int max_part = 15;
 module_param(max_part, uint, 0444);
@@ -32,25 +35,107 @@ MODULE_PARM_DESC(reconnect_timeout_ms,
 
 int abuse_major;
 int abuse_part_shift;
+static unsigned int abuse_max_devices;	/* the minor space: indexes 0 .. this - 1 */
 static dev_t abctl_devt;
 static struct cdev abctl_cdev;
 static struct class *abuse_class;
-static struct abuse_dev *abuse_devs;
-static DEFINE_MUTEX(abuse_ctl_mutex);	/* serialises GET_FREE and releasing its reservations */
+/* Every device by index; with each device's ctl_openers and on_demand, under the mutex. */
+static DEFINE_IDR(abuse_index_idr);
+static DEFINE_MUTEX(abuse_ctl_mutex);
+
+/* Creates device `index` (or the lowest free index, for -1) with its /dev/abctlN. */
+static struct abuse_dev *abuse_add(int index, bool on_demand)
+{
+	struct abuse_dev *ad;
+	struct device *dev;
+	int err;
+
+	lockdep_assert_held(&abuse_ctl_mutex);
+	if (index >= (int)abuse_max_devices)
+		return ERR_PTR(-EINVAL);
+	ad = kzalloc(sizeof(*ad), GFP_KERNEL);
+	if (!ad)
+		return ERR_PTR(-ENOMEM);
+	if (index >= 0) {
+		err = idr_alloc(&abuse_index_idr, ad, index, index + 1, GFP_KERNEL);
+		if (err == -ENOSPC)
+			err = -EEXIST;
+	} else {
+		err = idr_alloc(&abuse_index_idr, ad, 0, abuse_max_devices, GFP_KERNEL);
+		if (err == -ENOSPC)
+			err = -ENODEV;	/* the minor space is full */
+	}
+	if (err < 0)
+		goto free;
+	abuse_dev_init(ad, err);
+	ad->on_demand = on_demand;
+	dev = device_create(abuse_class, NULL, MKDEV(MAJOR(abctl_devt), ad->index), NULL,
+			    "abctl%d", ad->index);
+	if (IS_ERR(dev)) {
+		err = PTR_ERR(dev);
+		idr_remove(&abuse_index_idr, ad->index);
+		goto free;
+	}
+	return ad;
+free:
+	kfree(ad);
+	return ERR_PTR(err);
+}
+
+/* Removes a device that is free (no disk, not reserved) and whose control device is closed. */
+static void abuse_remove(struct abuse_dev *ad)
+{
+	lockdep_assert_held(&abuse_ctl_mutex);
+	idr_remove(&abuse_index_idr, ad->index);
+	device_destroy(abuse_class, MKDEV(MAJOR(abctl_devt), ad->index));
+	kfree(ad);
+}
+
+/* Free, closed and not promised to anyone: nothing can reach it but through the index. */
+static bool abuse_unused(struct abuse_dev *ad)
+{
+	bool unused;
+
+	lockdep_assert_held(&abuse_ctl_mutex);
+	if (ad->ctl_openers)
+		return false;
+	mutex_lock(&ad->lock);
+	unused = ad->state == ABUSE_STATE_FREE;
+	mutex_unlock(&ad->lock);
+	return unused;
+}
+
+/* A device GET_FREE created goes away once nothing uses it. */
+static void abuse_drop_if_unused(struct abuse_dev *ad)
+{
+	if (ad->on_demand && abuse_unused(ad))
+		abuse_remove(ad);
+}
 
 static int abctl_open(struct inode *inode, struct file *file)
 {
-	unsigned int n = iminor(inode);
+	struct abuse_dev *ad;
 
-	if (n >= max_abuse)
+	mutex_lock(&abuse_ctl_mutex);
+	ad = idr_find(&abuse_index_idr, iminor(inode));
+	if (ad)
+		ad->ctl_openers++;
+	mutex_unlock(&abuse_ctl_mutex);
+	if (!ad)
 		return -ENXIO;
-	file->private_data = &abuse_devs[n];
+	file->private_data = ad;
 	return nonseekable_open(inode, file);
 }
 
 static int abctl_release(struct inode *inode, struct file *file)
 {
-	abuse_server_gone(file->private_data, file);
+	struct abuse_dev *ad = file->private_data;
+
+	abuse_server_gone(ad, file);
+	mutex_lock(&abuse_ctl_mutex);
+	ad->ctl_openers--;
+	abuse_drop_if_unused(ad);
+	mutex_unlock(&abuse_ctl_mutex);
 	return 0;
 }
 
@@ -58,11 +143,13 @@ static __poll_t abctl_poll(struct file *file, poll_table *wait)
 {
 	struct abuse_dev *ad = file->private_data;
 	__poll_t mask = 0;
+	unsigned int i;
 
 	poll_wait(file, &ad->wait, wait);
+	for (i = 0; i < READ_ONCE(ad->nr_queues); i++)
+		if (!list_empty_careful(&ad->queues[i].pending))
+			mask |= EPOLLIN | EPOLLRDNORM;
 	spin_lock_irq(&ad->queue_lock);
-	if (!list_empty(&ad->pending))
-		mask |= EPOLLIN | EPOLLRDNORM;
 	if (ad->server != file && ad->disk)
 		mask |= EPOLLHUP;	/* served by someone else, or reset */
 	spin_unlock_irq(&ad->queue_lock);
@@ -90,6 +177,10 @@ static long abctl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		mutex_lock(&ad->lock);
 		ret = abuse_setup(ad, file, &setup);
 		mutex_unlock(&ad->lock);
+		/* The queues the device has (checked writable by the put_user above). */
+		if (!ret && (setup.features & ABUSE_FEAT_QUEUES) &&
+		    put_user(setup.nr_queues, &((struct abuse_setup __user *)uarg)->nr_queues))
+			return -EFAULT;
 		return ret;
 	case ABUSE_XFER:
 		return abuse_xfer(ad, file, uarg);
@@ -116,19 +207,59 @@ static const struct file_operations abctl_fops = {
 	.llseek = noop_llseek,
 };
 
+/* GET_FREE: the first free device, or a new one; reserved for `file` until it is closed. */
+static long abuse_get_free(struct file *file)
+{
+	struct abuse_dev *ad;
+	int id;
+
+	idr_for_each_entry(&abuse_index_idr, ad, id)
+		if (abuse_reserve(ad, file))
+			return id;
+	ad = abuse_add(-1, true);
+	if (IS_ERR(ad))
+		return PTR_ERR(ad);
+	if (!abuse_reserve(ad, file))
+		return -EBUSY;	/* cannot happen: nobody else sees it before the mutex is dropped */
+	return ad->index;
+}
+
+static long abuse_ctl_remove(unsigned long arg)
+{
+	struct abuse_dev *ad = arg <= INT_MAX ? idr_find(&abuse_index_idr, arg) : NULL;
+
+	if (!ad)
+		return -ENODEV;
+	if (!abuse_unused(ad))
+		return -EBUSY;
+	abuse_remove(ad);
+	return 0;
+}
+
 static long abuse_control_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
-	long ret = -ENODEV;
-	unsigned int i;
+	struct abuse_dev *ad;
+	long ret;
 
-	if (cmd != ABUSE_CTL_GET_FREE)
-		return -ENOTTY;
 	mutex_lock(&abuse_ctl_mutex);
-	for (i = 0; i < max_abuse; i++) {
-		if (abuse_reserve(&abuse_devs[i], file)) {
-			ret = i;
+	switch (cmd) {
+	case ABUSE_CTL_GET_FREE:
+		ret = abuse_get_free(file);
+		break;
+	case ABUSE_CTL_ADD:
+		/* The index, or -1 for any: anything else negative is refused. */
+		if ((long)arg < -1 || (long)arg > INT_MAX) {
+			ret = -EINVAL;
 			break;
 		}
+		ad = abuse_add((long)arg, false);
+		ret = IS_ERR(ad) ? PTR_ERR(ad) : ad->index;
+		break;
+	case ABUSE_CTL_REMOVE:
+		ret = abuse_ctl_remove(arg);
+		break;
+	default:
+		ret = -ENOTTY;
 	}
 	mutex_unlock(&abuse_ctl_mutex);
 	return ret;
@@ -136,11 +267,14 @@ static long abuse_control_ioctl(struct file *file, unsigned int cmd, unsigned lo
 
 static int abuse_control_release(struct inode *inode, struct file *file)
 {
-	unsigned int i;
+	struct abuse_dev *ad;
+	int id;
 
 	mutex_lock(&abuse_ctl_mutex);
-	for (i = 0; i < max_abuse; i++)
-		abuse_unreserve(&abuse_devs[i], file);
+	idr_for_each_entry(&abuse_index_idr, ad, id) {
+		abuse_unreserve(ad, file);
+		abuse_drop_if_unused(ad);	/* the next entry is looked up by index: safe */
+	}
 	mutex_unlock(&abuse_ctl_mutex);
 	return 0;
 }
@@ -159,10 +293,23 @@ static struct miscdevice abuse_control = {
 	.fops = &abuse_control_fops,
 };
 
-static void abuse_remove_ctl_devices(unsigned int n)
+/* Module unload: nothing has a control or block device open (module refcount), so no server
+ * is attached; remove the devices, also those that wait for a server.
+ */
+static void abuse_remove_all(void)
 {
-	while (n--)
-		device_destroy(abuse_class, MKDEV(MAJOR(abctl_devt), n));
+	struct abuse_dev *ad;
+	int id;
+
+	mutex_lock(&abuse_ctl_mutex);
+	idr_for_each_entry(&abuse_index_idr, ad, id) {
+		mutex_lock(&ad->lock);
+		abuse_teardown(ad, true);
+		mutex_unlock(&ad->lock);
+		abuse_remove(ad);
+	}
+	mutex_unlock(&abuse_ctl_mutex);
+	idr_destroy(&abuse_index_idr);
 }
 
 /* The ABI's sizes are fixed: a change here must be a deliberate change of the ABI (and of
@@ -176,7 +323,7 @@ static void __init abuse_check_uapi(void)
 	BUILD_BUG_ON(sizeof(struct abuse_extent) != 16);
 	BUILD_BUG_ON(sizeof(struct abuse_xfer) != 64);
 	BUILD_BUG_ON(sizeof(struct abuse_status) != 104);
-	BUILD_BUG_ON(ABUSE_FEATURES & ~(u64)ABUSE_FEAT_EXTENTS);	/* each one handled here */
+	BUILD_BUG_ON(ABUSE_FEATURES & ~(u64)(ABUSE_FEAT_EXTENTS | ABUSE_FEAT_QUEUES));	/* each handled */
 }
 
 static int __init abuse_init(void)
@@ -186,27 +333,24 @@ static int __init abuse_init(void)
 
 	abuse_check_uapi();
 
-	if (!max_abuse || max_abuse > 256 || max_part > 255)
+	if (max_part > 255)
 		return -EINVAL;
 	abuse_part_shift = max_part ? fls(max_part) : 0;
-
-	abuse_devs = kcalloc(max_abuse, sizeof(*abuse_devs), GFP_KERNEL);
-	if (!abuse_devs)
-		return -ENOMEM;
-	for (i = 0; i < max_abuse; i++)
-		abuse_dev_init(&abuse_devs[i], i);
+	abuse_max_devices = 1U << (MINORBITS - abuse_part_shift);
+	if (max_abuse > abuse_max_devices)
+		return -EINVAL;
 
 	err = register_blkdev(0, "abuse");
 	if (err < 0)
-		goto free_devs;
+		return err;
 	abuse_major = err;
 
-	err = alloc_chrdev_region(&abctl_devt, 0, max_abuse, "abctl");
+	err = alloc_chrdev_region(&abctl_devt, 0, abuse_max_devices, "abctl");
 	if (err)
 		goto unregister_blkdev;
 	cdev_init(&abctl_cdev, &abctl_fops);
 	abctl_cdev.owner = THIS_MODULE;
-	err = cdev_add(&abctl_cdev, abctl_devt, max_abuse);
+	err = cdev_add(&abctl_cdev, abctl_devt, abuse_max_devices);
 	if (err)
 		goto unregister_chrdev;
 	abuse_class = abuse_class_create("abuse");
@@ -214,56 +358,40 @@ static int __init abuse_init(void)
 		err = PTR_ERR(abuse_class);
 		goto del_cdev;
 	}
-	for (i = 0; i < max_abuse; i++) {
-		struct device *dev = device_create(abuse_class, NULL, MKDEV(MAJOR(abctl_devt), i),
-						   NULL, "abctl%u", i);
-		if (IS_ERR(dev)) {
-			err = PTR_ERR(dev);
-			abuse_remove_ctl_devices(i);
-			goto destroy_class;
-		}
-	}
+	mutex_lock(&abuse_ctl_mutex);
+	for (i = 0; i < max_abuse && !err; i++)
+		err = PTR_ERR_OR_ZERO(abuse_add(i, false));
+	mutex_unlock(&abuse_ctl_mutex);
+	if (err)
+		goto remove_devs;
 	err = misc_register(&abuse_control);
 	if (err)
-		goto remove_ctl;
-	pr_info("abuse: %u devices, %u partitions each, ABI %u\n", max_abuse,
-		abuse_part_shift ? (1U << abuse_part_shift) - 1 : 0, ABUSE_ABI_VERSION);
+		goto remove_devs;
+	pr_info("abuse: %u devices (up to %u on demand), %u partitions each, ABI %u\n", max_abuse,
+		abuse_max_devices, abuse_part_shift ? (1U << abuse_part_shift) - 1 : 0,
+		ABUSE_ABI_VERSION);
 	return 0;
 
-remove_ctl:
-	abuse_remove_ctl_devices(max_abuse);
-destroy_class:
+remove_devs:
+	abuse_remove_all();
 	class_destroy(abuse_class);
 del_cdev:
 	cdev_del(&abctl_cdev);
 unregister_chrdev:
-	unregister_chrdev_region(abctl_devt, max_abuse);
+	unregister_chrdev_region(abctl_devt, abuse_max_devices);
 unregister_blkdev:
 	unregister_blkdev(abuse_major, "abuse");
-free_devs:
-	kfree(abuse_devs);
 	return err;
 }
 
 static void __exit abuse_exit(void)
 {
-	unsigned int i;
-
-	/* Nothing has a control device or block device open (module refcount), so no server is
-	 * attached; remove the devices that wait for one.
-	 */
 	misc_deregister(&abuse_control);
-	for (i = 0; i < max_abuse; i++) {
-		mutex_lock(&abuse_devs[i].lock);
-		abuse_teardown(&abuse_devs[i], true);
-		mutex_unlock(&abuse_devs[i].lock);
-	}
-	abuse_remove_ctl_devices(max_abuse);
+	abuse_remove_all();
 	class_destroy(abuse_class);
 	cdev_del(&abctl_cdev);
-	unregister_chrdev_region(abctl_devt, max_abuse);
+	unregister_chrdev_region(abctl_devt, abuse_max_devices);
 	unregister_blkdev(abuse_major, "abuse");
-	kfree(abuse_devs);
 }
 
 module_init(abuse_init);

@@ -70,22 +70,29 @@ void abuse_end_list(struct abuse_dev *ad, struct list_head *list, blk_status_t s
 	list_for_each_entry_safe(cmd, next, list, node) {
 		list_del_init(&cmd->node);
 		cmd->state = ABUSE_CMD_IDLE;
-		if (status != BLK_STS_OK) {
-			spin_lock_irq(&ad->queue_lock);
-			ad->errors++;
-			spin_unlock_irq(&ad->queue_lock);
-		}
+		if (status != BLK_STS_OK)
+			atomic64_inc(&ad->errors);
 		blk_mq_end_request(abuse_cmd_rq(cmd), status);
 	}
 }
 
-static void abuse_unfetch(struct abuse_dev *ad, struct request *rq);
+/* Every waiting server thread and poller looks again (the state or server changed). */
+void abuse_wake_all(struct abuse_dev *ad)
+{
+	unsigned int i;
+
+	for (i = 0; i < ABUSE_MAX_QUEUES; i++)
+		wake_up_all(&ad->queues[i].wait);
+	wake_up_all(&ad->wait);
+}
+
+static void abuse_unfetch(struct abuse_dev *ad, struct abuse_queue *q, struct request *rq);
 
 /* Returns 0 when the request was answered, -EFAULT when it was ended with an I/O error because
  * its data could not be read, -EINVAL when the completion was refused and ended nothing, -EINTR
  * when the server was killed while the kernel read its extents (the request is queued again).
  */
-static int abuse_complete_one(struct abuse_dev *ad, struct file *file,
+static int abuse_complete_one(struct abuse_dev *ad, struct abuse_queue *q, struct file *file,
 			      const struct abuse_completion *c)
 {
 	struct abuse_cmd *cmd;
@@ -98,17 +105,17 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file,
 	if ((c->flags & ABUSE_CPL_EXTENTS) ? !c->n_extents || c->n_extents > ABUSE_MAX_EXTENTS
 					   : c->n_extents)
 		return -EINVAL;
-	spin_lock_irq(&ad->queue_lock);
-	rq = c->tag < ad->cfg.queue_depth && ad->inflight ? ad->inflight[c->tag] : NULL;
+	spin_lock_irq(&q->lock);
+	rq = c->tag < ad->cfg.queue_depth && q->inflight ? q->inflight[c->tag] : NULL;
 	cmd = rq ? blk_mq_rq_to_pdu(rq) : NULL;
 	if (!cmd || cmd->state != ABUSE_CMD_TAKEN || cmd->owner != file || cmd->gen != c->gen ||
-	    ((c->flags & ABUSE_CPL_EXTENTS) && !(ad->features & ABUSE_FEAT_EXTENTS))) {
-		spin_unlock_irq(&ad->queue_lock);
+	    ((c->flags & ABUSE_CPL_EXTENTS) && !(READ_ONCE(ad->features) & ABUSE_FEAT_EXTENTS))) {
+		spin_unlock_irq(&q->lock);
 		return -EINVAL;
 	}
-	ad->inflight[c->tag] = NULL;
+	q->inflight[c->tag] = NULL;
 	cmd->state = ABUSE_CMD_COMPLETING;
-	spin_unlock_irq(&ad->queue_lock);
+	spin_unlock_irq(&q->lock);
 
 	if (c->result > 0 || c->result < -MAX_ERRNO) {
 		status = BLK_STS_IOERR;
@@ -122,8 +129,8 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file,
 
 		if (err == -EINTR) {
 			/* The server is being killed mid-read: the next one answers instead. */
-			abuse_unfetch(ad, rq);
-			wake_up(&ad->wait);
+			abuse_unfetch(ad, q, rq);
+			wake_up(&q->wait);
 			return -EINTR;
 		}
 		if (err == -EFAULT)
@@ -134,11 +141,9 @@ static int abuse_complete_one(struct abuse_dev *ad, struct file *file,
 		status = BLK_STS_IOERR;
 		ret = -EFAULT;
 	}
-	spin_lock_irq(&ad->queue_lock);
-	ad->completed++;
+	atomic64_inc(&ad->completed);
 	if (status != BLK_STS_OK)
-		ad->errors++;
-	spin_unlock_irq(&ad->queue_lock);
+		atomic64_inc(&ad->errors);
 	cmd->state = ABUSE_CMD_IDLE;
 	blk_mq_end_request(rq, status);
 	return ret;
@@ -166,30 +171,30 @@ static u16 abuse_op(struct request *rq, u16 *flags)
 }
 
 /* Puts a fetched request back at the head of the queue (its hand-over to the server failed). */
-static void abuse_unfetch(struct abuse_dev *ad, struct request *rq)
+static void abuse_unfetch(struct abuse_dev *ad, struct abuse_queue *q, struct request *rq)
 {
 	struct abuse_cmd *cmd = blk_mq_rq_to_pdu(rq);
 
-	spin_lock_irq(&ad->queue_lock);
-	ad->inflight[rq->tag] = NULL;
+	spin_lock_irq(&q->lock);
+	q->inflight[rq->tag] = NULL;
 	cmd->state = ABUSE_CMD_PENDING;
 	cmd->owner = NULL;
-	list_add(&cmd->node, &ad->pending);
-	spin_unlock_irq(&ad->queue_lock);
+	list_add(&cmd->node, &q->pending);
+	spin_unlock_irq(&q->lock);
 }
 
-static bool abuse_can_fetch(struct abuse_dev *ad, struct file *file)
+static bool abuse_can_fetch(struct abuse_dev *ad, struct abuse_queue *q, struct file *file)
 {
 	bool ret;
 
-	spin_lock_irq(&ad->queue_lock);
-	ret = ad->server != file || !list_empty(&ad->pending);
-	spin_unlock_irq(&ad->queue_lock);
+	spin_lock_irq(&q->lock);
+	ret = READ_ONCE(ad->server) != file || !list_empty(&q->pending);
+	spin_unlock_irq(&q->lock);
 	return ret;
 }
 
-static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfer *x,
-		       struct abuse_request __user *ureqs)
+static int abuse_fetch(struct abuse_dev *ad, struct abuse_queue *q, struct file *file,
+		       struct abuse_xfer *x, struct abuse_request __user *ureqs)
 {
 	u64 data_used = 0;
 	u32 max = min(x->max_requests, ad->cfg.queue_depth);
@@ -197,7 +202,7 @@ static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfe
 	if (x->data_len < ad->cfg.max_io_bytes)
 		return -EINVAL;
 	if ((x->flags & ABUSE_XFER_WAIT) &&
-	    wait_event_interruptible_exclusive(ad->wait, abuse_can_fetch(ad, file)))
+	    wait_event_interruptible_exclusive(q->wait, abuse_can_fetch(ad, q, file)))
 		return -EINTR;	/* not -ERESTARTSYS: a restart would resend the completions */
 
 	while (x->n_requests < max) {
@@ -205,29 +210,29 @@ static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfe
 		struct abuse_cmd *cmd;
 		struct request *rq;
 
-		spin_lock_irq(&ad->queue_lock);
-		if (ad->server != file) {
-			spin_unlock_irq(&ad->queue_lock);
+		spin_lock_irq(&q->lock);
+		if (READ_ONCE(ad->server) != file) {
+			spin_unlock_irq(&q->lock);
 			return x->n_requests ? 0 : -ENXIO;
 		}
-		cmd = list_first_entry_or_null(&ad->pending, struct abuse_cmd, node);
+		cmd = list_first_entry_or_null(&q->pending, struct abuse_cmd, node);
 		if (!cmd) {
-			spin_unlock_irq(&ad->queue_lock);
+			spin_unlock_irq(&q->lock);
 			break;
 		}
 		rq = abuse_cmd_rq(cmd);
 		req.op = abuse_op(rq, &req.flags);
 		req.length = blk_rq_bytes(rq);
 		if (req.op == ABUSE_OP_WRITE && data_used + req.length > x->data_len) {
-			spin_unlock_irq(&ad->queue_lock);
+			spin_unlock_irq(&q->lock);
 			break;	/* the next call takes it */
 		}
 		list_del_init(&cmd->node);
 		cmd->state = ABUSE_CMD_TAKEN;
 		cmd->owner = file;
-		cmd->gen = ++ad->next_gen;
-		ad->inflight[rq->tag] = rq;
-		spin_unlock_irq(&ad->queue_lock);
+		cmd->gen = ++q->next_gen;
+		q->inflight[rq->tag] = rq;
+		spin_unlock_irq(&q->lock);
 
 		req.offset = (u64)blk_rq_pos(rq) << SECTOR_SHIFT;
 		req.tag = rq->tag;
@@ -235,13 +240,13 @@ static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfe
 		if (req.op == ABUSE_OP_WRITE) {
 			req.data = x->data + data_used;
 			if (abuse_copy(rq, u64_to_user_ptr(req.data), true)) {
-				abuse_unfetch(ad, rq);
+				abuse_unfetch(ad, q, rq);
 				return -EFAULT;
 			}
 			data_used += req.length;
 		}
 		if (copy_to_user(&ureqs[x->n_requests], &req, sizeof(req))) {
-			abuse_unfetch(ad, rq);
+			abuse_unfetch(ad, q, rq);
 			return -EFAULT;
 		}
 		x->n_requests++;
@@ -252,6 +257,7 @@ static int abuse_fetch(struct abuse_dev *ad, struct file *file, struct abuse_xfe
 long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __user *uarg)
 {
 	struct abuse_completion __user *ucomps;
+	struct abuse_queue *q;
 	struct abuse_xfer x;
 	long ret = 0;
 	int i;
@@ -261,14 +267,15 @@ long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __use
 	for (i = 0; i < ARRAY_SIZE(x.reserved); i++)
 		if (x.reserved[i])
 			return -EINVAL;
-	if (x.flags & ~ABUSE_XFER_WAIT)
+	if (x.flags & ~ABUSE_XFER_WAIT || x.queue >= ABUSE_MAX_QUEUES)
 		return -EINVAL;
-	spin_lock_irq(&ad->queue_lock);
-	if (ad->server != file)
+	q = &ad->queues[x.queue];
+	spin_lock_irq(&q->lock);
+	if (READ_ONCE(ad->server) != file)
 		ret = -ENXIO;
-	else if (x.n_completions > ad->cfg.queue_depth)
+	else if (x.n_completions > ad->cfg.queue_depth || x.queue >= READ_ONCE(ad->nr_queues))
 		ret = -EINVAL;
-	spin_unlock_irq(&ad->queue_lock);
+	spin_unlock_irq(&q->lock);
 	if (ret)
 		return ret;
 
@@ -282,14 +289,14 @@ long abuse_xfer(struct abuse_dev *ad, struct file *file, struct abuse_xfer __use
 			ret = -EFAULT;
 			break;
 		}
-		ret = abuse_complete_one(ad, file, &c);
+		ret = abuse_complete_one(ad, q, file, &c);
 		if (ret != -EINVAL)
 			x.n_completed++;
 		if (ret)
 			break;
 	}
 	if (!ret && x.max_requests)
-		ret = abuse_fetch(ad, file, &x, u64_to_user_ptr(x.requests));
+		ret = abuse_fetch(ad, q, file, &x, u64_to_user_ptr(x.requests));
 
 	/* Tell the server how far the call got, whatever happened. */
 	if (put_user(x.n_completed, &uarg->n_completed) ||

@@ -17,7 +17,8 @@ const PROGRAM: &str = r#"
 int main(void) {
     S(abuse_setup) O(abuse_setup, version) O(abuse_setup, flags) O(abuse_setup, size)
     O(abuse_setup, block_size) O(abuse_setup, queue_depth) O(abuse_setup, max_io_bytes)
-    O(abuse_setup, reconnect_timeout_ms) O(abuse_setup, features) O(abuse_setup, reserved)
+    O(abuse_setup, reconnect_timeout_ms) O(abuse_setup, features) O(abuse_setup, nr_queues)
+    O(abuse_setup, reserved0) O(abuse_setup, reserved)
     S(abuse_request) O(abuse_request, offset) O(abuse_request, length) O(abuse_request, op)
     O(abuse_request, flags) O(abuse_request, tag) O(abuse_request, gen) O(abuse_request, data)
     O(abuse_request, reserved)
@@ -27,17 +28,18 @@ int main(void) {
     S(abuse_extent) O(abuse_extent, offset) O(abuse_extent, length) O(abuse_extent, fd)
     S(abuse_xfer) O(abuse_xfer, completions) O(abuse_xfer, requests) O(abuse_xfer, data)
     O(abuse_xfer, data_len) O(abuse_xfer, n_completions) O(abuse_xfer, max_requests) O(abuse_xfer, flags)
-    O(abuse_xfer, n_requests) O(abuse_xfer, n_completed) O(abuse_xfer, reserved)
+    O(abuse_xfer, n_requests) O(abuse_xfer, n_completed) O(abuse_xfer, queue) O(abuse_xfer, reserved)
     S(abuse_status) O(abuse_status, version) O(abuse_status, index) O(abuse_status, state)
     O(abuse_status, flags) O(abuse_status, size) O(abuse_status, block_size) O(abuse_status, queue_depth)
     O(abuse_status, max_io_bytes) O(abuse_status, reconnect_timeout_ms) O(abuse_status, pending)
     O(abuse_status, in_flight) O(abuse_status, completed) O(abuse_status, errors)
-    O(abuse_status, server_pid) O(abuse_status, openers) O(abuse_status, reserved)
-    N(ABUSE_SETUP) N(ABUSE_XFER) N(ABUSE_STATUS) N(ABUSE_RESET) N(ABUSE_CTL_GET_FREE)
+    O(abuse_status, server_pid) O(abuse_status, openers) O(abuse_status, features)
+    O(abuse_status, nr_queues) O(abuse_status, reserved0) O(abuse_status, reserved)
+    N(ABUSE_SETUP) N(ABUSE_XFER) N(ABUSE_STATUS) N(ABUSE_RESET) N(ABUSE_CTL_GET_FREE) N(ABUSE_CTL_ADD) N(ABUSE_CTL_REMOVE)
     N(ABUSE_ABI_VERSION) N(ABUSE_MAX_QUEUE_DEPTH) N(ABUSE_MAX_IO_BYTES)
     N(ABUSE_FLAG_READ_ONLY) N(ABUSE_FLAG_RECONNECT) N(ABUSE_FLAG_FLUSH) N(ABUSE_FLAG_FUA)
     N(ABUSE_FLAG_DISCARD) N(ABUSE_FLAG_WRITE_ZEROES) N(ABUSE_SETUP_FLAGS)
-    N(ABUSE_FEAT_EXTENTS) N(ABUSE_FEATURES) N(ABUSE_CPL_FLAGS)
+    N(ABUSE_FEAT_EXTENTS) N(ABUSE_FEAT_QUEUES) N(ABUSE_FEATURES) N(ABUSE_MAX_QUEUES) N(ABUSE_CPL_FLAGS)
     N(ABUSE_OP_READ) N(ABUSE_OP_WRITE) N(ABUSE_OP_FLUSH) N(ABUSE_OP_DISCARD) N(ABUSE_OP_WRITE_ZEROES)
     N(ABUSE_REQ_FUA) N(ABUSE_REQ_NOUNMAP) N(ABUSE_XFER_WAIT)
     N(ABUSE_CPL_EXTENTS) N(ABUSE_MAX_EXTENTS) N(ABUSE_EXTENT_ZERO)
@@ -79,20 +81,22 @@ fn rust_mirror_matches_c_header() {
     let c = c_layout();
     let mut r: HashMap<String, u64> = HashMap::new();
     rust_layout!(r;
-        AbuseSetup as "abuse_setup" { version, flags, size, block_size, queue_depth, max_io_bytes, reconnect_timeout_ms, features, reserved }
+        AbuseSetup as "abuse_setup" { version, flags, size, block_size, queue_depth, max_io_bytes, reconnect_timeout_ms, features, nr_queues, reserved0, reserved }
         AbuseRequest as "abuse_request" { offset, length, op, flags, tag, gen, data, reserved }
         AbuseCompletion as "abuse_completion" { tag, gen, result, flags, n_extents, data, reserved }
         AbuseExtent as "abuse_extent" { offset, length, fd }
-        AbuseXfer as "abuse_xfer" { completions, requests, data, data_len, n_completions, max_requests, flags, n_requests, n_completed, reserved }
+        AbuseXfer as "abuse_xfer" { completions, requests, data, data_len, n_completions, max_requests, flags, n_requests, n_completed, queue, reserved }
         AbuseStatus as "abuse_status" { version, index, state, flags, size, block_size, queue_depth, max_io_bytes,
-            reconnect_timeout_ms, pending, in_flight, completed, errors, server_pid, openers, reserved }
+            reconnect_timeout_ms, pending, in_flight, completed, errors, server_pid, openers, features, nr_queues, reserved0, reserved }
     );
-    let nums: [(&str, u64); 35] = [
+    let nums: [(&str, u64); 39] = [
         ("ABUSE_SETUP", ABUSE_SETUP),
         ("ABUSE_XFER", ABUSE_XFER),
         ("ABUSE_STATUS", ABUSE_STATUS),
         ("ABUSE_RESET", ABUSE_RESET),
         ("ABUSE_CTL_GET_FREE", ABUSE_CTL_GET_FREE),
+        ("ABUSE_CTL_ADD", ABUSE_CTL_ADD),
+        ("ABUSE_CTL_REMOVE", ABUSE_CTL_REMOVE),
         ("ABUSE_ABI_VERSION", ABUSE_ABI_VERSION.into()),
         ("ABUSE_MAX_QUEUE_DEPTH", ABUSE_MAX_QUEUE_DEPTH.into()),
         ("ABUSE_MAX_IO_BYTES", ABUSE_MAX_IO_BYTES.into()),
@@ -104,7 +108,9 @@ fn rust_mirror_matches_c_header() {
         ("ABUSE_FLAG_WRITE_ZEROES", ABUSE_FLAG_WRITE_ZEROES.into()),
         ("ABUSE_SETUP_FLAGS", ABUSE_SETUP_FLAGS.into()),
         ("ABUSE_FEAT_EXTENTS", ABUSE_FEAT_EXTENTS),
+        ("ABUSE_FEAT_QUEUES", ABUSE_FEAT_QUEUES),
         ("ABUSE_FEATURES", ABUSE_FEATURES),
+        ("ABUSE_MAX_QUEUES", ABUSE_MAX_QUEUES.into()),
         ("ABUSE_CPL_FLAGS", ABUSE_CPL_FLAGS.into()),
         ("ABUSE_OP_READ", ABUSE_OP_READ.into()),
         ("ABUSE_OP_WRITE", ABUSE_OP_WRITE.into()),

@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 pub const CONTROL_PATH: &str = "/dev/abuse-control";
 
@@ -14,6 +14,8 @@ pub struct ControlDevice {
     file: File,
     /// ABUSE_FEAT_* the module granted at setup.
     features: AtomicU64,
+    /// Hardware queues the device has (1 without ABUSE_FEAT_QUEUES).
+    queues: AtomicU32,
 }
 
 fn ioctl<T>(file: &File, request: u64, arg: *mut T) -> io::Result<i32> {
@@ -37,7 +39,7 @@ impl AsRawFd for ControlDevice {
 impl ControlDevice {
     pub fn open(path: &Path) -> io::Result<ControlDevice> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
-        Ok(ControlDevice { path: path.to_path_buf(), file, features: AtomicU64::new(0) })
+        Ok(ControlDevice { path: path.to_path_buf(), file, features: AtomicU64::new(0), queues: AtomicU32::new(1) })
     }
 
     /// ABUSE_SETUP. The module writes back the features it granted (a subset of those asked
@@ -50,7 +52,24 @@ impl ControlDevice {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         }
         self.features.store(s.features, Ordering::Relaxed);
+        let queues = if s.features & ABUSE_FEAT_QUEUES != 0 { s.nr_queues } else { 1 };
+        if !(1..=ABUSE_MAX_QUEUES).contains(&queues) {
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        self.queues.store(queues, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The device's hardware queues, as the module said at setup: each takes its own ABUSE_XFER
+    /// calls (`AbuseXfer::queue`).
+    pub fn queues(&self) -> u32 {
+        self.queues.load(Ordering::Relaxed)
+    }
+
+    /// The optional features this module has (ABUSE_STATUS; 0 from one older than
+    /// ABUSE_FEAT_QUEUES, which reports none).
+    pub fn module_features(&self) -> u64 {
+        self.status().map_or(0, |s| s.features)
     }
 
     /// The ABUSE_FEAT_* bits granted at setup (0 before it).
@@ -76,11 +95,22 @@ impl ControlDevice {
 
 /// The first free device's control path, asked of /dev/abuse-control, and that open file: the
 /// kernel keeps the device for it (other GET_FREE callers get another one) until it is closed,
-/// so keep it until ABUSE_SETUP has returned.
+/// so keep it until ABUSE_SETUP has returned. A module with on-demand devices creates one when
+/// none is free (and removes it once it is free and closed again).
 pub fn find_free() -> io::Result<(PathBuf, File)> {
     let ctl = OpenOptions::new().read(true).write(true).open(CONTROL_PATH)?;
     let n = ioctl(&ctl, ABUSE_CTL_GET_FREE, std::ptr::null_mut::<u8>())?;
     Ok((PathBuf::from(format!("/dev/abctl{n}")), ctl))
+}
+
+/// Whether the loaded abuse.ko creates devices on demand (ABUSE_CTL_ADD/REMOVE): asked by
+/// removing an index that cannot exist, which changes nothing (ENODEV), where an older module
+/// does not know the request (ENOTTY).
+pub fn creates_on_demand() -> bool {
+    let Ok(ctl) = OpenOptions::new().read(true).write(true).open(CONTROL_PATH) else { return false };
+    // SAFETY: ABUSE_CTL_REMOVE takes the index as its argument, not a pointer.
+    let r = unsafe { libc::ioctl(ctl.as_raw_fd(), ABUSE_CTL_REMOVE as _, libc::c_ulong::MAX) };
+    r == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOTTY)
 }
 
 /// /dev/abuseN for /dev/abctlN.

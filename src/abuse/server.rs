@@ -1,6 +1,7 @@
 //! The service loop: fetch a batch of block requests from abuse.ko, answer each from the
 //! backend, and hand the answers back in the same call that fetches the next batch, so a busy
-//! server makes about one system call per batch. Several threads can run it on one device.
+//! server makes about one system call per batch. Several threads can run it on one device, each
+//! on its own hardware queue where the device has several.
 
 use super::device::ControlDevice;
 use super::uapi::*;
@@ -17,8 +18,15 @@ pub const MAX_IO_BYTES: u32 = 512 * 1024;
 /// Requests in flight at once on the device.
 pub const QUEUE_DEPTH: u32 = 64;
 
-/// Serves requests on `dev` from `backend` until `stop` is set and a signal interrupts the wait.
-pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stats: &Stats) -> io::Result<()> {
+/// Serves the requests of hardware queue `queue` of `dev` from `backend` until `stop` is set and
+/// a signal interrupts the wait.
+pub fn serve(
+    dev: &ControlDevice,
+    queue: u32,
+    backend: &dyn Backend,
+    stop: &AtomicBool,
+    stats: &Stats,
+) -> io::Result<()> {
     let mut requests = vec![AbuseRequest::default(); BATCH];
     let mut completions: Vec<AbuseCompletion> = Vec::with_capacity(BATCH);
     // One slot of MAX_IO_BYTES per request for read data; one area for write payloads.
@@ -43,6 +51,7 @@ pub fn serve(dev: &ControlDevice, backend: &dyn Backend, stop: &AtomicBool, stat
             data: write_area.as_mut_ptr() as u64,
             data_len: write_area.len() as u64,
             flags: ABUSE_XFER_WAIT,
+            queue,
             ..Default::default()
         };
         let r = dev.xfer(&mut x);

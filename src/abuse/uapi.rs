@@ -17,7 +17,11 @@ pub const ABUSE_SETUP_FLAGS: u32 = 0x3f;
 /// Optional parts of the protocol: asked for in `AbuseSetup::features`, granted (masked) by the
 /// module, which writes the field back.
 pub const ABUSE_FEAT_EXTENTS: u64 = 1 << 0;
-pub const ABUSE_FEATURES: u64 = 0x1;
+/// Several hardware queues (`AbuseSetup::nr_queues`, `AbuseXfer::queue`); asked for only if
+/// `AbuseStatus::features` lists it, as an older module refuses a non-zero `nr_queues`.
+pub const ABUSE_FEAT_QUEUES: u64 = 1 << 1;
+pub const ABUSE_FEATURES: u64 = 0x3;
+pub const ABUSE_MAX_QUEUES: u32 = 32;
 
 pub const ABUSE_OP_READ: u16 = 0;
 pub const ABUSE_OP_WRITE: u16 = 1;
@@ -51,7 +55,9 @@ pub struct AbuseSetup {
     pub max_io_bytes: u32,
     pub reconnect_timeout_ms: u32,
     pub features: u64,
-    pub reserved: [u64; 3],
+    pub nr_queues: u32,
+    pub reserved0: u32,
+    pub reserved: [u64; 2],
 }
 
 #[repr(C)]
@@ -99,7 +105,8 @@ pub struct AbuseXfer {
     pub flags: u32,
     pub n_requests: u32,
     pub n_completed: u32,
-    pub reserved: [u32; 3],
+    pub queue: u32,
+    pub reserved: [u32; 2],
 }
 
 #[repr(C)]
@@ -120,7 +127,10 @@ pub struct AbuseStatus {
     pub errors: u64,
     pub server_pid: i32,
     pub openers: u32,
-    pub reserved: [u64; 4],
+    pub features: u64,
+    pub nr_queues: u32,
+    pub reserved0: u32,
+    pub reserved: [u64; 2],
 }
 
 // ioctl numbers: _IOC(dir, type, nr, size) = dir << 30 | size << 16 | type << 8 | nr.
@@ -134,6 +144,8 @@ pub const ABUSE_XFER: u64 = ioc(IOC_READ | IOC_WRITE, 1, std::mem::size_of::<Abu
 pub const ABUSE_STATUS: u64 = ioc(IOC_READ, 2, std::mem::size_of::<AbuseStatus>());
 pub const ABUSE_RESET: u64 = ioc(0, 3, 0);
 pub const ABUSE_CTL_GET_FREE: u64 = ioc(0, 0x80, 0);
+pub const ABUSE_CTL_ADD: u64 = ioc(0, 0x81, 0);
+pub const ABUSE_CTL_REMOVE: u64 = ioc(0, 0x82, 0);
 
 macro_rules! assert_layout {
     ($t:ty, $size:expr, $($field:ident = $off:expr),* $(,)?) => {
@@ -152,7 +164,9 @@ assert_layout!(
     max_io_bytes = 24,
     reconnect_timeout_ms = 28,
     features = 32,
-    reserved = 40
+    nr_queues = 40,
+    reserved0 = 44,
+    reserved = 48
 );
 assert_layout!(
     AbuseRequest,
@@ -180,7 +194,8 @@ assert_layout!(
     flags = 40,
     n_requests = 44,
     n_completed = 48,
-    reserved = 52
+    queue = 52,
+    reserved = 56
 );
 assert_layout!(
     AbuseStatus,
@@ -200,5 +215,8 @@ assert_layout!(
     errors = 56,
     server_pid = 64,
     openers = 68,
-    reserved = 72
+    features = 72,
+    nr_queues = 80,
+    reserved0 = 84,
+    reserved = 88
 );

@@ -65,9 +65,7 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
     // The reservation (an open /dev/abuse-control) is dropped once the setup has returned.
     let (ctl, reservation) = match &args.ctldev {
         Some(p) => (p.clone(), None),
-        None => device::find_free()
-            .map(|(p, f)| (p, Some(f)))
-            .map_err(|e| Error::device(Path::new(device::CONTROL_PATH), "cannot find a free device", e))?,
+        None => device::find_free().map(|(p, f)| (p, Some(f))).map_err(no_free_device)?,
     };
     let dev = device::index_of(&ctl).map(Dev::abuse);
     if args.reattach {
@@ -82,6 +80,8 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
     if args.reattach {
         flags |= ABUSE_FLAG_RECONNECT;
     }
+    // One hardware queue per thread, where the module has them (an older one refuses the field).
+    let queues = ctl_dev.module_features() & ABUSE_FEAT_QUEUES != 0;
     let setup = AbuseSetup {
         version: ABUSE_ABI_VERSION,
         flags,
@@ -90,7 +90,8 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
         queue_depth: server::QUEUE_DEPTH,
         max_io_bytes: server::MAX_IO_BYTES,
         reconnect_timeout_ms: args.reconnect_timeout.map_or(0, |s| s.saturating_mul(1000)),
-        features: ABUSE_FEAT_EXTENTS,
+        features: ABUSE_FEAT_EXTENTS | if queues { ABUSE_FEAT_QUEUES } else { 0 },
+        nr_queues: if queues { args.threads.min(ABUSE_MAX_QUEUES) } else { 0 },
         ..Default::default()
     };
     workers::install_signal_handlers();
@@ -114,6 +115,23 @@ fn serve_abuse(served: &Served) -> Result<Option<Dev>> {
         workers::serve_until_stopped(&ctl_dev, &ctl, backend, args.threads).and(backend.close())
     };
     run_server(served, dev, &ctl, server)
+}
+
+/// GET_FREE failed: with ENODEV, say whether the module could have made one.
+fn no_free_device(e: std::io::Error) -> Error {
+    let path = Path::new(device::CONTROL_PATH);
+    if e.raw_os_error() != Some(libc::ENODEV) {
+        return Error::device(path, "cannot find a free device", e);
+    }
+    Error::Device(if device::creates_on_demand() {
+        format!("{}: no free device, and every index of the minor space is taken: detach one", path.display())
+    } else {
+        format!(
+            "{}: every /dev/abuseN is in use, and this abuse.ko creates none on demand (it predates \
+             ABUSE_CTL_ADD): detach one, or reload it with a larger max_abuse",
+            path.display()
+        )
+    })
 }
 
 /// `vdmount --reattach DEV`: the image, mode and overlay come from what the dead server left in

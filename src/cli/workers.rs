@@ -65,20 +65,24 @@ pub fn install_signal_handlers() {
 }
 
 /// Runs `threads` copies of the service loop until STOP; the caller's thread is one of them.
+/// Thread i serves hardware queue i (modulo the device's queues: every queue has a thread, as
+/// the server asked for one queue per thread).
 fn serve_with_workers(dev: &ControlDevice, backend: &dyn Backend, threads: u32, stats: &Stats) -> std::io::Result<()> {
     let worker_ids = std::sync::Mutex::new(Vec::new());
+    let queues = dev.queues().max(1);
     std::thread::scope(|s| {
-        let workers: Vec<_> = (1..threads)
-            .map(|_| {
-                s.spawn(|| {
+        let workers: Vec<_> = (1..threads.max(queues))
+            .map(|i| {
+                let worker_ids = &worker_ids;
+                s.spawn(move || {
                     block_stop_signals_in_this_thread();
                     // SAFETY: pthread_self has no preconditions.
                     worker_ids.lock().unwrap().push(unsafe { libc::pthread_self() });
-                    server::serve(dev, backend, &STOP, stats)
+                    server::serve(dev, i % queues, backend, &STOP, stats)
                 })
             })
             .collect();
-        let mut result = server::serve(dev, backend, &STOP, stats);
+        let mut result = server::serve(dev, 0, backend, &STOP, stats);
         STOP.store(true, Ordering::SeqCst);
         // Interrupt the workers' waits until every one has seen STOP (a worker may only now be
         // entering its wait, so once is not enough).

@@ -58,6 +58,15 @@ rm "$W/e2e.raw"
 # For the mount scenario: partitions to mount and to report.
 "$HERE/make-mount-fixture.sh" "$R/fixtures/mount.qcow2" "$R/fixtures/mount.sha256"
 
+# For the scale scenario: four small distinct disks (1 MiB of random data each, qcow2), each
+# attached 16 times at once, with the SHA-256 of the raw data they hold.
+mkdir -p "$R/fixtures/scale"
+for i in 0 1 2 3; do
+	head -c 1M /dev/urandom >"$W/scale$i.raw"
+	qemu-img convert -q -f raw -O qcow2 "$W/scale$i.raw" "$R/fixtures/scale/img$i.qcow2"
+	echo "$(sha256sum <"$W/scale$i.raw" | cut -d' ' -f1) img$i" >>"$R/fixtures/scale/sums"
+done
+
 # Copies module KO (decompressed) into DIR and prints its name there.
 copy_module() {
 	local ko=$1 dir=$2 base

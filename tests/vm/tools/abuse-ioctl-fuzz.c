@@ -10,6 +10,11 @@
  * Throughout: unknown feature bits are masked off, non-zero reserved fields refused.
  * The kernel must survive all of it (the scenario checks dmesg). Exit 0 when every refusal that
  * should happen happened.  Usage: abuse-ioctl-fuzz CTLDEV BLOCKDEV ITERATIONS
+ *
+ * abuse-ioctl-fuzz --control ITERATIONS SEED: random ABUSE_CTL_ADD, ABUSE_CTL_REMOVE and
+ * ABUSE_CTL_GET_FREE on /dev/abuse-control, meant to race other fuzzers and servers attaching
+ * and detaching: every answer must be one the ABI allows, a device GET_FREE reserved must exist
+ * and read as free, and REMOVE must never take a device in use (the servers' data checks).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,8 +82,74 @@ static void answer_in_form(int fd, const struct abuse_request *req, int form)
 	CHECK(xfer(fd, &c, 1, NULL, 0, 0) == -EINVAL, "duplicate completion accepted (form %d)", form);
 }
 
+/* Indexes the control fuzz plays with: beyond the devices created at load, fewer than the
+ * servers racing it need, so ADD, REMOVE and GET_FREE meet on the same ones. */
+#define CTL_SPAN 96
+
+static int control_fuzz(long iters, unsigned int seed)
+{
+	int ctl = open("/dev/abuse-control", O_RDWR);
+	long r;
+
+	if (ctl < 0) { perror("/dev/abuse-control"); return 2; }
+	srand(seed);
+	CHECK(ioctl(ctl, ABUSE_CTL_ADD, -2L) < 0 && errno == EINVAL, "ADD -2 accepted");
+	CHECK(ioctl(ctl, ABUSE_CTL_ADD, 1L << 30) < 0 && errno == EINVAL, "ADD past the minor space accepted");
+	CHECK(ioctl(ctl, ABUSE_CTL_REMOVE, ~0UL) < 0 && errno == ENODEV, "REMOVE of no index: %s", strerror(errno));
+	CHECK(ioctl(ctl, ABUSE_CTL_REMOVE, 1UL << 40) < 0 && errno == ENODEV, "REMOVE past the index space");
+	for (long i = 0; i < iters; i++) {
+		long idx = rand() % CTL_SPAN;
+		switch (rand() % 4) {
+		case 0:
+			r = ioctl(ctl, ABUSE_CTL_ADD, idx);
+			CHECK(r == idx || (r < 0 && errno == EEXIST), "ADD %ld: %ld (%s)", idx, r, strerror(errno));
+			break;
+		case 1:
+			r = ioctl(ctl, ABUSE_CTL_ADD, -1L);
+			CHECK(r >= 0, "ADD -1: %s", strerror(errno));
+			break;
+		case 2:
+			r = ioctl(ctl, ABUSE_CTL_REMOVE, idx);
+			CHECK(r == 0 || (r < 0 && (errno == ENODEV || errno == EBUSY)),
+			      "REMOVE %ld: %ld (%s)", idx, r, strerror(errno));
+			break;
+		default: {
+			/* A reservation of its own file: the device exists, is free, and REMOVE
+			 * leaves it alone until the file is closed. */
+			int own = open("/dev/abuse-control", O_RDWR);
+			char path[32];
+			int n, dev;
+
+			CHECK(own >= 0, "open /dev/abuse-control: %s", strerror(errno));
+			n = ioctl(own, ABUSE_CTL_GET_FREE);
+			CHECK(n >= 0, "GET_FREE: %s", strerror(errno));
+			if (n >= 0) {
+				CHECK(ioctl(ctl, ABUSE_CTL_REMOVE, (long)n) < 0 && errno == EBUSY,
+				      "REMOVE of reserved device %d: %s", n, strerror(errno));
+				snprintf(path, sizeof(path), "/dev/abctl%d", n);
+				dev = open(path, O_RDWR);
+				CHECK(dev >= 0, "GET_FREE gave %d, but %s: %s", n, path, strerror(errno));
+				if (dev >= 0) {
+					struct abuse_status st;
+
+					CHECK(ioctl(dev, ABUSE_STATUS, &st) == 0 && st.state == ABUSE_STATE_FREE &&
+					      st.index == (__u32)n, "reserved device %d not free", n);
+					close(dev);
+				}
+			}
+			close(own);
+		}
+		}
+	}
+	close(ctl);
+	printf("abuse-ioctl-fuzz --control: %ld control ioctls, %d failures\n", iters, failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 4 && !strcmp(argv[1], "--control"))
+		return control_fuzz(atol(argv[2]), (unsigned int)atoi(argv[3]));
 	if (argc != 4) { fprintf(stderr, "usage: %s CTLDEV BLOCKDEV ITERATIONS\n", argv[0]); return 2; }
 	int fd = open(argv[1], O_RDWR);
 	if (fd < 0) { perror(argv[1]); return 2; }
@@ -86,7 +157,7 @@ int main(int argc, char **argv)
 	/* Every feature bit, known or not: the module grants the ones it has. */
 	struct abuse_setup s = { .version = ABUSE_ABI_VERSION, .flags = ABUSE_FLAG_READ_ONLY,
 		.size = 8 << 20, .block_size = 512, .queue_depth = 4, .max_io_bytes = 1 << 20,
-		.features = ~0ULL };
+		.features = ~0ULL, .nr_queues = 1 };
 
 	/* Bad setups first: each must be refused. */
 	struct abuse_setup bad = s; bad.version = 99;
@@ -97,12 +168,31 @@ int main(int argc, char **argv)
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "huge queue depth accepted");
 	bad = s; bad.size = 0;
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "zero size accepted");
-	bad = s; bad.reserved[2] = 1;
+	bad = s; bad.reserved[1] = 1;
 	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "reserved field accepted");
+	bad = s; bad.reserved0 = 1;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "reserved0 accepted");
+	bad = s; bad.nr_queues = ABUSE_MAX_QUEUES + 1;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "too many queues accepted");
+	bad = s; bad.features = ABUSE_FEAT_EXTENTS; bad.nr_queues = 2;
+	CHECK(ioctl(fd, ABUSE_SETUP, &bad) < 0 && errno == EINVAL, "nr_queues accepted without ABUSE_FEAT_QUEUES");
+	struct abuse_status st0;
+	CHECK(ioctl(fd, ABUSE_STATUS, &st0) == 0 && st0.features == ABUSE_FEATURES,
+	      "status does not list the module's features");
 	CHECK(ioctl(fd, ABUSE_SETUP, (void *)16) < 0 && errno == EFAULT, "bad setup pointer accepted");
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "good setup refused: %s", strerror(errno));
 	CHECK(s.features == ABUSE_FEATURES, "asked for every feature, granted %#llx (want %#llx)",
 	      (unsigned long long)s.features, (unsigned long long)ABUSE_FEATURES);
+	CHECK(s.nr_queues == 1, "asked for one queue, got %u", s.nr_queues);
+	{
+		/* Only queue 0 exists; the other fields of an xfer stay reserved. */
+		struct abuse_xfer x = { .queue = 1 };
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer on a queue the device lacks");
+		x.queue = ABUSE_MAX_QUEUES;
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer past ABUSE_MAX_QUEUES");
+		x.queue = 0; x.reserved[1] = 1;
+		CHECK(ioctl(fd, ABUSE_XFER, &x) < 0 && errno == EINVAL, "xfer reserved field accepted");
+	}
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) < 0 && errno == EBUSY, "second setup accepted");
 
 	/* A reader of the block device gives us requests to hold. */
@@ -218,6 +308,7 @@ int main(int argc, char **argv)
 
 	/* A server that did not ask for ABUSE_FEAT_EXTENTS may not answer with extents. */
 	s.features = 0;
+	s.nr_queues = 0;	/* as a server older than ABUSE_FEAT_QUEUES: one queue */
 	CHECK(ioctl(fd, ABUSE_SETUP, &s) == 0, "setup without features refused: %s", strerror(errno));
 	CHECK(s.features == 0, "granted %#llx without asking", (unsigned long long)s.features);
 	pid_t last = fork();

@@ -7,7 +7,8 @@
  * offset, and tests/uapi_layout.rs compares them with a C program compiled against this file.
  *
  * Devices: /dev/abctlN is the control (char) device through which a server serves the block
- * device /dev/abuseN (partitions /dev/abuseNpM). /dev/abuse-control finds a free N.
+ * device /dev/abuseN (partitions /dev/abuseNpM). /dev/abuse-control finds a free N, creating
+ * one when none is free, and adds or removes devices (as loop-control does).
  *
  * A server opens /dev/abctlN, sends ABUSE_SETUP, then loops on ABUSE_XFER: each call completes
  * the requests it answered and fetches the next batch. Requests fetched by a file and not
@@ -52,7 +53,17 @@
  */
 /* completions may give read data as extents (ABUSE_CPL_EXTENTS) */
 #define ABUSE_FEAT_EXTENTS	(1ULL << 0)
-#define ABUSE_FEATURES		0x1ULL	    /* every feature this header knows */
+/*
+ * several hardware queues (abuse_setup.nr_queues), each fetched from and answered on by its own
+ * ABUSE_XFER calls (abuse_xfer.queue), so server threads do not share one queue. A server asks
+ * for it only if ABUSE_STATUS lists it in abuse_status.features: a module without it refuses a
+ * non-zero nr_queues (reserved space there).
+ */
+#define ABUSE_FEAT_QUEUES	(1ULL << 1)
+#define ABUSE_FEATURES		0x3ULL	    /* every feature this header knows */
+
+/* Most hardware queues a device has. */
+#define ABUSE_MAX_QUEUES	32
 
 struct abuse_setup {
 	__u32 version;			/* ABUSE_ABI_VERSION */
@@ -63,7 +74,14 @@ struct abuse_setup {
 	__u32 max_io_bytes;		/* largest request: 4096..ABUSE_MAX_IO_BYTES, 4K multiple */
 	__u32 reconnect_timeout_ms;	/* 0: the module parameter reconnect_timeout_ms */
 	__u64 features;			/* in: ABUSE_FEAT_* wanted; out: those granted */
-	__u64 reserved[3];		/* must be zero */
+	/*
+	 * With ABUSE_FEAT_QUEUES: in, the hardware queues wanted (0: one per CPU), at most
+	 * ABUSE_MAX_QUEUES; out, the number the device has (fewer where there are fewer CPUs; a
+	 * reconnecting server is given the device's). Without it: zero, and the device has one.
+	 */
+	__u32 nr_queues;
+	__u32 reserved0;		/* must be zero */
+	__u64 reserved[2];		/* must be zero */
 };
 
 /* struct abuse_request.op */
@@ -142,7 +160,11 @@ struct abuse_xfer {
 	__u32 flags;			/* in: ABUSE_XFER_* */
 	__u32 n_requests;		/* out: requests fetched */
 	__u32 n_completed;		/* out: completions accepted */
-	__u32 reserved[3];		/* must be zero */
+	/* in: the hardware queue this call answers and fetches on, below the device's nr_queues
+	 * (0 without ABUSE_FEAT_QUEUES); completions name requests of this queue only
+	 */
+	__u32 queue;
+	__u32 reserved[2];		/* must be zero */
 };
 
 /* struct abuse_status.state */
@@ -167,7 +189,10 @@ struct abuse_status {
 	__u64 errors;			/* requests ended with an error since setup */
 	__s32 server_pid;		/* pid (tgid) of the attached server, 0 if none */
 	__u32 openers;			/* opens of the block device */
-	__u64 reserved[4];
+	__u64 features;			/* ABUSE_FEAT_* this module has (0 before ABUSE_FEAT_QUEUES) */
+	__u32 nr_queues;		/* hardware queues of the device (0 while free) */
+	__u32 reserved0;
+	__u64 reserved[2];
 };
 
 #define ABUSE_IOCTL_MAGIC	0xAB
@@ -177,7 +202,20 @@ struct abuse_status {
 #define ABUSE_STATUS		_IOR(ABUSE_IOCTL_MAGIC, 2, struct abuse_status)
 #define ABUSE_RESET		_IO(ABUSE_IOCTL_MAGIC, 3)
 
-/* On /dev/abuse-control: returns the index of a free device, or -ENODEV. */
+/*
+ * On /dev/abuse-control (as LOOP_CTL_*; the argument is the index itself, not a pointer).
+ * GET_FREE returns the index of a free device, reserved for the calling file until it is closed
+ * (so two servers asking at once get different ones); when none is free it creates one (-ENODEV
+ * only when the minor space is full, or from a module older than these ioctls, which answers
+ * ADD and REMOVE with -ENOTTY). A device GET_FREE created is removed again once it is free and
+ * no file has its /dev/abctlN open; those created at load (module parameter max_abuse) or by
+ * ADD stay until REMOVE.
+ * ADD creates device N (or, with -1, the lowest free index) and returns its index: -EEXIST if
+ * it exists, -EINVAL past the minor space. REMOVE removes device N: -ENODEV if there is none,
+ * -EBUSY while it is set up, reserved or its /dev/abctlN is open.
+ */
 #define ABUSE_CTL_GET_FREE	_IO(ABUSE_IOCTL_MAGIC, 0x80)
+#define ABUSE_CTL_ADD		_IO(ABUSE_IOCTL_MAGIC, 0x81)
+#define ABUSE_CTL_REMOVE	_IO(ABUSE_IOCTL_MAGIC, 0x82)
 
 #endif /* _UAPI_LINUX_ABUSE_H */
