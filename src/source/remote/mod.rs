@@ -18,6 +18,12 @@ pub use url::is_url;
 /// Set once any remote layer is opened: the sandbox then lets the server use the network.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
+/// For the sandbox's tests: as if a remote layer were open.
+#[cfg(test)]
+pub fn mark_in_use() {
+    IN_USE.store(true, Ordering::Relaxed);
+}
+
 /// True when this process reads a remote layer.
 pub fn in_use() -> bool {
     IN_USE.load(Ordering::Relaxed)
