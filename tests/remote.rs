@@ -276,3 +276,41 @@ fn s3_objects_and_a_chain_within_the_prefix() {
     let url = "s3://images/vm/nothing.qcow2";
     assert!(error_line(&cat(url, &[], &envs).1, url).contains("HTTP 404"));
 }
+
+#[test]
+fn cache_dir_reads_nothing_twice_and_checks_what_it_kept() {
+    let dir = scratch();
+    let images = make_images(dir.path());
+    let cache = scratch();
+    let c = cache.path().to_str().unwrap();
+    for (name, fmt) in images.iter().filter(|(n, _)| ["top.qcow2", "stream.vmdk"].contains(&n.as_str())) {
+        let want = qemu_raw_sha256(&dir.path().join(name), *fmt);
+        let mut requests = Vec::new();
+        let port = servers::free_port();
+        for round in 0..3 {
+            if round == 2 {
+                // Damage every kept chunk's first byte: each must be fetched again, not used.
+                for e in std::fs::read_dir(cache.path()).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.extension().is_some_and(|x| x == "data") {
+                        let mut d = std::fs::read(&p).unwrap();
+                        for i in (0..d.len()).step_by(1 << 20) {
+                            d[i] ^= 0xff;
+                        }
+                        std::fs::write(&p, d).unwrap();
+                    }
+                }
+            }
+            let server = servers::faulty_at(port, dir.path(), "ok", 1.0);
+            let url = format!("http://127.0.0.1:{}/{name}", server.port);
+            let (got, err) = cat(&url, &["--cache-dir", c], &[]);
+            assert_eq!(got.as_deref(), Ok(want.as_str()), "{name} round {round}: {err}");
+            requests.push(servers::faults_seen(server).len());
+        }
+        println!("{name}: requests with an empty cache, a full one, a damaged one: {requests:?}");
+        // A full cache: one request per layer, to check its size and ETag.
+        let layers = if name == "top.qcow2" { 2 } else { 1 };
+        assert_eq!(requests[1], layers, "{name}: the second read fetched again");
+        assert!(requests[0] > layers && requests[2] > layers, "{name}: {requests:?}");
+    }
+}

@@ -125,6 +125,11 @@ pub struct ImageArgs {
     /// instead of the built-in ones (SSL_CERT_FILE does the same).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// For a remote image: keep what is fetched in this folder, so a later mount or cat of the
+    /// same object (same URL, size and ETag) reads nothing twice. Chunks are checked (CRC-32C)
+    /// before use.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ImageArgs {
@@ -134,7 +139,10 @@ impl ImageArgs {
 
     /// What to open the image with, as the options given ask.
     pub fn options(&self) -> OpenOptions {
-        crate::source::remote::configure(crate::source::remote::ClientOptions { ca: self.ca.clone() });
+        crate::source::remote::configure(crate::source::remote::ClientOptions {
+            ca: self.ca.clone(),
+            cache_dir: self.cache_dir.clone(),
+        });
         let mut opts = OpenOptions::new(Cache::new(self.cache_size << 20));
         opts.format = self.format;
         opts.snapshot = self.snapshot.clone();

@@ -153,7 +153,11 @@ impl Nginx {
 /// tests/remote/faulty_http.py serving `root` with the fault `schedule` (see the script).
 /// Its standard output (one FAULT line per request) is captured.
 pub fn faulty(root: &Path, schedule: &str, stall_secs: f64) -> Server {
-    let port = free_port();
+    faulty_at(free_port(), root, schedule, stall_secs)
+}
+
+/// `faulty` on a given port (to serve the same URLs again after a restart).
+pub fn faulty_at(port: u16, root: &Path, schedule: &str, stall_secs: f64) -> Server {
     let child = Command::new("python3")
         .arg(super::repo().join("tests/remote/faulty_http.py"))
         .arg(root)

@@ -21,6 +21,8 @@ use ureq::Agent;
 pub struct ClientOptions {
     /// PEM file of the certificate authorities to trust instead of the built-in roots.
     pub ca: Option<PathBuf>,
+    /// `--cache-dir`: where fetched chunks are kept (disk_cache.rs).
+    pub cache_dir: Option<PathBuf>,
 }
 
 static OPTIONS: OnceLock<ClientOptions> = OnceLock::new();
@@ -36,6 +38,11 @@ pub fn configure(opts: ClientOptions) {
 /// The process's one client.
 pub fn agent() -> Result<&'static Agent, String> {
     AGENT.get_or_init(build_agent).as_ref().map_err(Clone::clone)
+}
+
+/// The `--cache-dir` folder, if one was given.
+pub fn cache_dir() -> Option<PathBuf> {
+    OPTIONS.get().and_then(|o| o.cache_dir.clone())
 }
 
 fn timeout() -> Duration {
@@ -123,12 +130,14 @@ pub fn get_range(agent: &Agent, url: &str, offset: u64, buf: &mut [u8]) -> Resul
     let range = header("content-range").ok_or_else(|| Failure::Fatal("a 206 answer without Content-Range".into()))?;
     let (first, end, total) = parse_content_range(&range)
         .ok_or_else(|| Failure::Fatal(format!("a Content-Range vdmount cannot read: {range:?}")))?;
-    if first != offset || end != last {
+    // Some servers (busybox httpd) send from the start asked for to the end of the file: the
+    // bytes wanted are its head, and the rest is left unread (the connection is then dropped).
+    if first != offset || end < last {
         return Err(Failure::Fatal(format!("asked for bytes {offset}-{last}, the server sent {range:?}")));
     }
     if let Some(len) = header("content-length") {
-        if len.trim().parse::<u64>().ok() != Some(buf.len() as u64) {
-            return Err(Failure::Retry(format!("Content-Length {len} for a range of {} bytes", buf.len())));
+        if len.trim().parse::<u64>().ok() != Some(end - first + 1) {
+            return Err(Failure::Retry(format!("Content-Length {len} for {range:?}")));
         }
     }
     let etag = header("etag");

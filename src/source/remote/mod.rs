@@ -3,13 +3,14 @@
 //! no format reader knows the difference. Large reads are split into pieces fetched in
 //! parallel over the client's pool; a read continuing the previous one fetches ahead.
 
+mod disk_cache;
 pub mod http;
 mod resolver;
 pub mod s3;
 pub mod url;
 
 use crate::limits::{REMOTE_PARALLEL, REMOTE_PIECE_BYTES, REMOTE_READAHEAD_BYTES};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub use http::{configure, ClientOptions};
@@ -44,6 +45,10 @@ pub struct Remote {
     agent: &'static ureq::Agent,
     /// The last read-ahead: where it starts and its bytes.
     ahead: Mutex<(u64, Vec<u8>)>,
+    /// Where the last read that missed the read-ahead ended.
+    last_end: AtomicU64,
+    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks).
+    disk: Option<disk_cache::DiskCache>,
 }
 
 impl Remote {
@@ -58,11 +63,24 @@ impl Remote {
         };
         let agent = http::agent()?;
         IN_USE.store(true, Ordering::Relaxed);
-        let mut remote = Remote { url: url.to_string(), target, size: 0, etag: None, agent, ahead: Mutex::default() };
+        let mut remote = Remote {
+            url: url.to_string(),
+            target,
+            size: 0,
+            etag: None,
+            agent,
+            ahead: Mutex::default(),
+            last_end: AtomicU64::new(u64::MAX),
+            disk: None,
+        };
         let mut one = [0u8; 1];
         let answer = http::with_retries(url, || http::get_range(agent, &remote.request_url(), 0, &mut one))?;
         remote.size = answer.total;
         remote.etag = answer.etag;
+        if let Some(dir) = http::cache_dir() {
+            let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), remote.size, remote.etag);
+            remote.disk = Some(disk_cache::DiskCache::open(&dir, &id, remote.size)?);
+        }
         Ok(remote)
     }
 
@@ -78,16 +96,20 @@ impl Remote {
         if buf.is_empty() {
             return Ok(());
         }
+        if let Some(disk) = &self.disk {
+            return self.read_through(disk, buf, offset);
+        }
         {
             let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
             let (start, data) = (&ahead.0, &ahead.1);
             if offset >= *start && offset + buf.len() as u64 <= start + data.len() as u64 {
                 let at = (offset - start) as usize;
                 buf.copy_from_slice(&data[at..at + buf.len()]);
+                self.last_end.store(offset + buf.len() as u64, Ordering::Relaxed);
                 return Ok(());
             }
-            // A read that starts where the read-ahead ends is sequential: fetch more than asked.
-            let sequential = !data.is_empty() && offset == start + data.len() as u64 || offset == 0;
+            // A read that starts where the last one ended is sequential: fetch more than asked.
+            let sequential = offset == self.last_end.swap(offset + buf.len() as u64, Ordering::Relaxed);
             let want = REMOTE_READAHEAD_BYTES.min(self.size - offset);
             if !sequential || buf.len() as u64 >= want {
                 drop(ahead);
@@ -99,6 +121,42 @@ impl Remote {
         self.fetch(&mut data, offset)?;
         buf.copy_from_slice(&data[..buf.len()]);
         *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = (offset, data);
+        Ok(())
+    }
+
+    /// Reads through the on-disk cache: whole chunks, those it lacks fetched (runs of them
+    /// at once, in parallel pieces) and kept.
+    fn read_through(&self, disk: &disk_cache::DiskCache, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        use disk_cache::CHUNK;
+        let (first, last) = (offset / CHUNK, (offset + buf.len() as u64 - 1) / CHUNK);
+        let start = first * CHUNK;
+        let end = (last + 1) * CHUNK;
+        let mut all = vec![0u8; (end.min(self.size) - start) as usize];
+        let mut missing: Option<u64> = None;
+        for n in first..=last + 1 {
+            let have = n <= last && {
+                let at = ((n - first) * CHUNK) as usize;
+                let len = disk.chunk_len(n);
+                disk.get(n, &mut all[at..at + len])
+            };
+            match (have || n > last, missing) {
+                (false, None) => missing = Some(n),
+                (true, Some(m)) => {
+                    // Chunks m..n are missing: one fetch for the run, then kept chunk by chunk.
+                    let (from, to) = (((m - first) * CHUNK) as usize, ((n - first) * CHUNK) as usize);
+                    let to = to.min(all.len());
+                    let run = &mut all[from..to];
+                    self.fetch(run, m * CHUNK)?;
+                    for (i, chunk) in run.chunks(CHUNK as usize).enumerate() {
+                        disk.put(m + i as u64, chunk);
+                    }
+                    missing = None;
+                }
+                _ => {}
+            }
+        }
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&all[at..at + buf.len()]);
         Ok(())
     }
 
