@@ -27,6 +27,7 @@ const CONNECTION: &[libc::c_long] = &[
 
 /// Adds the network rules to `rules`; `ioctl` already holds the abuse requests' rules.
 pub fn allow(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), String> {
+    fix_malloc_arenas();
     for &nr in CONNECTION {
         rules.insert(nr, Vec::new());
     }
@@ -37,6 +38,16 @@ pub fn allow(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), String> 
     let fionbio = rule(vec![cond(1, Len::Dword, Op::Eq, libc::FIONBIO)?])?;
     rules.entry(libc::SYS_ioctl).or_default().push(fionbio);
     Ok(())
+}
+
+/// A remote read starts short-lived threads for its parallel pieces under the sandbox. The first
+/// time glibc's malloc wants more than 8 arenas it counts the CPUs by opening
+/// /sys/devices/system/cpu/online (then /proc/stat), which the filter refuses: set its limit
+/// now, to glibc's own default (8 per CPU), so it never has to look.
+fn fix_malloc_arenas() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: mallopt only sets a malloc parameter.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, (8 * cpus).min(1024) as libc::c_int) };
 }
 
 #[cfg(test)]
