@@ -39,9 +39,9 @@ NULL="driver=null-co,size=$SIZE"
 got=$("$VD" cat "$URL" | sha256sum | cut -c1-64)
 [ "$want" = "$got" ] || { echo "vdmount cat $URL differs from the source disk" >&2; exit 1; }
 
-median() { sed -n "s/^ *$1 .*median \([0-9.]*\).*/\1/p" "$2" | head -1; }
 pair() {
-	local name=$1 peer=$2 out=$W/$name.txt
+	local name=$1 peer=$2
+	local out="$W/${name// /-}.txt"
 	farm-bench -n "$RUNS" --timeout 1800 --vs "$peer" -- sh -c "exec $VD cat $URL >/dev/null" >"$out" 2>&1 || true
 	cat "$out"
 	echo "== $name: see the wall medians above (A: vdmount cat, B: $name); ratio B/A > 1: vdmount faster"
