@@ -129,3 +129,23 @@ pub const MAX_LVM_TEXT_DEPTH: usize = 32;
 /// Most segments one logical volume may have, and stripes one segment (lvm2 allows 128).
 pub const MAX_LVM_SEGMENTS: usize = 4096;
 pub const MAX_LVM_STRIPES: usize = 128;
+
+/// Remote images (src/source/remote/): how many times one range request is tried before the
+/// read fails with EIO (resets, timeouts, short bodies, 5xx and 429 are retried).
+pub const REMOTE_ATTEMPTS: u32 = 6;
+/// First pause before a retry, doubled each time up to `REMOTE_BACKOFF_MAX_MS`.
+pub const REMOTE_BACKOFF_MS: u64 = 100;
+pub const REMOTE_BACKOFF_MAX_MS: u64 = 3000;
+/// Time to connect, and time without progress (response head, then the body) before a request
+/// counts as stalled and is retried. `VDMOUNT_HTTP_TIMEOUT_MS` overrides it (the tests' stalls).
+pub const REMOTE_TIMEOUT_MS: u64 = 20_000;
+/// Largest range one request asks for: a bigger read is split into pieces fetched in parallel.
+pub const REMOTE_PIECE_BYTES: u64 = 1 << 20;
+/// Most requests in flight for one read (and idle connections kept per host).
+pub const REMOTE_PARALLEL: usize = 8;
+/// Read-ahead: a read that continues the previous one fetches at least this much.
+pub const REMOTE_READAHEAD_BYTES: u64 = 4 << 20;
+/// Largest response head (status line and headers) accepted from a server.
+pub const REMOTE_MAX_HEADER_BYTES: usize = 64 << 10;
+/// Largest ~/.aws credentials or config file read.
+pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;

@@ -88,7 +88,7 @@ enum Command {
 /// Options every command that opens an image takes.
 #[derive(Args, Clone)]
 pub struct ImageArgs {
-    /// The disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, EWF .E01 or .s01, the first segment of a set; a file with no known signature is read as raw).
+    /// The disk image (qcow2, VMDK, VHD, VHDX, VDI, QED, EWF .E01 or .s01, the first segment of a set; a file with no known signature is read as raw), or its http://, https:// or s3://bucket/key URL.
     #[arg(value_name = "IMAGE")]
     pub image: PathBuf,
     /// Read IMAGE as this format instead of detecting it; a file without that format's signature is then an error.
@@ -124,6 +124,15 @@ pub struct ImageArgs {
     /// Memory for cached metadata tables and decompressed clusters, in MiB, shared by every layer.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_CACHE_BYTES >> 20)]
     pub cache_size: u64,
+    /// For an https:// or s3:// image: trust the certificate authorities in this PEM file
+    /// instead of the built-in ones (SSL_CERT_FILE does the same).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For a remote image: keep what is fetched in this folder, so a later mount or cat of the
+    /// same object (same URL, size and ETag) reads nothing twice. Chunks are checked (CRC-32C)
+    /// before use.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ImageArgs {
@@ -133,6 +142,10 @@ impl ImageArgs {
 
     /// What to open the image with, as the options given ask.
     pub fn options(&self) -> OpenOptions {
+        crate::source::remote::configure(crate::source::remote::ClientOptions {
+            ca: self.ca.clone(),
+            cache_dir: self.cache_dir.clone(),
+        });
         let mut opts = OpenOptions::new(Cache::new(self.cache_size << 20));
         opts.format = self.format;
         opts.snapshot = self.snapshot.clone();

@@ -8,6 +8,7 @@
 //! waiting for a new one, which is worse for the user than one failed request.
 
 mod caps;
+mod network;
 pub mod probe;
 mod trap;
 
@@ -115,6 +116,9 @@ fn main_filter(ctl_fd: RawFd, io_uring: bool) -> Result<BpfProgram, String> {
         })
         .collect::<Result<_, _>>()?;
     rules.insert(libc::SYS_ioctl, ioctl);
+    if crate::source::remote::in_use() {
+        network::allow(&mut rules)?;
+    }
     // clone: threads only.
     rules.insert(
         libc::SYS_clone,

@@ -185,6 +185,13 @@ fn open_in_chain(
             });
         }
     }
+    // A remote layer has no inode: the same URL twice is the loop.
+    if file.is_remote() && chain.paths.contains(&path) {
+        return Err(Error::Refused {
+            path: chain.child().to_path_buf(),
+            msg: format!("its backing chain loops back on itself: {}", chain.describe(&path)),
+        });
+    }
     let mut chain = chain.clone();
     chain.paths.push(path.clone());
     chain.inodes.extend(file.inode());

@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::source::file::ImageFile;
+use crate::source::remote;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -25,11 +26,23 @@ pub struct Confinement {
     roots: Vec<PathBuf>,
     /// --allow-any-path: follow names anywhere, as qemu does (regular files and block devices).
     any_path: bool,
+    /// For a remote top image: the URL folders (its own, then --allow-dir URLs) names must stay
+    /// beneath (remote/url.rs).
+    urls: Vec<String>,
 }
 
 impl Confinement {
     /// The rules for the chain under `top`, the image the user named.
     pub fn new(top: &Path, allow_dirs: &[PathBuf], any_path: bool) -> Result<Confinement> {
+        if let Some(url) = top.to_str().filter(|t| remote::is_url(t)) {
+            let bad = |u: &str, e: String| Error::Usage(format!("{u}: {e}"));
+            let mut urls = vec![remote::url::folder(url).map_err(|e| bad(url, e))?];
+            for dir in allow_dirs.iter().filter_map(|d| d.to_str()).filter(|d| remote::is_url(d)) {
+                let dir = if dir.ends_with('/') { dir.to_string() } else { format!("{dir}/") };
+                urls.push(remote::url::folder(&dir).map_err(|e| bad(&dir, e))?);
+            }
+            return Ok(Confinement { roots: Vec::new(), any_path, urls });
+        }
         let folder = match top.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -44,12 +57,24 @@ impl Confinement {
             }
             roots.push(canonical);
         }
-        Ok(Confinement { roots, any_path })
+        Ok(Confinement { roots, any_path, urls: Vec::new() })
     }
 
     /// Opens the file `name` that the image `child` names as its `role` ("backing file",
     /// "external data file", ...); a relative name is taken from the child's folder.
     pub fn open(&self, child: &Path, name: &Path, role: &str) -> Result<ImageFile> {
+        if let Some(url) = child.to_str().filter(|c| remote::is_url(c)) {
+            return self.open_remote(child, url, name, role);
+        }
+        if name.to_str().is_some_and(remote::is_url) {
+            return Err(Error::Refused {
+                path: child.to_path_buf(),
+                msg: format!(
+                    "names its {role} \"{}\", a URL: a local image may not name a remote layer",
+                    name.display()
+                ),
+            });
+        }
         let path = resolve_beside(child, name);
         if self.any_path {
             return ImageFile::open(&path);
@@ -111,6 +136,22 @@ impl Confinement {
         ImageFile::from_file(&path, file)
     }
 
+    /// Opens `name` as the remote image `url` names it: resolved against `url`, beneath the
+    /// allowed URL folders unless --allow-any-path, never a local path.
+    fn open_remote(&self, child: &Path, url: &str, name: &Path, role: &str) -> Result<ImageFile> {
+        let named = format!("names its {role} \"{}\"", name.display());
+        let refused = |msg: String| Error::Refused { path: child.to_path_buf(), msg };
+        let text = name.to_str().ok_or_else(|| refused(format!("{named}, which is not UTF-8")))?;
+        let target = remote::url::resolve(url, text).map_err(|e| refused(format!("{named}, {e}")))?;
+        if !self.any_path && !remote::url::beneath(&target, &self.urls) {
+            return Err(refused(format!(
+                "{named}, which resolves to {target}, outside {}; pass --allow-dir URL to allow that folder, or --allow-any-path",
+                self.urls.join(" and ")
+            )));
+        }
+        ImageFile::open_url(&target)
+    }
+
     fn describe_roots(&self) -> String {
         let mut names = vec![format!("{} (the image's folder)", self.roots[0].display())];
         names.extend(self.roots[1..].iter().map(|r| format!("{} (--allow-dir)", r.display())));
@@ -118,8 +159,14 @@ impl Confinement {
     }
 }
 
-/// `name` resolved relative to the folder holding `child` (absolute names stay as they are).
+/// `name` resolved relative to the folder holding `child` (absolute names stay as they are);
+/// for a remote `child`, the URL beside it.
 pub fn resolve_beside(child: &Path, name: &Path) -> PathBuf {
+    if let (Some(url), Some(n)) = (child.to_str().filter(|c| remote::is_url(c)), name.to_str()) {
+        if let Ok(u) = remote::url::resolve(url, n) {
+            return PathBuf::from(u);
+        }
+    }
     if name.is_absolute() {
         return name.to_path_buf();
     }

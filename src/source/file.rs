@@ -1,16 +1,25 @@
 //! An image file opened read-only, with positional reads whose errors say which file, which
-//! structure and which offset. Every format reader reads its files through this.
+//! structure and which offset. Every format reader reads its files through this, whether the
+//! bytes come from a local file or, for a URL, over the network (`remote/`).
 
 use super::extents::{Extent, Extents};
+use super::remote::{self, Remote};
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Where the bytes come from.
+enum Backing {
+    Local(File),
+    Remote(Box<Remote>),
+}
+
 pub struct ImageFile {
+    /// The file's path, or for a remote layer its URL.
     pub path: PathBuf,
-    file: File,
+    file: Backing,
     /// Size at open. Images are not expected to change while served.
     pub size: u64,
     /// Cache key prefix for this file (see cache.rs).
@@ -26,6 +35,9 @@ impl ImageFile {
     /// file must not get that far. The open is non-blocking and the type is checked again on the
     /// open file, in case the path changed in between.
     pub fn open(path: &Path) -> Result<ImageFile> {
+        if let Some(url) = path.to_str().filter(|p| remote::is_url(p)) {
+            return ImageFile::open_url(url);
+        }
         let before = std::fs::metadata(path).map_err(|e| Error::io(path, "cannot open", e))?;
         check_file_type(path, &before)?;
         use std::os::unix::fs::OpenOptionsExt;
@@ -48,13 +60,35 @@ impl ImageFile {
             meta.len()
         };
         let regular = meta.file_type().is_file();
-        Ok(ImageFile { path: path.to_path_buf(), file, size, id: new_file_id(), regular })
+        Ok(ImageFile { path: path.to_path_buf(), file: Backing::Local(file), size, id: new_file_id(), regular })
+    }
+
+    /// Opens a remote image: http(s):// or s3://. Errors name the URL.
+    pub fn open_url(url: &str) -> Result<ImageFile> {
+        let path = PathBuf::from(url);
+        let remote = Remote::open(url).map_err(|e| Error::io(&path, "cannot open", std::io::Error::other(e)))?;
+        let size = remote.size;
+        Ok(ImageFile { path, file: Backing::Remote(Box::new(remote)), size, id: new_file_id(), regular: false })
+    }
+
+    /// True for a layer read over the network.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.file, Backing::Remote(_))
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, from wherever the bytes are.
+    fn pread(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match &self.file {
+            Backing::Local(f) => f.read_exact_at(buf, offset),
+            Backing::Remote(r) => r.read_at(buf, offset).map_err(std::io::Error::other),
+        }
     }
 
     /// Device and inode: the same file under two names (a hard link, a symlink) has one.
     pub fn inode(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
-        self.file.metadata().ok().map(|m| (m.dev(), m.ino()))
+        let Backing::Local(file) = &self.file else { return None };
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` for the structure named `what`. Reading past
@@ -71,9 +105,7 @@ impl ImageFile {
                 ),
             ));
         }
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::io(&self.path, format!("reading {what} at offset {offset}"), e))
+        self.pread(buf, offset).map_err(|e| Error::io(&self.path, format!("reading {what} at offset {offset}"), e))
     }
 
     /// Reads `buf.len()` bytes of guest data at `offset`; the part past the end of the file reads
@@ -82,8 +114,7 @@ impl ImageFile {
         let avail = self.size.saturating_sub(offset).min(buf.len() as u64) as usize;
         let (head, tail) = buf.split_at_mut(avail);
         if !head.is_empty() {
-            self.file
-                .read_exact_at(head, offset)
+            self.pread(head, offset)
                 .map_err(|e| Error::io(&self.path, format!("reading data at offset {offset}"), e))?;
         }
         tail.fill(0);
@@ -95,9 +126,10 @@ impl ImageFile {
     #[must_use]
     pub fn map_data(&self, offset: u64, len: u64, out: &mut Extents) -> bool {
         use std::os::fd::AsRawFd;
+        let Backing::Local(file) = &self.file else { return false };
         let inside = self.size.saturating_sub(offset).min(len);
         self.regular
-            && out.push(Extent::Data { fd: self.file.as_raw_fd(), offset, len: inside })
+            && out.push(Extent::Data { fd: file.as_raw_fd(), offset, len: inside })
             && out.push(Extent::Zero { len: len - inside })
     }
 

@@ -275,3 +275,4 @@ pub fn qemu_io(fmt: &str, image: &Path, cmds: &[&str]) {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("failed"), "qemu-io {cmds:?} on {}: {text}", image.display());
 }
+pub mod servers;

@@ -55,6 +55,9 @@ ewfacquire -u -q -f encase6 -c deflate:fast -S 1MiB -t "$R/fixtures/e2e" "$W/e2e
 # ...and as an Apple sparse image and sparse bundle (written by our own script: no tool does).
 "$HERE/make-sparse-fixtures.py" "$W/e2e.raw" "$R/fixtures" e2e
 rm "$W/e2e.raw"
+# For the remote scenario: the e2e disk as a fully allocated qcow2 (12 MiB), larger than the
+# server's read-ahead, so reading it after the web server restarts needs new connections.
+qemu-img convert -q -f qcow2 -O qcow2 -o preallocation=full "$REPO/fixtures/e2e.qcow2" "$R/fixtures/e2e-full.qcow2"
 # For the mount scenario: partitions to mount and to report.
 "$HERE/make-mount-fixture.sh" "$R/fixtures/mount.qcow2" "$R/fixtures/mount.sha256"
 

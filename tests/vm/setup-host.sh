@@ -13,6 +13,9 @@ if [ "${1:-}" = --check ]; then
 		command -v "$c" >/dev/null || exit 1
 	done
 	/usr/bin/python3 -c 'import pyvhdi, pyvmdk, pyqcow' 2>/dev/null || exit 1
+	# Remote images (tests/remote.rs): nginx, openssl for its certificate, moto's S3 server.
+	for c in nginx openssl; do command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || exit 1; done
+	python3 -c 'import moto.server, boto3' 2>/dev/null || exit 1
 	ls -d /lib/modules/6.1.*/build /lib/modules/6.12.*/build >/dev/null 2>&1 || exit 1
 	exit 0
 fi
@@ -34,5 +37,9 @@ INITRD=No "${APT[@]}" install -y --no-install-recommends \
 	python3-libvhdi python3-libvmdk python3-libqcow \
 	xfsprogs mtools lvm2 dmsetup \
 	linux-image-amd64 linux-headers-amd64 "$K612" "${K612/image/headers}"
+# Remote images (tests/remote.rs): nginx (started by the tests, never as a service), openssl,
+# and moto's S3 server for the python3 the tests run.
+"${APT[@]}" install -y --no-install-recommends nginx-light openssl
+python3 -m pip install --quiet 'moto[server]'
 qemu-img --version | head -1
 ls -d /lib/modules/*/build

@@ -1,0 +1,202 @@
+//! A layer whose bytes are read by ranges over the network: http(s):// URLs, presigned ones
+//! included, and s3://bucket/key. `ImageFile` reads through this when its name is a URL, so
+//! no format reader knows the difference. Large reads are split into pieces fetched in
+//! parallel over the client's pool; a read continuing the previous one fetches ahead.
+
+mod disk_cache;
+pub mod http;
+mod resolver;
+pub mod s3;
+pub mod url;
+
+use crate::limits::{REMOTE_PARALLEL, REMOTE_PIECE_BYTES, REMOTE_READAHEAD_BYTES};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub use http::{configure, ClientOptions};
+pub use url::is_url;
+
+/// Set once any remote layer is opened: the sandbox then lets the server use the network.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// For the sandbox's tests: as if a remote layer were open.
+#[cfg(test)]
+pub fn mark_in_use() {
+    IN_USE.store(true, Ordering::Relaxed);
+}
+
+/// True when this process reads a remote layer.
+pub fn in_use() -> bool {
+    IN_USE.load(Ordering::Relaxed)
+}
+
+enum Target {
+    Http(String),
+    S3(Box<s3::S3Object>),
+}
+
+pub struct Remote {
+    /// As the user or the image named it (the name in every message).
+    pub url: String,
+    target: Target,
+    pub size: u64,
+    /// The ETag at open: a later answer with another one means the object changed.
+    etag: Option<String>,
+    agent: &'static ureq::Agent,
+    /// The last read-ahead: where it starts and its bytes.
+    ahead: Mutex<(u64, Vec<u8>)>,
+    /// Where the last read that missed the read-ahead ended.
+    last_end: AtomicU64,
+    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks).
+    disk: Option<disk_cache::DiskCache>,
+}
+
+impl Remote {
+    /// Opens `url`: asks for its first byte to learn its size and check that the server
+    /// answers ranges.
+    pub fn open(url: &str) -> Result<Remote, String> {
+        let target = if url[..5].eq_ignore_ascii_case("s3://") {
+            Target::S3(Box::new(s3::S3Object::new(url)?))
+        } else {
+            url::folder(url)?;
+            Target::Http(url.to_string())
+        };
+        let agent = http::agent()?;
+        IN_USE.store(true, Ordering::Relaxed);
+        let mut remote = Remote {
+            url: url.to_string(),
+            target,
+            size: 0,
+            etag: None,
+            agent,
+            ahead: Mutex::default(),
+            last_end: AtomicU64::new(u64::MAX),
+            disk: None,
+        };
+        let mut one = [0u8; 1];
+        let answer = http::with_retries(url, || http::get_range(agent, &remote.request_url(), 0, &mut one))?;
+        remote.size = answer.total;
+        remote.etag = answer.etag;
+        if let Some(dir) = http::cache_dir() {
+            let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), remote.size, remote.etag);
+            remote.disk = Some(disk_cache::DiskCache::open(&dir, &id, remote.size)?);
+        }
+        Ok(remote)
+    }
+
+    fn request_url(&self) -> String {
+        match &self.target {
+            Target::Http(u) => u.clone(),
+            Target::S3(o) => o.signed_url(),
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`, which the caller has checked lie inside.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if let Some(disk) = &self.disk {
+            return self.read_through(disk, buf, offset);
+        }
+        {
+            let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
+            let (start, data) = (&ahead.0, &ahead.1);
+            if offset >= *start && offset + buf.len() as u64 <= start + data.len() as u64 {
+                let at = (offset - start) as usize;
+                buf.copy_from_slice(&data[at..at + buf.len()]);
+                self.last_end.store(offset + buf.len() as u64, Ordering::Relaxed);
+                return Ok(());
+            }
+            // A read that starts where the last one ended is sequential: fetch more than asked.
+            let sequential = offset == self.last_end.swap(offset + buf.len() as u64, Ordering::Relaxed);
+            let want = REMOTE_READAHEAD_BYTES.min(self.size - offset);
+            if !sequential || buf.len() as u64 >= want {
+                drop(ahead);
+                return self.fetch(buf, offset);
+            }
+        }
+        let want = REMOTE_READAHEAD_BYTES.min(self.size - offset) as usize;
+        let mut data = vec![0u8; want];
+        self.fetch(&mut data, offset)?;
+        buf.copy_from_slice(&data[..buf.len()]);
+        *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = (offset, data);
+        Ok(())
+    }
+
+    /// Reads through the on-disk cache: whole chunks, those it lacks fetched (runs of them
+    /// at once, in parallel pieces) and kept.
+    fn read_through(&self, disk: &disk_cache::DiskCache, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        use disk_cache::CHUNK;
+        let (first, last) = (offset / CHUNK, (offset + buf.len() as u64 - 1) / CHUNK);
+        let start = first * CHUNK;
+        let end = (last + 1) * CHUNK;
+        let mut all = vec![0u8; (end.min(self.size) - start) as usize];
+        let mut missing: Option<u64> = None;
+        for n in first..=last + 1 {
+            let have = n <= last && {
+                let at = ((n - first) * CHUNK) as usize;
+                let len = disk.chunk_len(n);
+                disk.get(n, &mut all[at..at + len])
+            };
+            match (have || n > last, missing) {
+                (false, None) => missing = Some(n),
+                (true, Some(m)) => {
+                    // Chunks m..n are missing: one fetch for the run, then kept chunk by chunk.
+                    let (from, to) = (((m - first) * CHUNK) as usize, ((n - first) * CHUNK) as usize);
+                    let to = to.min(all.len());
+                    let run = &mut all[from..to];
+                    self.fetch(run, m * CHUNK)?;
+                    for (i, chunk) in run.chunks(CHUNK as usize).enumerate() {
+                        disk.put(m + i as u64, chunk);
+                    }
+                    missing = None;
+                }
+                _ => {}
+            }
+        }
+        let at = (offset - start) as usize;
+        buf.copy_from_slice(&all[at..at + buf.len()]);
+        Ok(())
+    }
+
+    /// Fetches `buf` in pieces of at most REMOTE_PIECE_BYTES, up to REMOTE_PARALLEL at once.
+    fn fetch(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        let piece = REMOTE_PIECE_BYTES as usize;
+        if buf.len() <= piece {
+            return self.fetch_one(buf, offset);
+        }
+        let pieces: Vec<(u64, &mut [u8])> =
+            buf.chunks_mut(piece).enumerate().map(|(i, c)| (offset + (i * piece) as u64, c)).collect();
+        let queue = Mutex::new(pieces);
+        let failed: Mutex<Option<String>> = Mutex::new(None);
+        let threads = REMOTE_PARALLEL.min(queue.lock().map_or(1, |q| q.len()));
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                    let Some((at, chunk)) = next else { break };
+                    if let Err(e) = self.fetch_one(chunk, at) {
+                        failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                        break;
+                    }
+                });
+            }
+        });
+        failed.into_inner().unwrap_or_else(|e| e.into_inner()).map_or(Ok(()), Err)
+    }
+
+    fn fetch_one(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
+        let what = format!("{} bytes {}-{}", self.url, offset, offset + buf.len() as u64 - 1);
+        http::with_retries(&what, || {
+            let answer = http::get_range(self.agent, &self.request_url(), offset, buf)?;
+            if answer.total != self.size || (self.etag.is_some() && answer.etag != self.etag) {
+                return Err(http::Failure::Fatal(format!(
+                    "the file changed on the server while being read (size {} now {}, ETag {:?} now {:?})",
+                    self.size, answer.total, self.etag, answer.etag
+                )));
+            }
+            Ok(())
+        })
+    }
+}
