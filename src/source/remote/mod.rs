@@ -55,7 +55,7 @@ impl Remote {
     /// Opens `url`: asks for its first byte to learn its size and check that the server
     /// answers ranges.
     pub fn open(url: &str) -> Result<Remote, String> {
-        let target = if url[..5].eq_ignore_ascii_case("s3://") {
+        let target = if url::has_prefix(url, "s3://") {
             Target::S3(Box::new(s3::S3Object::new(url)?))
         } else {
             url::folder(url)?;

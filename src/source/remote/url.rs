@@ -7,7 +7,13 @@ use url::Url;
 
 /// True for the names vdmount reads over the network.
 pub fn is_url(name: &str) -> bool {
-    ["http://", "https://", "s3://"].iter().any(|s| name.len() > s.len() && name[..s.len()].eq_ignore_ascii_case(s))
+    ["http://", "https://", "s3://"].iter().any(|s| name.len() > s.len() && has_prefix(name, s))
+}
+
+/// `name` starts with `prefix`, in any case. Compared as bytes: a name an image gives may have
+/// a multi-byte character where a string slice would have to cut it.
+pub fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.as_bytes().get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
 }
 
 /// The folder of `url`: everything up to its last '/', without query or fragment. Names the
@@ -57,6 +63,14 @@ pub fn beneath(url: &str, roots: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_character_where_a_scheme_would_end_is_no_url() {
+        // Found by fuzzing: slicing the name as a str panicked inside the character.
+        assert!(!is_url("*:\u{fffd}"));
+        assert!(!is_url("flat-\u{fffd}\u{fffd}k"));
+        assert!(is_url("HTTPS://host/x") && is_url("s3://b/k") && !is_url("s3://"));
+    }
 
     #[test]
     fn resolves_beside_and_refuses_what_leaves() {
