@@ -50,6 +50,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_tgkill,
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
+    // The kernel resumes a sleep a signal interrupted (SIGTERM during the stop check's 100 ms
+    // sleep, a stop signal) through restart_syscall; refusing it made std's sleep panic.
+    libc::SYS_restart_syscall,
     libc::SYS_sigaltstack,
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,

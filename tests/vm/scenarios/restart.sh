@@ -31,6 +31,13 @@ for i in $(seq 1 20); do
 		vdmount --foreground --transport $T --reattach /dev/$DEV 2>>/tmp/server.log &
 	fi
 	server=$!
+	# A reader still waiting after 90 s fails the round with the server's log, rather than the
+	# whole VM running into its time limit with nothing said.
+	n=0
+	while kill -0 $reader 2>/dev/null; do
+		n=$((n + 1)); [ $n -le 900 ] || { ps; fail "round $i: the reader is still waiting 90 s after the reattach"; }
+		sleep 0.1
+	done
 	wait $reader
 	[ "$(cat /tmp/sum.rc)" = 0 ] || fail "round $i: reader failed: $(cat /tmp/sum.err)"
 	[ "$(cut -d' ' -f1 /tmp/sum)" = "$want" ] || fail "round $i: wrong checksum"
