@@ -32,11 +32,15 @@ counter = 0
 lock = threading.Lock()
 
 
-def next_fault():
+def next_fault(path, rng):
+    """The fault for this request, logged as one line in one write: print() from several
+    threads writes the text and the newline apart, and two lines could run together."""
     global counter
     with lock:
         fault = SCHEDULE[counter % len(SCHEDULE)]
         counter += 1
+        sys.stdout.write(f"FAULT {fault} {path} {rng}\n")
+        sys.stdout.flush()
     return fault
 
 
@@ -49,8 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         path = os.path.normpath(os.path.join(ROOT, self.path.split("?")[0].lstrip("/")))
         rng = self.headers.get("Range", "")
-        fault = next_fault()
-        print(f"FAULT {fault} {self.path} {rng}", flush=True)
+        fault = next_fault(self.path, rng)
         if not path.startswith(os.path.abspath(ROOT)) or not os.path.isfile(path):
             return self.answer(404, b"not found\n")
         if fault == "503":
@@ -97,6 +100,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # A client dropping a connection it got a fault on is the point, not news.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 Server(("127.0.0.1", PORT), Handler).serve_forever()
