@@ -65,7 +65,7 @@ struct Outcome {
     fs: Option<String>,
     label: Option<String>,
     mountpoint: Option<PathBuf>,
-    /// "mounted (OPTIONS)", or why not.
+    /// "mounted as FSTYPE with OPTIONS", or why not.
     status: String,
 }
 
@@ -139,7 +139,7 @@ pub fn run(args: &MountArgs) -> Result<()> {
                     let point = args.dir.join(name);
                     match mount(&o.node, &point, fstype, options, read_only) {
                         Ok(()) => {
-                            o.status = format!("mounted ({fstype}, {options})");
+                            o.status = format!("mounted as {fstype} with {options}");
                             o.mountpoint = Some(point);
                         }
                         Err(e) => o.status = format!("not mounted: {e}"),

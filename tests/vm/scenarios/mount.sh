@@ -23,13 +23,13 @@ ours() { for n in /sys/block/dm-*/dm/name; do [ -e "$n" ] && cat "$n"; done | gr
 
 check_mounted() { # DIR
 	d=$1
-	grep -q "/dev/abuse0p1 .*ext4 \"root\" on $d/p1-root (mounted (ext4, ro,noload))" /tmp/out || fail "p1 line"
+	grep -q "/dev/abuse0p1 .*ext4 \"root\" on $d/p1-root (mounted as ext4 with ro,noload)" /tmp/out || fail "p1 line"
 	grep -q "/dev/abuse0p2 .*vfat \"ESP\" on $d/p2-ESP" /tmp/out || fail "p2 line"
 	grep -q "/dev/abuse0p3 .*crypto_LUKS: encrypted (LUKS): open it read-only with: cryptsetup open --readonly /dev/abuse0p3" /tmp/out || fail "LUKS line"
 	grep -q "/dev/abuse0p4 .*LVM2_member: an LVM physical volume" /tmp/out || fail "LVM line"
-	grep -q "/dev/abuse0p5 .*xfs \"xfsdata\" on $d/p5-xfsdata (mounted (xfs, ro,norecovery))" /tmp/out || fail "XFS line"
-	grep -q "/dev/dm-[0-9]* .*ext4 \"home\" on $d/vg0-home (mounted (ext4, ro,noload))" /tmp/out || fail "vg0/home line"
-	grep -q "/dev/dm-[0-9]* .*ext4 \"data\" on $d/vg0-data (mounted (ext4, ro,noload))" /tmp/out || fail "vg0/data line"
+	grep -q "/dev/abuse0p5 .*xfs \"xfsdata\" on $d/p5-xfsdata (mounted as xfs with ro,norecovery)" /tmp/out || fail "XFS line"
+	grep -q "/dev/dm-[0-9]* .*ext4 \"home\" on $d/vg0-home (mounted as ext4 with ro,noload)" /tmp/out || fail "vg0/home line"
+	grep -q "/dev/dm-[0-9]* .*ext4 \"data\" on $d/vg0-data (mounted as ext4 with ro,noload)" /tmp/out || fail "vg0/data line"
 	(cd "$d" && sha256sum -c /fixtures/mount.sha256) || fail "checksums"
 	[ "$(cd "$d" && find . -type f | wc -l)" = "$(wc -l </fixtures/mount.sha256)" ] || fail "files beyond the list"
 	for fs in "p1-root ext4" "p2-ESP vfat" "p5-xfsdata xfs" "vg0-home ext4" "vg0-data ext4"; do
