@@ -3,11 +3,14 @@
 
 pub mod bytes;
 pub mod cached;
+pub mod chain;
 pub mod dmg;
 pub mod ewf;
 pub mod failed;
+pub mod format;
 pub mod layer;
 pub mod open;
+pub mod options;
 pub mod parallels;
 pub mod parent_id;
 pub mod qcow2;
@@ -24,7 +27,10 @@ pub use crate::source::extents::{Extent, Extents};
 /// The 512-byte sector most formats count offsets and sizes in.
 pub const SECTOR: u64 = 512;
 
-pub use open::{open, open_backing, Chain, Format, OpenOptions};
+pub use chain::{open_backing, Chain};
+pub use format::Format;
+pub use open::open;
+pub use options::OpenOptions;
 
 use crate::error::Result;
 use std::path::PathBuf;

@@ -1,132 +1,13 @@
-//! The one place formats are recognised and opened: magic detection, `--format`, and the
-//! depth limit, loop check and confinement of backing chains.
+//! The one place formats are recognised and opened: magic detection, `--format`, and each
+//! format's reader. The chain's rules (depth, loops, confinement) are in chain.rs.
 
-use super::failed::FailedLayer;
-use super::{dmg, ewf, parallels, qcow2, qed, raw, sparseimage, vdi, vhd, vhdx, vmdk, DiskImage};
-use crate::cache::Cache;
+use super::{dmg, ewf, parallels, qcow2, qed, raw, sparseimage, vdi, vhd, vhdx, vmdk};
+use super::{Chain, DiskImage, Format, OpenOptions};
 use crate::error::{Error, Result};
-use crate::limits::{MemoryBudget, MAX_CHAIN_DEPTH};
-pub use crate::source::confine::resolve_beside;
 use crate::source::file::ImageFile;
 use crate::source::Confinement;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Raw,
-    Qcow2,
-    Vmdk,
-    Vhd,
-    Vhdx,
-    Vdi,
-    Qed,
-    Parallels,
-    Ewf,
-    Dmg,
-    #[value(name = "sparseimage")]
-    SparseImage,
-    #[value(name = "sparsebundle")]
-    SparseBundle,
-}
-
-impl Format {
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Qcow2 => "qcow2",
-            Format::Vmdk => "vmdk",
-            Format::Vhd => "vhd",
-            Format::Vhdx => "vhdx",
-            Format::Vdi => "vdi",
-            Format::Qed => "qed",
-            Format::Parallels => "parallels",
-            Format::Ewf => "ewf",
-            Format::Dmg => "dmg",
-            Format::SparseImage => "sparseimage",
-            Format::SparseBundle => "sparsebundle",
-        }
-    }
-
-    /// Parses a format name as images record it (qcow2 backing_format, for instance).
-    pub fn from_name(name: &str) -> Option<Format> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "raw" | "file" => Format::Raw,
-            "qcow2" | "qcow" => Format::Qcow2,
-            "vmdk" => Format::Vmdk,
-            "vhd" | "vpc" => Format::Vhd,
-            "vhdx" => Format::Vhdx,
-            "vdi" => Format::Vdi,
-            "qed" => Format::Qed,
-            "parallels" => Format::Parallels,
-            "ewf" => Format::Ewf,
-            "dmg" | "udif" => Format::Dmg,
-            "sparseimage" | "udsp" => Format::SparseImage,
-            "sparsebundle" | "udsb" => Format::SparseBundle,
-            _ => return None,
-        })
-    }
-}
-
-/// How to open an image: what the user asked for, and the cache every layer shares.
-#[derive(Clone)]
-pub struct OpenOptions {
-    /// Force the top image's format instead of detecting it.
-    pub format: Option<Format>,
-    /// qcow2 internal snapshot, or Parallels bundle snapshot, to expose instead of the live disk.
-    pub snapshot: Option<String>,
-    /// Open a child whose recorded parent id does not match its parent's.
-    pub ignore_parent_id: bool,
-    /// Folders beyond the top image's own where files the images name may lie (--allow-dir).
-    pub allow_dirs: Vec<PathBuf>,
-    /// Follow names an image gives anywhere (--allow-any-path).
-    pub allow_any_path: bool,
-    /// For `info`: a backing layer that cannot be opened becomes a placeholder saying why,
-    /// instead of failing the whole chain.
-    pub describe_failed_layers: bool,
-    pub cache: Arc<Cache>,
-    /// Memory the chain's long-lived tables may take, all layers together.
-    pub budget: Arc<MemoryBudget>,
-}
-
-impl OpenOptions {
-    pub fn new(cache: Arc<Cache>) -> OpenOptions {
-        OpenOptions {
-            format: None,
-            snapshot: None,
-            ignore_parent_id: false,
-            allow_dirs: Vec::new(),
-            allow_any_path: false,
-            describe_failed_layers: false,
-            cache,
-            budget: Arc::new(MemoryBudget::default()),
-        }
-    }
-}
-
-/// The images opened so far on the way down a backing chain, top first, and the rules for the
-/// files they name.
-#[derive(Clone)]
-pub struct Chain {
-    pub paths: Vec<PathBuf>,
-    /// Device and inode of each layer: a chain that comes back to a file under another name
-    /// (a hard link, a symlink, "sub/../x") is a loop too.
-    inodes: Vec<(u64, u64)>,
-    pub confine: Arc<Confinement>,
-}
-
-impl Chain {
-    fn describe(&self, last: &Path) -> String {
-        let mut names: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
-        names.push(last.display().to_string());
-        names.join(" -> ")
-    }
-
-    /// The layer the next one is opened for.
-    fn child(&self) -> &Path {
-        self.paths.last().map_or(Path::new(""), |p| p.as_path())
-    }
-}
 
 /// Opens the image at `path` (the top of its chain); a Parallels bundle folder (`NAME.hdd/`)
 /// stands for the descriptor in it.
@@ -136,66 +17,19 @@ pub fn open(path: &Path, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
     let path = &sparseimage::bundle::info_in_folder(path);
     let file = ImageFile::open(path)?;
     let confine = Confinement::new(path, &opts.allow_dirs, opts.allow_any_path)?;
-    let chain = Chain { paths: Vec::new(), inodes: Vec::new(), confine: Arc::new(confine) };
-    open_in_chain(file, opts.format, &chain, opts)
+    open_layer(file, opts.format, &Chain::new(confine, open_layer), opts)
 }
 
-/// Opens the backing file (or parent) `name` of the image `child`, which is the last entry of
-/// `chain`. A relative `name` is taken relative to the child's folder, never the working
-/// directory; the file must be where the chain's confinement allows. `format` is the format the
-/// child recorded, if it did.
-pub fn open_backing(
-    child: &Path,
-    name: &Path,
-    format: Option<Format>,
-    chain: &Chain,
-    opts: &OpenOptions,
-) -> Result<Arc<dyn DiskImage>> {
-    let opened = if chain.paths.len() >= MAX_CHAIN_DEPTH {
-        Err(Error::Refused {
-            path: chain.paths[0].clone(),
-            msg: format!(
-                "its backing chain is more than {MAX_CHAIN_DEPTH} images deep; the image is corrupt or hostile"
-            ),
-        })
-    } else {
-        chain
-            .confine
-            .open(child, name, "backing file")
-            .and_then(|file| open_in_chain(file, format, chain, opts).map_err(|e| e.in_layer_of(child)))
-    };
-    match opened {
-        Err(e) if opts.describe_failed_layers => Ok(Arc::new(FailedLayer::new(resolve_beside(child, name), e))),
-        r => r,
-    }
-}
-
-fn open_in_chain(
+/// Detects `file`'s format (or takes `format`, checked) and opens it as the next layer of
+/// `chain` with its reader.
+pub fn open_layer(
     file: ImageFile,
     format: Option<Format>,
     chain: &Chain,
     opts: &OpenOptions,
 ) -> Result<Arc<dyn DiskImage>> {
+    let chain = chain.enter(&file)?;
     let path = file.path.clone();
-    if let Some(inode) = file.inode() {
-        if chain.inodes.contains(&inode) {
-            return Err(Error::Refused {
-                path: chain.child().to_path_buf(),
-                msg: format!("its backing chain loops back on itself: {}", chain.describe(&path)),
-            });
-        }
-    }
-    // A remote layer has no inode: the same URL twice is the loop.
-    if file.is_remote() && chain.paths.contains(&path) {
-        return Err(Error::Refused {
-            path: chain.child().to_path_buf(),
-            msg: format!("its backing chain loops back on itself: {}", chain.describe(&path)),
-        });
-    }
-    let mut chain = chain.clone();
-    chain.paths.push(path.clone());
-    chain.inodes.extend(file.inode());
-
     let detected = detect(&file)?;
     let format = match format {
         None => detected,

@@ -9,9 +9,10 @@ use super::header::{uuid_text, Header, SIGNATURE, SIGNATURE_AT, UUID_CREATE_AT, 
 use crate::error::{Error, Result};
 use crate::formats::bytes::le32;
 use crate::formats::failed::FailedLayer;
-use crate::formats::open::{open_backing, resolve_beside};
+use crate::formats::open_backing;
 use crate::formats::{parent_id, Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::MAX_PARENT_CANDIDATES;
+use crate::source::confine::resolve_beside;
 use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,9 +4,10 @@
 use super::dynamic::DynamicHeader;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::formats::open::{open_backing, resolve_beside};
+use crate::formats::open_backing;
 use crate::formats::{parent_id, Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
+use crate::source::confine::resolve_beside;
 use crate::source::file::ImageFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 use super::guid::Guid;
 use super::metadata::ParentLocator;
 use crate::error::{Error, Result};
-use crate::formats::{open::resolve_beside, open_backing, Chain, DiskImage, Format, LayerId, OpenOptions};
+use crate::formats::{open_backing, Chain, DiskImage, Format, LayerId, OpenOptions};
+use crate::source::confine::resolve_beside;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

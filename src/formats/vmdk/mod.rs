@@ -17,7 +17,8 @@ mod test_extent;
 use self::descriptor::{parse_descriptor, Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID};
 use self::sesparse::SeSparseExtent;
 use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
-use super::open::{open_backing, resolve_beside};
+use super::open_backing;
+use crate::source::confine::resolve_beside;
 use crate::source::file::ImageFile;
 // Renamed: `Extent` here is a descriptor extent; `map` pushes the disk-level zero extent.
 use super::layer::{Decompress, Layer, LayerImage, Source};
