@@ -4,12 +4,17 @@
 //! chunks of media data and the tables saying where each chunk lies (table.rs). Chunks are zlib
 //! streams (chunk.rs) or stored as they are followed by a 4-byte checksum, so a stored chunk's
 //! data can be handed to the kernel as one extent. The last segment may hold the media's MD5 and
-//! SHA1, which `vdmount verify` recomputes. EWF2 (.Ex01) and logical evidence (.L01) are refused.
+//! SHA1, which `vdmount verify` recomputes. EWF2 (.Ex01) is read by v2.rs; logical evidence
+//! (.L01, .Lx01) is refused.
 
 mod chunk;
 mod meta;
 mod segment;
 mod table;
+mod v2;
+mod v2_meta;
+mod v2_sections;
+mod v2_table;
 
 use super::layer::{Decompress, Layer, LayerImage, Source};
 use super::{Chain, DiskImage, ImageInfo, OpenOptions, StoredDigests};
@@ -25,6 +30,17 @@ use std::sync::Arc;
 use table::Table;
 
 pub use segment::{EWF2_LOGICAL_SIGNATURE, EWF2_SIGNATURE, LOGICAL_SIGNATURE, SIGNATURE};
+pub use v2::Ewf2Image;
+
+/// Opens an EWF1 or EWF2 set by the signature of its first segment.
+pub fn open(file: ImageFile, chain: &Chain, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0, "the EWF signature")?;
+    if &head == EWF2_SIGNATURE {
+        return Ok(Arc::new(Ewf2Image::open(file, chain, opts)?));
+    }
+    Ok(Arc::new(EwfImage::open(file, chain, opts)?))
+}
 
 pub struct EwfImage {
     /// The segment files, .E01 first.
@@ -56,8 +72,11 @@ impl EwfImage {
     pub fn open(file: ImageFile, chain: &Chain, opts: &OpenOptions) -> Result<EwfImage> {
         let mut head = [0u8; 8];
         file.read_exact_at(&mut head, 0, "the EWF signature")?;
-        if &head == EWF2_SIGNATURE || &head == EWF2_LOGICAL_SIGNATURE {
-            return Err(Error::unsupported(&file.path, "EWF2 (.Ex01) is not supported yet"));
+        if &head == EWF2_LOGICAL_SIGNATURE {
+            return Err(Error::unsupported(
+                &file.path,
+                "is an EWF2 logical evidence file (.Lx01): it holds files, not a disk image",
+            ));
         }
         if &head == LOGICAL_SIGNATURE {
             return Err(Error::unsupported(
@@ -90,15 +109,7 @@ impl EwfImage {
                     ),
                 ));
             };
-            // Told apart before the confined open, which would only say it cannot open it.
-            let beside = crate::source::confine::resolve_beside(&first, Path::new(&name));
-            if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
-                return Err(Error::corrupt(
-                    &first,
-                    format!("segment {number} of the set ({name}, beside it) is missing"),
-                ));
-            }
-            let next = chain.confine.open(&first, Path::new(&name), "segment file")?;
+            let next = segment::open_segment(chain, &first, number, &name)?;
             check_file_header(&next, number).map_err(|e| of_set(e, index + 1, &first))?;
             segments.push(next);
         }
