@@ -59,6 +59,7 @@ class Segment:
         self.f = open(path, "wb")
         self.number = number
         self.prev = 0
+        self.tables = 0
         self.layout = layout
         self.path = path
         self.f.write(SIGNATURE + struct.pack("<BBHI", 2, 1, method, number) + set_id)
@@ -135,7 +136,8 @@ def main():
     seg = open_segment(1)
     chunk = 0
     while chunk < chunks or chunk == 0 and not chunks:
-        if seg.size() >= a.segment_size:
+        # A new segment once this one is past the size and holds some chunks.
+        if seg.size() >= a.segment_size and seg.tables:
             seg.close(NEXT)
             seg = open_segment(seg.number + 1)
         first = chunk
@@ -170,6 +172,7 @@ def main():
         table = header + body + struct.pack("<I", adler32(body)) + b"\0" * 12
         table_at = seg.size()
         seg.section(SECTOR_TABLE, table, padding=12, flags=0)
+        seg.tables += 1
         for i, e in enumerate(entries):
             layout["entries"].append(
                 {"segment": seg.number, "chunk": first + i, "at": table_at + 32 + 16 * i,

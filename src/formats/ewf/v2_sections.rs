@@ -50,12 +50,14 @@ pub fn read_file_header(file: &ImageFile, number: u32) -> Result<FileHeader> {
     let method = match le16(&h, 10) {
         1 => Method::Zlib,
         2 => Method::Bzip2,
-        m => return Err(Error::corrupt(
-            &file.path,
-            format!(
+        m => {
+            return Err(Error::corrupt(
+                &file.path,
+                format!(
                 "its EWF2 file header names compression method {m}, not 1 (deflate) or 2 (bzip2); the image is corrupt"
             ),
-        )),
+            ))
+        }
     };
     let stored = le32(&h, 12);
     if stored != number {
