@@ -7,10 +7,10 @@
 
 mod common;
 #[path = "ewf2/mod.rs"]
-mod ewf2;
+mod ex01;
 
 use common::*;
-use ewf2::*;
+use ex01::*;
 use std::path::Path;
 use std::process::Command;
 

@@ -47,8 +47,14 @@ def compress(method, data):
     return zlib.compress(data, 6) if method == 1 else bz2.compress(data, 9)
 
 
-def object_text(pairs):
-    """The serialized object string: "1", "main", tags, values, an empty line; UTF-16LE + BOM."""
+def object_text(pairs, overrides):
+    """The serialized object string: "1", "main", tags, values, an empty line; UTF-16LE + BOM.
+    `overrides` (TAG=VALUE strings) replace or add values."""
+    pairs = dict(pairs)
+    for o in overrides:
+        tag, value = o.split("=", 1)
+        pairs[tag] = value
+    pairs = list(pairs.items())
     tags = "\t".join(k for k, _ in pairs)
     values = "\t".join(v for _, v in pairs)
     return b"\xff\xfe" + f"1\nmain\n{tags}\n{values}\n\n".encode("utf-16-le")
@@ -102,6 +108,10 @@ def main():
     p.add_argument("--case-number", default="case 1")
     p.add_argument("--examiner", default="examiner")
     p.add_argument("--layout", help="write a JSON list of the sections and table entries here")
+    p.add_argument("--device", action="append", default=[], metavar="TAG=VALUE",
+                   help="set a device information value (for hostile sets: ts, bp, ...)")
+    p.add_argument("--case", action="append", default=[], metavar="TAG=VALUE",
+                   help="set a case data value (sb, tb, ...)")
     a = p.parse_args()
 
     src = open(a.source, "rb").read()
@@ -115,13 +125,13 @@ def main():
 
     device = object_text(
         [("sn", "VD0001"), ("md", "vdmount test disk"), ("lb", ""), ("ts", str(sectors)), ("hs", "0"),
-         ("dc", "0"), ("dt", "f"), ("pid", ""), ("rs", "0"), ("ls", "0"), ("bp", str(bps)), ("ph", "1")]
+         ("dc", "0"), ("dt", "f"), ("pid", ""), ("rs", "0"), ("ls", "0"), ("bp", str(bps)), ("ph", "1")], a.device
     )
     case = object_text(
         [("nm", "test image"), ("cn", a.case_number), ("en", "ev 1"), ("ex", a.examiner), ("nt", "notes"),
          ("av", "make_ex01.py"), ("os", "Linux"), ("tt", "1764700000"), ("at", "1764700000"),
          ("tb", str(chunks)), ("cp", "" if a.compression == "none" else str(method)),
-         ("sb", str(a.sectors_per_chunk)), ("gr", "64"), ("wb", "")]
+         ("sb", str(a.sectors_per_chunk)), ("gr", "64"), ("wb", "")], a.case
     )
 
     def open_segment(number):
