@@ -133,11 +133,12 @@ impl Ewf2Image {
         tables.sort_by_key(|t| t.first_chunk);
         // The tables must list every chunk once, in order, from chunk 0.
         let needed = media_size.div_ceil(chunk_size);
-        let mut next = 0;
+        let (mut next, mut used) = (0, 0);
         for t in &tables {
             if next >= needed {
                 break;
             }
+            used += 1;
             if t.first_chunk != next {
                 let why = if t.first_chunk > next { "no sector table lists it" } else { "two sector tables list it" };
                 return Err(Error::corrupt(
@@ -158,6 +159,9 @@ impl Ewf2Image {
                 ),
             ));
         }
+        // Tables past the media are not needed, and may overlap the others: dropped, so the
+        // lookup's binary search sees tables one after the other.
+        tables.truncate(used);
         let details = v2_meta::shown(&device, &case);
         Ok(Ewf2Image {
             segments,
