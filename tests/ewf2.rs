@@ -141,6 +141,12 @@ fn info_shows_hashes_and_case_data() {
     let info = stdout_of(vdmount().arg("info").arg(set.first()));
     assert!(info.contains("stored MD5: none stored") && info.contains("stored SHA1: none stored"), "{info}");
     assert!(verify_refusal(set.first()).contains("no hash"));
+    // A bzip2 set whose metadata is deflated (the method is told by the data's magic).
+    remove_set(&set);
+    let set = build(&src, &d.join("mixed"), &["--compression", "bzip2", "--metadata-compression", "deflate"]);
+    let info = stdout_of(vdmount().arg("info").arg(set.first()));
+    assert!(info.contains("compression method: bzip2") && info.contains("case number: case 1"), "{info}");
+    assert_eq!(vdmount_cat_sha256(set.first(), &[]).unwrap(), sha256_file(&src));
 }
 
 #[test]

@@ -100,6 +100,8 @@ def main():
     p.add_argument("--sectors-per-chunk", type=int, default=64)
     p.add_argument("--bytes-per-sector", type=int, default=512)
     p.add_argument("--compression", choices=["none", "deflate", "bzip2"], default="deflate")
+    p.add_argument("--metadata-compression", choices=["deflate", "bzip2"],
+                   help="compress the device information and case data so (default: as the header says)")
     p.add_argument("--pattern-fill", action="store_true", help="store all-zero chunks as pattern fill")
     p.add_argument("--segment-size", type=int, default=1 << 40, help="start a new segment past this size")
     p.add_argument("--table-entries", type=int, default=16384, help="most chunks per sector table")
@@ -114,8 +116,10 @@ def main():
                    help="set a case data value (sb, tb, ...)")
     a = p.parse_args()
 
-    src = open(a.source, "rb").read()
     bps = a.bytes_per_sector
+    # The media is whole sectors: a source that is not is read as if padded with zeros.
+    src = open(a.source, "rb").read()
+    src += b"\0" * (-len(src) % bps)
     chunk_size = a.sectors_per_chunk * bps
     sectors = (len(src) + bps - 1) // bps
     chunks = (len(src) + chunk_size - 1) // chunk_size
@@ -139,7 +143,7 @@ def main():
         layout["segments"].append(path)
         s = Segment(path, number, method, set_id, layout["sections"])
         for kind, text in ((DEVICE_INFORMATION, device), (CASE_DATA, case)):
-            packed = compress(method, text)
+            packed = compress(METHOD[a.metadata_compression or a.compression], text)
             s.section(kind, pad16(packed), padding=len(pad16(packed)) - len(packed))
         return s
 
