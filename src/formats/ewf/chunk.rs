@@ -3,7 +3,9 @@
 //! is refused: a hostile image must not make us produce more than a chunk.
 
 use super::table::Chunk;
+use crate::cache::{Cache, Key, Kind};
 use crate::error::{Error, Result};
+use crate::formats::cached::whole_cluster;
 use crate::limits::{self, MAX_EWF_CHUNK_BYTES};
 use crate::source::file::ImageFile;
 
@@ -26,13 +28,8 @@ pub enum Method {
     Bzip2,
 }
 
-/// Inflates the compressed `chunk` (number `index` of the media) of `file`, a chunk of up to
-/// `chunk_size` bytes, into a new buffer.
-pub fn inflate(file: &ImageFile, index: u64, chunk: Chunk, chunk_size: u64) -> Result<Vec<u8>> {
-    decompress(file, index, chunk, chunk_size, Method::Zlib)
-}
-
-/// Like `inflate`, for a chunk compressed with `method`.
+/// Decompresses the compressed `chunk` (number `index` of the media) of `file`, a chunk of up to
+/// `chunk_size` bytes compressed with `method`, into a new buffer.
 pub fn decompress(file: &ImageFile, index: u64, chunk: Chunk, chunk_size: u64, method: Method) -> Result<Vec<u8>> {
     let what = format!("compressed chunk {index}");
     limits::check(&file.path, &format!("size of {what}"), chunk.stored, max_stored(chunk_size))?;
@@ -43,14 +40,9 @@ pub fn decompress(file: &ImageFile, index: u64, chunk: Chunk, chunk_size: u64, m
     Ok(out)
 }
 
-/// Inflates `chunk` into `out`, one chunk plus one byte long (the extra byte tells over-long
-/// output from exact), reading it into `input` (resized, so per-thread buffers can be reused);
-/// returns the bytes produced.
-pub fn inflate_into(file: &ImageFile, index: u64, chunk: Chunk, input: &mut Vec<u8>, out: &mut [u8]) -> Result<usize> {
-    decompress_into(file, index, chunk, Method::Zlib, input, out)
-}
-
-/// Like `inflate_into`, for a chunk compressed with `method`.
+/// Decompresses `chunk` (compressed with `method`) into `out`, one chunk plus one byte long (the
+/// extra byte tells over-long output from exact), reading it into `input` (resized, so
+/// per-thread buffers can be reused); returns the bytes produced.
 pub fn decompress_into(
     file: &ImageFile,
     index: u64,
@@ -97,4 +89,51 @@ pub fn decompress_into(
         return Err(bad(format!("its {name} stream ends early")));
     }
     Ok(produced as usize)
+}
+
+/// Where a compressed chunk is and what it holds: chunk `at` of the media, `chunk` in `file`,
+/// compressed with `method`, holding `want` bytes of media in chunks of `chunk_size`.
+pub struct Compressed<'a> {
+    pub file: &'a ImageFile,
+    pub at: u64,
+    pub chunk: Chunk,
+    pub method: Method,
+    pub chunk_size: u64,
+    pub want: u64,
+}
+
+/// Fills `out` with the bytes from `skip` on of the compressed chunk `c`, through `cache`.
+pub fn read(cache: &Cache, c: &Compressed, skip: u64, out: &mut [u8]) -> Result<()> {
+    let (file, at, offset, want) = (c.file, c.at, c.chunk.offset, c.want);
+    let key = Key { file: file.id, kind: Kind::Cluster, offset };
+    let short = |got: usize| {
+        Error::corrupt(
+            &file.path,
+            format!(
+                "compressed chunk {at} at offset {offset} decompresses to {got} bytes, less than its {want} bytes of data; the image is corrupt"
+            ),
+        )
+    };
+    // A whole chunk (what sequential readers ask for) is decompressed straight into `out`,
+    // without filling the cache with chunks that will not be read again.
+    if skip == 0 && out.len() as u64 == c.chunk_size {
+        // Served from the cache only when it holds the whole chunk.
+        let mut produced = out.len();
+        let whole = whole_cluster(cache, key, out, |input, output| {
+            produced = decompress_into(file, at, c.chunk, c.method, input, output)?;
+            Ok(produced)
+        })?;
+        if whole {
+            return if produced as u64 >= want { Ok(()) } else { Err(short(produced)) };
+        }
+    }
+    let data = cache.get_or_load(key, || decompress(file, at, c.chunk, c.chunk_size, c.method))?;
+    let src = usize::try_from(skip).ok().and_then(|s| data.get(s..s.checked_add(out.len())?));
+    match src {
+        Some(src) if data.len() as u64 >= want => {
+            out.copy_from_slice(src);
+            Ok(())
+        }
+        _ => Err(short(data.len())),
+    }
 }

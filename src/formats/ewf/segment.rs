@@ -78,6 +78,40 @@ pub fn ewf2_segment_name(first: &Path, number: u32) -> Option<String> {
     Some(format!("{stem}.{lead}{}{}{}", second as u8 as char, third as char, fourth as char))
 }
 
+/// The name of segment `number` of the set whose first file is `first`, by the naming scheme
+/// `name`: refused past `max` segments or past the scheme's end (`firsts` says what a first
+/// segment's name ends in).
+pub fn next_name(
+    first: &Path,
+    number: u32,
+    max: usize,
+    name: fn(&Path, u32) -> Option<String>,
+    firsts: &str,
+) -> Result<String> {
+    if number as usize > max {
+        return Err(Error::corrupt(
+            first,
+            format!("the set goes on past {max} segment files; the image is corrupt or hostile"),
+        ));
+    }
+    name(first, number).ok_or_else(|| {
+        Error::corrupt(
+            first,
+            format!(
+                "the set continues in segment {number}, but its name cannot be made from this file's name (the first segment must end in {firsts})"
+            ),
+        )
+    })
+}
+
+/// An error about segment `index` (from 0) of the set `first`, saying which set it belongs to.
+pub fn of_set(e: Error, index: usize, first: &Path) -> Error {
+    match index {
+        0 => e,
+        _ => Error::Image(format!("{e} (segment {} of the set {})", index + 1, first.display())),
+    }
+}
+
 /// Opens segment `number` of the set whose first file is `first`, named `name`, beside it and
 /// confined like it; a missing one is told apart from one that cannot be opened.
 pub fn open_segment(chain: &Chain, first: &Path, number: u32, name: &str) -> Result<ImageFile> {

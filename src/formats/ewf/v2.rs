@@ -8,13 +8,12 @@
 
 use super::chunk::{self, Method};
 use super::meta::{hex, Hashes};
-use super::segment::{ewf2_segment_name, open_segment};
+use super::segment::{ewf2_segment_name, next_name, of_set, open_segment};
 use super::v2_meta::{self, number};
 use super::v2_sections::{self as sections, read_file_header, Section};
 use super::v2_table::{Chunk, Table};
-use crate::cache::{Cache, Key, Kind};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::formats::cached::whole_cluster;
 use crate::formats::layer::{Decompress, Layer, LayerImage, Source};
 use crate::formats::{Chain, DiskImage, ImageInfo, OpenOptions, StoredDigests};
 use crate::limits::{self, MAX_EWF2_SEGMENTS, MAX_EWF_CHUNK_BYTES, MAX_VIRTUAL_SIZE};
@@ -61,20 +60,7 @@ impl Ewf2Image {
                 break;
             }
             let number = segments.len() as u32 + 1;
-            if segments.len() >= MAX_EWF2_SEGMENTS {
-                return Err(Error::corrupt(
-                    &first,
-                    format!("the set goes on past {MAX_EWF2_SEGMENTS} segment files; the image is corrupt or hostile"),
-                ));
-            }
-            let Some(name) = ewf2_segment_name(&first, number) else {
-                return Err(Error::corrupt(
-                    &first,
-                    format!(
-                        "the set continues in segment {number}, but its name cannot be made from this file's name (the first segment must end in .Ex01)"
-                    ),
-                ));
-            };
+            let name = next_name(&first, number, MAX_EWF2_SEGMENTS, ewf2_segment_name, ".Ex01")?;
             let next = open_segment(chain, &first, number, &name)?;
             let h = read_file_header(&next, number).map_err(|e| of_set(e, index + 1, &first))?;
             if h.set_id != header.set_id || h.method != header.method {
@@ -196,14 +182,6 @@ impl Ewf2Image {
     }
 }
 
-/// An error about segment `index` (from 0) of the set `first`, saying which set it belongs to.
-fn of_set(e: Error, index: usize, first: &Path) -> Error {
-    match index {
-        0 => e,
-        _ => Error::Image(format!("{e} (segment {} of the set {})", index + 1, first.display())),
-    }
-}
-
 /// Walks the sections of segment `index`, gathering what they say into `found`; returns the
 /// type of the last (NEXT or DONE).
 fn walk_segment(file: &ImageFile, index: usize, found: &mut Found, opts: &OpenOptions) -> Result<u32> {
@@ -275,38 +253,10 @@ impl Decompress for Ewf2Image {
                 return Err(Error::corrupt(&file.path, format!("chunk {at} at offset {offset} is not compressed")))
             }
         };
-        let c = super::table::Chunk { offset, stored: size, compressed: true };
-        let key = Key { file: file.id, kind: Kind::Cluster, offset };
+        let chunk = super::table::Chunk { offset, stored: size, compressed: true };
         let want = self.chunk_len(at);
-        let short = |got: usize| {
-            Error::corrupt(
-                &file.path,
-                format!(
-                    "compressed chunk {at} at offset {offset} decompresses to {got} bytes, less than its {want} bytes of data; the image is corrupt"
-                ),
-            )
-        };
-        // A whole chunk (what sequential readers ask for) goes straight into `out`, without
-        // filling the cache with chunks that will not be read again.
-        if skip == 0 && out.len() as u64 == self.chunk_size {
-            let mut produced = out.len();
-            let whole = whole_cluster(&self.cache, key, out, |input, output| {
-                produced = chunk::decompress_into(file, at, c, self.method, input, output)?;
-                Ok(produced)
-            })?;
-            if whole {
-                return if produced as u64 >= want { Ok(()) } else { Err(short(produced)) };
-            }
-        }
-        let data = self.cache.get_or_load(key, || chunk::decompress(file, at, c, self.chunk_size, self.method))?;
-        let src = usize::try_from(skip).ok().and_then(|s| data.get(s..s.checked_add(out.len())?));
-        match src {
-            Some(src) if data.len() as u64 >= want => {
-                out.copy_from_slice(src);
-                Ok(())
-            }
-            _ => Err(short(data.len())),
-        }
+        let c = chunk::Compressed { file, at, chunk, method: self.method, chunk_size: self.chunk_size, want };
+        chunk::read(&self.cache, &c, skip, out)
     }
 }
 
