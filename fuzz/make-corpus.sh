@@ -284,3 +284,12 @@ head -c $((1 << 20)) "$W/pv.raw" | python3 -c 'import sys; b = sys.stdin.buffer.
 truncate -s 8K "$W/tiny.raw"
 LVM_PE_START=8192 python3 "$REPO/tests/vm/make-lvm-pv.py" "$W/tiny.raw" 0 8192 vg1
 cp "$W/tiny.raw" "$CORPUS/lvm_metadata/tiny-pv"
+
+# EWF2: one-segment .Ex01 sets from tests/ewf2/make_ex01.py (no tool here writes EWF2): each
+# compression, 4 KiB chunks, zero chunks as pattern fill, small tables, MD5 and SHA1.
+mkdir -p "$CORPUS/open_ewf2"
+for c in deflate bzip2 none; do
+	python3 "$REPO/tests/ewf2/make_ex01.py" "$W/src.raw" "$W/ewf2-$c" --compression "$c" --sectors-per-chunk 8 \
+		--pattern-fill --sha1 --table-entries 64
+	mv "$W/ewf2-$c.Ex01" "$CORPUS/open_ewf2/ewf2-$c.Ex01"
+done

@@ -149,3 +149,8 @@ pub const REMOTE_READAHEAD_BYTES: u64 = 4 << 20;
 pub const REMOTE_MAX_HEADER_BYTES: usize = 64 << 10;
 /// Largest ~/.aws credentials or config file read.
 pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;
+/// Most entries in one EWF2 sector table (16 MiB of entries; each is checked against the
+/// table's checksum once, on first use).
+pub const MAX_EWF2_TABLE_ENTRIES: u64 = 1 << 20;
+/// Most segment files in an EWF2 set: the naming scheme ends at .EzZZ (99 + 3 * 676).
+pub const MAX_EWF2_SEGMENTS: usize = 2127;

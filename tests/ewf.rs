@@ -247,7 +247,7 @@ fn refusals_name_the_file() {
     let ex01 = d.join("new.Ex01");
     std::fs::write(&ex01, &v2).unwrap();
     let err = cat_refusal(&ex01, &[]);
-    assert!(err.contains("EWF2 (.Ex01) is not supported yet"), "{err}");
+    assert!(err.contains("EWF2") && err.contains("new.Ex01"), "{err}");
     v2[..8].copy_from_slice(b"LVF\x09\r\n\xff\x00");
     let l01 = d.join("files.L01");
     std::fs::write(&l01, &v2).unwrap();

@@ -62,7 +62,7 @@ pub fn open_layer(
         Format::Vdi => Ok(Arc::new(vdi::VdiImage::open(file, &chain, opts)?)),
         Format::Qed => Ok(Arc::new(qed::QedImage::open(file, &chain, opts)?)),
         Format::Parallels => parallels::open(file, &chain, opts),
-        Format::Ewf => Ok(Arc::new(ewf::EwfImage::open(file, &chain, opts)?)),
+        Format::Ewf => ewf::open(file, &chain, opts),
         Format::Dmg => Ok(Arc::new(dmg::DmgImage::open(file, &chain, opts)?)),
         Format::SparseImage => Ok(Arc::new(sparseimage::SparseImage::open(file, &chain, opts)?)),
         Format::SparseBundle => Ok(Arc::new(sparseimage::bundle::BundleImage::open(file, &chain, opts)?)),

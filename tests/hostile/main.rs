@@ -12,6 +12,7 @@ mod common;
 mod chains;
 mod dmg;
 mod ewf;
+mod ewf2;
 mod harness;
 mod memory;
 mod parallels;

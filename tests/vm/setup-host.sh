@@ -16,6 +16,8 @@ if [ "${1:-}" = --check ]; then
 	# Remote images (tests/remote.rs): nginx, openssl for its certificate, moto's S3 server.
 	for c in nginx openssl; do command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || exit 1; done
 	python3 -c 'import moto.server, boto3' 2>/dev/null || exit 1
+	# EWF2 (tests/ewf2.rs): libewf's Python binding from PyPI reads .Ex01 (Debian's ewf-tools does not).
+	python3 -c 'import pyewf' 2>/dev/null || exit 1
 	ls -d /lib/modules/6.1.*/build /lib/modules/6.12.*/build >/dev/null 2>&1 || exit 1
 	exit 0
 fi
@@ -41,5 +43,7 @@ INITRD=No "${APT[@]}" install -y --no-install-recommends \
 # and moto's S3 server for the python3 the tests run.
 "${APT[@]}" install -y --no-install-recommends nginx-light openssl
 python3 -m pip install --quiet 'moto[server]'
+# EWF2's second oracle (tests/ewf2.rs): libewf-python builds libewf from source (needs gcc).
+python3 -m pip install --quiet libewf-python
 qemu-img --version | head -1
 ls -d /lib/modules/*/build

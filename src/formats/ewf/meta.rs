@@ -222,7 +222,7 @@ pub fn case_metadata(text: &[u8]) -> Vec<(String, String)> {
 
 /// header2 dates are POSIX times, header dates "2002 3 4 10 19 59": both shown as
 /// "2002-03-04 10:19:59" (header2's in UTC, header's in the acquiring machine's time).
-fn date_text(v: &str) -> String {
+pub fn date_text(v: &str) -> String {
     let parts: Vec<&str> = v.split_whitespace().collect();
     if parts.len() == 6 {
         let n: Vec<u32> = parts.iter().filter_map(|p| p.parse().ok()).collect();

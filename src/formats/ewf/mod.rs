@@ -4,27 +4,42 @@
 //! chunks of media data and the tables saying where each chunk lies (table.rs). Chunks are zlib
 //! streams (chunk.rs) or stored as they are followed by a 4-byte checksum, so a stored chunk's
 //! data can be handed to the kernel as one extent. The last segment may hold the media's MD5 and
-//! SHA1, which `vdmount verify` recomputes. EWF2 (.Ex01) and logical evidence (.L01) are refused.
+//! SHA1, which `vdmount verify` recomputes. EWF2 (.Ex01) is read by v2.rs; logical evidence
+//! (.L01, .Lx01) is refused.
 
 mod chunk;
 mod meta;
 mod segment;
 mod table;
+mod v2;
+mod v2_meta;
+mod v2_sections;
+mod v2_table;
 
 use super::layer::{Decompress, Layer, LayerImage, Source};
 use super::{Chain, DiskImage, ImageInfo, OpenOptions, StoredDigests};
-use crate::cache::{Cache, Key, Kind};
+use crate::cache::Cache;
 use crate::error::{Error, Result};
-use crate::formats::cached::whole_cluster;
 use crate::limits::MAX_EWF_SEGMENTS;
 use crate::source::file::ImageFile;
 use meta::{case_metadata, hex, Hashes, Volume};
-use segment::{check_file_header, segment_name, Section};
+use segment::{check_file_header, of_set, segment_name, Section};
 use std::path::Path;
 use std::sync::Arc;
 use table::Table;
 
 pub use segment::{EWF2_LOGICAL_SIGNATURE, EWF2_SIGNATURE, LOGICAL_SIGNATURE, SIGNATURE};
+pub use v2::Ewf2Image;
+
+/// Opens an EWF1 or EWF2 set by the signature of its first segment.
+pub fn open(file: ImageFile, chain: &Chain, opts: &OpenOptions) -> Result<Arc<dyn DiskImage>> {
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0, "the EWF signature")?;
+    if &head == EWF2_SIGNATURE {
+        return Ok(Arc::new(Ewf2Image::open(file, chain, opts)?));
+    }
+    Ok(Arc::new(EwfImage::open(file, chain, opts)?))
+}
 
 pub struct EwfImage {
     /// The segment files, .E01 first.
@@ -56,8 +71,11 @@ impl EwfImage {
     pub fn open(file: ImageFile, chain: &Chain, opts: &OpenOptions) -> Result<EwfImage> {
         let mut head = [0u8; 8];
         file.read_exact_at(&mut head, 0, "the EWF signature")?;
-        if &head == EWF2_SIGNATURE || &head == EWF2_LOGICAL_SIGNATURE {
-            return Err(Error::unsupported(&file.path, "EWF2 (.Ex01) is not supported yet"));
+        if &head == EWF2_LOGICAL_SIGNATURE {
+            return Err(Error::unsupported(
+                &file.path,
+                "is an EWF2 logical evidence file (.Lx01): it holds files, not a disk image",
+            ));
         }
         if &head == LOGICAL_SIGNATURE {
             return Err(Error::unsupported(
@@ -76,29 +94,9 @@ impl EwfImage {
                 break;
             }
             let number = segments.len() as u32 + 1;
-            if segments.len() >= MAX_EWF_SEGMENTS {
-                return Err(Error::corrupt(
-                    &first,
-                    format!("the set goes on past {MAX_EWF_SEGMENTS} segment files; the image is corrupt or hostile"),
-                ));
-            }
-            let Some(name) = segment_name(&first, number) else {
-                return Err(Error::corrupt(
-                    &first,
-                    format!(
-                        "the set continues in segment {number}, but its name cannot be made from this file's name (the first segment must end in .E01, .e01 or .s01)"
-                    ),
-                ));
-            };
-            // Told apart before the confined open, which would only say it cannot open it.
-            let beside = crate::source::confine::resolve_beside(&first, Path::new(&name));
-            if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
-                return Err(Error::corrupt(
-                    &first,
-                    format!("segment {number} of the set ({name}, beside it) is missing"),
-                ));
-            }
-            let next = chain.confine.open(&first, Path::new(&name), "segment file")?;
+            let firsts = ".E01, .e01 or .s01";
+            let name = segment::next_name(&first, number, MAX_EWF_SEGMENTS, segment_name, firsts)?;
+            let next = segment::open_segment(chain, &first, number, &name)?;
             check_file_header(&next, number).map_err(|e| of_set(e, index + 1, &first))?;
             segments.push(next);
         }
@@ -157,14 +155,6 @@ impl EwfImage {
     /// Bytes of media in chunk `chunk` (the last one may be short).
     fn chunk_len(&self, chunk: u64) -> u64 {
         (self.volume.media_size() - chunk * self.chunk_size()).min(self.chunk_size())
-    }
-}
-
-/// An error about segment `index` (from 0) of the set `first`, saying which set it belongs to.
-fn of_set(e: Error, index: usize, first: &Path) -> Error {
-    match index {
-        0 => e,
-        _ => Error::Image(format!("{e} (segment {} of the set {})", index + 1, first.display())),
     }
 }
 
@@ -237,39 +227,10 @@ impl Layer for EwfImage {
 impl Decompress for EwfImage {
     fn read_compressed(&self, at: u64, _len: u64, skip: u64, out: &mut [u8]) -> Result<()> {
         let (file, c) = self.chunk(at)?;
-        let key = Key { file: file.id, kind: Kind::Cluster, offset: c.offset };
         let want = self.chunk_len(at);
-        let short = |got: usize| {
-            Error::corrupt(
-                &file.path,
-                format!(
-                    "compressed chunk {at} at offset {} inflates to {got} bytes, less than its {want} bytes of data; the image is corrupt",
-                    c.offset
-                ),
-            )
-        };
-        // A whole chunk (what sequential readers ask for) is inflated straight into `out`,
-        // without filling the cache with chunks that will not be read again.
-        if skip == 0 && out.len() as u64 == self.chunk_size() {
-            // Served from the cache only when it holds the whole chunk.
-            let mut produced = out.len();
-            let whole = whole_cluster(&self.cache, key, out, |input, output| {
-                produced = chunk::inflate_into(file, at, c, input, output)?;
-                Ok(produced)
-            })?;
-            if whole {
-                return if produced as u64 >= want { Ok(()) } else { Err(short(produced)) };
-            }
-        }
-        let data = self.cache.get_or_load(key, || chunk::inflate(file, at, c, self.chunk_size()))?;
-        let src = usize::try_from(skip).ok().and_then(|s| data.get(s..s.checked_add(out.len())?));
-        match src {
-            Some(src) if data.len() as u64 >= want => {
-                out.copy_from_slice(src);
-                Ok(())
-            }
-            _ => Err(short(data.len())),
-        }
+        let c =
+            chunk::Compressed { file, at, chunk: c, method: chunk::Method::Zlib, chunk_size: self.chunk_size(), want };
+        chunk::read(&self.cache, &c, skip, out)
     }
 }
 

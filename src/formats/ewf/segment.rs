@@ -5,6 +5,7 @@
 use super::adler32;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{le16, le64};
+use crate::formats::Chain;
 use crate::limits::MAX_EWF_SECTIONS_PER_SEGMENT;
 use crate::source::file::ImageFile;
 use std::path::Path;
@@ -47,6 +48,79 @@ pub fn segment_name(first: &Path, number: u32) -> Option<String> {
         format!("{}{}{}", first_letter as u8 as char, second as char, third as char)
     };
     Some(format!("{stem}.{new_ext}"))
+}
+
+/// The file name of segment `number` (1-based) of the EWF2 set whose first file is `first`
+/// (.Ex01 ... .Ex99, then .ExAA ... .ExZZ, .EyAA ... .EzZZ, in the case of the first file's
+/// extension), or None past that or if `first` is not named like a first segment.
+pub fn ewf2_segment_name(first: &Path, number: u32) -> Option<String> {
+    let name = first.file_name()?.to_str()?;
+    let (stem, ext) = name.rsplit_once('.')?;
+    let ext = ext.as_bytes();
+    if ext.len() != 4 || &ext[2..] != b"01" || !ext[0].is_ascii_alphabetic() || !ext[1].is_ascii_alphabetic() {
+        return None;
+    }
+    let (lead, second) = (ext[0] as char, ext[1]);
+    if number == 0 {
+        return None;
+    }
+    if number <= 99 {
+        return Some(format!("{stem}.{lead}{}{number:02}", second as char));
+    }
+    let k = number - 100;
+    let a = if ext[0].is_ascii_uppercase() { b'A' } else { b'a' };
+    let z = if second.is_ascii_uppercase() { b'Z' } else { b'z' };
+    let second = u32::from(second) + k / 676;
+    if second > u32::from(z) {
+        return None;
+    }
+    let (third, fourth) = (a + (k / 26 % 26) as u8, a + (k % 26) as u8);
+    Some(format!("{stem}.{lead}{}{}{}", second as u8 as char, third as char, fourth as char))
+}
+
+/// The name of segment `number` of the set whose first file is `first`, by the naming scheme
+/// `name`: refused past `max` segments or past the scheme's end (`firsts` says what a first
+/// segment's name ends in).
+pub fn next_name(
+    first: &Path,
+    number: u32,
+    max: usize,
+    name: fn(&Path, u32) -> Option<String>,
+    firsts: &str,
+) -> Result<String> {
+    if number as usize > max {
+        return Err(Error::corrupt(
+            first,
+            format!("the set goes on past {max} segment files; the image is corrupt or hostile"),
+        ));
+    }
+    name(first, number).ok_or_else(|| {
+        Error::corrupt(
+            first,
+            format!(
+                "the set continues in segment {number}, but its name cannot be made from this file's name (the first segment must end in {firsts})"
+            ),
+        )
+    })
+}
+
+/// An error about segment `index` (from 0) of the set `first`, saying which set it belongs to.
+pub fn of_set(e: Error, index: usize, first: &Path) -> Error {
+    match index {
+        0 => e,
+        _ => Error::Image(format!("{e} (segment {} of the set {})", index + 1, first.display())),
+    }
+}
+
+/// Opens segment `number` of the set whose first file is `first`, named `name`, beside it and
+/// confined like it; a missing one is told apart from one that cannot be opened.
+pub fn open_segment(chain: &Chain, first: &Path, number: u32, name: &str) -> Result<ImageFile> {
+    // Told apart before the confined open, which would only say it cannot open it.
+    let beside = crate::source::confine::resolve_beside(first, Path::new(name));
+    if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Err(Error::corrupt(first, format!("segment {number} of the set ({name}, beside it) is missing")));
+    }
+    chain.confine.open(first, Path::new(name), "segment file")
 }
 
 /// Checks the 13-byte file header of `file`, which should be segment `number`.
@@ -189,5 +263,23 @@ mod tests {
         assert_eq!(segment_name(Path::new("disk.e01"), 3).as_deref(), Some("disk.e03"));
         assert_eq!(segment_name(Path::new("disk.img"), 2), None);
         assert_eq!(segment_name(Path::new("disk.E02"), 2), None);
+    }
+
+    #[test]
+    fn ewf2_names() {
+        let p = Path::new("/x/disk.Ex01");
+        assert_eq!(ewf2_segment_name(p, 1).as_deref(), Some("disk.Ex01"));
+        assert_eq!(ewf2_segment_name(p, 2).as_deref(), Some("disk.Ex02"));
+        assert_eq!(ewf2_segment_name(p, 99).as_deref(), Some("disk.Ex99"));
+        assert_eq!(ewf2_segment_name(p, 100).as_deref(), Some("disk.ExAA"));
+        assert_eq!(ewf2_segment_name(p, 101).as_deref(), Some("disk.ExAB"));
+        assert_eq!(ewf2_segment_name(p, 126).as_deref(), Some("disk.ExBA"));
+        assert_eq!(ewf2_segment_name(p, 775).as_deref(), Some("disk.ExZZ"));
+        assert_eq!(ewf2_segment_name(p, 776).as_deref(), Some("disk.EyAA"));
+        assert_eq!(ewf2_segment_name(p, 99 + 3 * 676).as_deref(), Some("disk.EzZZ"));
+        assert_eq!(ewf2_segment_name(p, 100 + 3 * 676), None);
+        assert_eq!(ewf2_segment_name(Path::new("a.ex01"), 100).as_deref(), Some("a.exaa"));
+        assert_eq!(ewf2_segment_name(Path::new("disk.E01"), 2), None);
+        assert_eq!(ewf2_segment_name(Path::new("disk.Ex02"), 2), None);
     }
 }
