@@ -149,3 +149,15 @@ pub const REMOTE_READAHEAD_BYTES: u64 = 4 << 20;
 pub const REMOTE_MAX_HEADER_BYTES: usize = 64 << 10;
 /// Largest ~/.aws credentials or config file read.
 pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;
+
+/// Read-ahead of decoded data (src/readahead/): a sequential reader of compressed data has the
+/// next `READAHEAD_WINDOW_BYTES` decoded ahead of it, in pieces of `READAHEAD_PIECE_BYTES`
+/// decoded in parallel by at most `READAHEAD_THREADS` threads.
+pub const READAHEAD_PIECE_BYTES: u64 = 1 << 20;
+pub const READAHEAD_WINDOW_BYTES: u64 = 8 << 20;
+/// Most windows held (decoding or decoded, not yet read) per image, over all its streams: the
+/// read-ahead's memory is at most this many windows.
+pub const READAHEAD_WINDOWS: u64 = 2;
+pub const READAHEAD_THREADS: usize = 8;
+/// Sequential streams tracked per image (the server's threads interleave several readers).
+pub const READAHEAD_STREAMS: usize = 4;

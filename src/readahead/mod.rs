@@ -1,0 +1,117 @@
+//! Read-ahead of decoded data: a sequential reader of compressed data (dd of a device, `cat`,
+//! `verify`, a filesystem reading a large file) has the data ahead of it decompressed on
+//! several threads, instead of one cluster at a time on the thread that asks.
+//!
+//! `ReadAhead` wraps any `DiskImage` and knows no format: it sits between the readers
+//! (src/formats/) and those who read a disk (the CLI, the server), which is why it has its own
+//! folder rather than a place in either. It tracks a few sequential streams (streams.rs); a
+//! read that continues one, and that the image cannot describe as extents (what `map` describes
+//! the kernel reads itself, so there is nothing to decode), has the next window queued as
+//! pieces for a small pool of threads (pieces.rs). Reads take their bytes from decoded pieces,
+//! wait for pieces being decoded, and read the rest themselves. A piece that failed is read
+//! again by each reader that needs its bytes, so an error reaches exactly the reads covering
+//! the bad data, with the reader's own message. Memory is bounded by `limits::READAHEAD_*`.
+//!
+//! Threads: the pool starts on the first prefetch, and only reads made on another thread than
+//! the one that opened the image may start it. The server forks after opening the image and
+//! reading its partition table on that thread: a thread started before the fork would vanish
+//! in the child (and might hold a lock there). Every later reader (server queues, `cat`'s and
+//! `verify`'s readers) runs on threads of its own, started after the fork and inside the
+//! sandbox, which allows new threads.
+
+mod pieces;
+mod streams;
+
+use crate::error::Result;
+use crate::formats::{DiskImage, Extents, ImageInfo, LayerId, StoredDigests};
+use crate::limits::{READAHEAD_PIECE_BYTES as PIECE, READAHEAD_STREAMS, READAHEAD_WINDOWS, READAHEAD_WINDOW_BYTES};
+use pieces::{Pieces, Take};
+use std::sync::Arc;
+use std::thread::ThreadId;
+
+pub struct ReadAhead {
+    pieces: Arc<Pieces>,
+    inner: Arc<dyn DiskImage>,
+    opener: ThreadId,
+}
+
+impl ReadAhead {
+    /// Wraps `inner`; the calling thread never starts prefetches (see above).
+    pub fn new(inner: Arc<dyn DiskImage>) -> ReadAhead {
+        let most = (READAHEAD_WINDOWS * READAHEAD_WINDOW_BYTES / PIECE) as usize;
+        ReadAhead {
+            pieces: Pieces::new(inner.clone(), most, READAHEAD_STREAMS),
+            inner,
+            opener: std::thread::current().id(),
+        }
+    }
+
+    /// Whether this read continues a stream over data the kernel cannot read itself.
+    fn wants_prefetch(&self, offset: u64, len: u64) -> bool {
+        if std::thread::current().id() == self.opener || !self.pieces.note(offset, len) {
+            return false;
+        }
+        !pieces::describable(&*self.inner, offset, len)
+    }
+}
+
+impl DiskImage for ReadAhead {
+    fn virtual_size(&self) -> u64 {
+        self.inner.virtual_size()
+    }
+    fn logical_sector_size(&self) -> u32 {
+        self.inner.logical_sector_size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        if self.wants_prefetch(offset, len) {
+            // The window starts at the first piece after this read: this read's own pieces
+            // are read below, by this thread, so queuing them would only add a copy.
+            let from = (offset + len).div_ceil(PIECE);
+            self.pieces.prefetch(from, READAHEAD_WINDOW_BYTES.div_ceil(PIECE));
+        }
+        // Piece by piece: decoded bytes are copied, the rest is read here, in runs as long as
+        // the pieces allow (a read nothing was prefetched for is one read of the image).
+        let mut done = 0u64;
+        let mut run_start = 0u64;
+        while done < len {
+            let pos = offset + done;
+            let part = (PIECE - pos % PIECE).min(len - done);
+            let out = &mut buf[done as usize..(done + part) as usize];
+            if let Take::Copied = self.pieces.take(pos, out) {
+                if run_start < done {
+                    self.inner.read_at(&mut buf[run_start as usize..done as usize], offset + run_start)?;
+                }
+                run_start = done + part;
+            }
+            done += part;
+        }
+        if run_start < len {
+            self.inner.read_at(&mut buf[run_start as usize..], offset + run_start)?;
+        }
+        Ok(())
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        self.inner.map(offset, len, out)
+    }
+    fn layer_id(&self) -> LayerId {
+        self.inner.layer_id()
+    }
+    fn stored_digests(&self) -> StoredDigests {
+        self.inner.stored_digests()
+    }
+    fn info(&self) -> ImageInfo {
+        self.inner.info()
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.pieces.close();
+    }
+}
