@@ -159,5 +159,6 @@ pub const READAHEAD_WINDOW_BYTES: u64 = 8 << 20;
 /// read-ahead's memory is at most this many windows.
 pub const READAHEAD_WINDOWS: u64 = 2;
 pub const READAHEAD_THREADS: usize = 8;
-/// Sequential streams tracked per image (the server's threads interleave several readers).
-pub const READAHEAD_STREAMS: usize = 4;
+/// Streams tracked per image (the server's threads interleave several readers; random reads
+/// take slots too, but never those of streams found sequential while others are free).
+pub const READAHEAD_STREAMS: usize = 8;

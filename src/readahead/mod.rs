@@ -23,7 +23,7 @@ mod pieces;
 mod streams;
 
 use crate::error::Result;
-use crate::formats::{DiskImage, Extents, ImageInfo, LayerId, StoredDigests};
+use crate::formats::{len_inside, DiskImage, Extents, ImageInfo, LayerId, StoredDigests};
 use crate::limits::{READAHEAD_PIECE_BYTES as PIECE, READAHEAD_STREAMS, READAHEAD_WINDOWS, READAHEAD_WINDOW_BYTES};
 use pieces::{Pieces, Take};
 use std::sync::Arc;
@@ -44,6 +44,11 @@ impl ReadAhead {
             inner,
             opener: std::thread::current().id(),
         }
+    }
+
+    /// Bytes decoded ahead by the pool, and bytes readers took from what it decoded.
+    pub fn stats(&self) -> (u64, u64) {
+        self.pieces.stats()
     }
 
     /// Whether this read continues a stream over data the kernel cannot read itself.
@@ -76,11 +81,13 @@ impl DiskImage for ReadAhead {
         }
         // Piece by piece: decoded bytes are copied, the rest is read here, in runs as long as
         // the pieces allow (a read nothing was prefetched for is one read of the image).
+        // Past the end there are no pieces: the image reads zeros there itself.
+        let inside = len_inside(offset, len, self.inner.virtual_size());
         let mut done = 0u64;
         let mut run_start = 0u64;
-        while done < len {
+        while done < inside {
             let pos = offset + done;
-            let part = (PIECE - pos % PIECE).min(len - done);
+            let part = (PIECE - pos % PIECE).min(inside - done);
             let out = &mut buf[done as usize..(done + part) as usize];
             if let Take::Copied = self.pieces.take(pos, out) {
                 if run_start < done {

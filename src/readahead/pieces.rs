@@ -7,6 +7,7 @@ use crate::abuse::uapi::ABUSE_MAX_EXTENTS;
 use crate::formats::{DiskImage, Extents};
 use crate::limits::{READAHEAD_PIECE_BYTES as PIECE, READAHEAD_THREADS};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 enum State {
@@ -48,6 +49,9 @@ pub struct Pieces {
     decoded: Condvar,
     /// A piece was queued, or the image closed.
     queued: Condvar,
+    /// Bytes decoded by the threads, and bytes readers took from them (for tests and benches).
+    decoded_bytes: AtomicU64,
+    taken_bytes: AtomicU64,
 }
 
 /// What `take` did.
@@ -76,6 +80,8 @@ impl Pieces {
             }),
             decoded: Condvar::new(),
             queued: Condvar::new(),
+            decoded_bytes: AtomicU64::new(0),
+            taken_bytes: AtomicU64::new(0),
         })
     }
 
@@ -108,7 +114,7 @@ impl Pieces {
             if g.map.contains_key(&index) {
                 continue;
             }
-            if g.map.len() >= self.most && !drop_oldest_done(&mut g) {
+            if g.map.len() >= self.most && !drop_stale(&mut g, self.most as u64) {
                 break;
             }
             g.clock += 1;
@@ -147,6 +153,7 @@ impl Pieces {
                     out.copy_from_slice(&bytes[at..at + out.len()]);
                     p.taken += out.len() as u64;
                     self.drop_if_taken(&mut g, index);
+                    self.taken_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
                     return Take::Copied;
                 }
             }
@@ -210,12 +217,20 @@ impl Pieces {
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.disk.read_at(&mut buf, index * PIECE)));
             let ok = matches!(result, Ok(Ok(())));
+            if ok {
+                self.decoded_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            }
             g = self.lock();
             if let Some(p) = g.map.get_mut(&index) {
                 p.state = if ok { State::Ready(buf) } else { State::Failed };
             }
             self.decoded.notify_all();
         }
+    }
+
+    /// Bytes the threads decoded, and bytes readers took from them.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.decoded_bytes.load(Ordering::Relaxed), self.taken_bytes.load(Ordering::Relaxed))
     }
 
     /// The image is dropped: the threads end once their current piece is done.
@@ -241,13 +256,14 @@ pub fn describable(disk: &dyn DiskImage, offset: u64, len: u64) -> bool {
     })
 }
 
-/// Makes room for one piece by dropping the oldest one that is decoded (or failed) and not
-/// fully read; false if every held piece is still queued or being decoded.
-fn drop_oldest_done(g: &mut Inner) -> bool {
+/// Makes room for one piece by dropping the oldest one that is decoded (or failed) and was
+/// queued before the last `2 * most` pieces: its reader has moved on or stopped. Newer ones
+/// are kept for the readers about to take them (dropping those would only decode them twice).
+fn drop_stale(g: &mut Inner, most: u64) -> bool {
     let oldest = g
         .map
         .iter()
-        .filter(|(_, p)| matches!(p.state, State::Ready(_) | State::Failed))
+        .filter(|(_, p)| matches!(p.state, State::Ready(_) | State::Failed) && p.born + 2 * most < g.clock)
         .min_by_key(|(_, p)| p.born)
         .map(|(&i, _)| i);
     match oldest.and_then(|i| g.map.remove(&i)) {
