@@ -128,7 +128,9 @@ fn read_all_ways(disk: &Arc<dyn DiskImage>, oracle: &[u8], bad: Option<(u64, u64
 
 fn check_image(image: &Path, oracle: &[u8], compressed: bool) {
     assert_eq!(oracle.len() as u64, SIZE, "{}: oracle size", image.display());
-    let ra = Arc::new(ReadAhead::new(opened(image)));
+    // 8 decoding threads: more than the 6 readers here, or readers alone would count as
+    // keeping every core busy and nothing would be prefetched.
+    let ra = Arc::new(ReadAhead::with_threads(opened(image), 8));
     let disk: Arc<dyn DiskImage> = ra.clone();
     read_all_ways(&disk, oracle, None);
     let (decoded, taken) = ra.stats();
@@ -176,7 +178,7 @@ fn random_reads_alone_start_no_prefetch() {
     let img = d.join("zlib.qcow2");
     qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", src.to_str().unwrap(), img.to_str().unwrap()]);
     let oracle = qemu_raw(&img);
-    let ra = Arc::new(ReadAhead::new(opened(&img)));
+    let ra = Arc::new(ReadAhead::with_threads(opened(&img), 8));
     std::thread::scope(|s| {
         for t in 0..4u64 {
             let (ra, oracle) = (ra.clone(), &oracle);
@@ -262,7 +264,7 @@ fn a_corrupted_grain_fails_exactly_the_reads_covering_it() {
         !qemu_read(virt) && qemu_read(virt - 65536) && qemu_read(virt + 65536),
         "qemu-io disagrees on the bad grain"
     );
-    let ra = Arc::new(ReadAhead::new(opened(&bad_img)));
+    let ra = Arc::new(ReadAhead::with_threads(opened(&bad_img), 8));
     let disk: Arc<dyn DiskImage> = ra.clone();
     read_all_ways(&disk, &oracle, Some((virt, virt + 65536)));
     assert!(ra.stats().1 >= SIZE, "the streams were not served from the read-ahead");

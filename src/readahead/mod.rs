@@ -24,8 +24,11 @@ mod streams;
 
 use crate::error::Result;
 use crate::formats::{len_inside, DiskImage, Extents, ImageInfo, LayerId, StoredDigests};
-use crate::limits::{READAHEAD_PIECE_BYTES as PIECE, READAHEAD_STREAMS, READAHEAD_WINDOWS, READAHEAD_WINDOW_BYTES};
+use crate::limits::{
+    READAHEAD_PIECE_BYTES as PIECE, READAHEAD_STREAMS, READAHEAD_THREADS, READAHEAD_WINDOWS, READAHEAD_WINDOW_BYTES,
+};
 use pieces::{Pieces, Take};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
@@ -33,16 +36,30 @@ pub struct ReadAhead {
     pieces: Arc<Pieces>,
     inner: Arc<dyn DiskImage>,
     opener: ThreadId,
+    /// Decoding threads, and the number of readers inside `read_at` from which on nothing is
+    /// prefetched: that many readers already keep that many cores decoding (`cat`'s readers).
+    threads: usize,
+    reading: AtomicUsize,
 }
 
 impl ReadAhead {
-    /// Wraps `inner`; the calling thread never starts prefetches (see above).
+    /// Wraps `inner`, with one decoding thread per core; the calling thread never starts
+    /// prefetches (see above).
     pub fn new(inner: Arc<dyn DiskImage>) -> ReadAhead {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        ReadAhead::with_threads(inner, cores)
+    }
+
+    /// As `new`, with `threads` decoding threads (at most READAHEAD_THREADS).
+    pub fn with_threads(inner: Arc<dyn DiskImage>, threads: usize) -> ReadAhead {
         let most = (READAHEAD_WINDOWS * READAHEAD_WINDOW_BYTES / PIECE) as usize;
+        let threads = threads.clamp(1, READAHEAD_THREADS);
         ReadAhead {
-            pieces: Pieces::new(inner.clone(), most, READAHEAD_STREAMS),
+            pieces: Pieces::new(inner.clone(), most, READAHEAD_STREAMS, threads),
             inner,
             opener: std::thread::current().id(),
+            threads,
+            reading: AtomicUsize::new(0),
         }
     }
 
@@ -54,6 +71,9 @@ impl ReadAhead {
     /// Whether this read continues a stream over data the kernel cannot read itself.
     fn wants_prefetch(&self, offset: u64, len: u64) -> bool {
         if std::thread::current().id() == self.opener || !self.pieces.note(offset, len) {
+            return false;
+        }
+        if self.reading.load(Ordering::Relaxed) >= self.threads {
             return false;
         }
         !pieces::describable(&*self.inner, offset, len)
@@ -73,6 +93,30 @@ impl DiskImage for ReadAhead {
         if len == 0 {
             return Ok(());
         }
+        self.reading.fetch_add(1, Ordering::Relaxed);
+        let result = self.read_counted(buf, offset);
+        self.reading.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
+        self.inner.map(offset, len, out)
+    }
+    fn layer_id(&self) -> LayerId {
+        self.inner.layer_id()
+    }
+    fn stored_digests(&self) -> StoredDigests {
+        self.inner.stored_digests()
+    }
+    fn info(&self) -> ImageInfo {
+        self.inner.info()
+    }
+}
+
+impl ReadAhead {
+    /// `read_at`, counted in `reading`.
+    fn read_counted(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let len = buf.len() as u64;
         if self.wants_prefetch(offset, len) {
             // The window starts at the first piece after this read: this read's own pieces
             // are read below, by this thread, so queuing them would only add a copy.
@@ -101,19 +145,6 @@ impl DiskImage for ReadAhead {
             self.inner.read_at(&mut buf[run_start as usize..], offset + run_start)?;
         }
         Ok(())
-    }
-
-    fn map(&self, offset: u64, len: u64, out: &mut Extents) -> Result<bool> {
-        self.inner.map(offset, len, out)
-    }
-    fn layer_id(&self) -> LayerId {
-        self.inner.layer_id()
-    }
-    fn stored_digests(&self) -> StoredDigests {
-        self.inner.stored_digests()
-    }
-    fn info(&self) -> ImageInfo {
-        self.inner.info()
     }
 }
 

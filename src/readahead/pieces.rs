@@ -44,6 +44,8 @@ pub struct Pieces {
     size: u64,
     /// Most pieces held, whatever their state.
     most: usize,
+    /// Decoding threads to start.
+    threads: usize,
     inner: Mutex<Inner>,
     /// A piece finished decoding.
     decoded: Condvar,
@@ -63,11 +65,12 @@ pub enum Take {
 }
 
 impl Pieces {
-    pub fn new(disk: Arc<dyn DiskImage>, most: usize, streams: usize) -> Arc<Pieces> {
+    pub fn new(disk: Arc<dyn DiskImage>, most: usize, streams: usize, threads: usize) -> Arc<Pieces> {
         Arc::new(Pieces {
             size: disk.virtual_size(),
             disk,
             most: most.max(1),
+            threads: threads.clamp(1, READAHEAD_THREADS),
             inner: Mutex::new(Inner {
                 streams: Streams::new(streams),
                 map: HashMap::new(),
@@ -168,11 +171,10 @@ impl Pieces {
         }
     }
 
-    /// Starts the decoding threads on the first prefetch (one per core, at most
-    /// READAHEAD_THREADS). If none can be started, prefetching stops.
+    /// Starts the decoding threads on the first prefetch. If none can be started, prefetching
+    /// stops.
     fn start_threads(self: &Arc<Self>, g: &mut Inner) {
-        let want = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, READAHEAD_THREADS);
-        while g.threads < want {
+        while g.threads < self.threads {
             let me = self.clone();
             // Unnamed: naming a thread is one more system call the sandbox would have to allow.
             if std::thread::Builder::new().spawn(move || me.decode_loop()).is_err() {
