@@ -326,3 +326,30 @@ fn no_prefetch_past_the_end() {
     assert!(ra.stats().0 > 0, "nothing was prefetched");
     assert_eq!(furthest.1.load(Ordering::Relaxed), SIZE, "a read went past the end of the disk");
 }
+
+/// Before a server forks, only the thread that opened the image reads (the partition table):
+/// no decoding thread may start then, or it would vanish in the forked child.
+#[test]
+fn the_opening_thread_alone_starts_no_thread() {
+    let dir = scratch();
+    let d = dir.path();
+    let src = source(d);
+    let img = d.join("zlib.qcow2");
+    qemu_img(&["convert", "-c", "-f", "raw", "-O", "qcow2", src.to_str().unwrap(), img.to_str().unwrap()]);
+    let oracle = qemu_raw(&img);
+    let ra = ReadAhead::with_threads(opened(&img), 8);
+    let read_stream = |from: u64| {
+        for i in 0..32u64 {
+            let offset = from + i * 131072;
+            let mut buf = vec![0u8; 131072];
+            ra.read_at(&mut buf, offset).unwrap();
+            assert!(buf == want(&oracle, offset, buf.len()), "read at {offset} differs");
+        }
+    };
+    read_stream(0);
+    assert_eq!(ra.stats(), (0, 0), "the opening thread started a prefetch");
+    std::thread::scope(|s| {
+        s.spawn(|| read_stream(8 << 20));
+    });
+    assert!(ra.stats().0 > 0, "another thread's sequential reads started no prefetch");
+}

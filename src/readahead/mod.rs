@@ -12,12 +12,13 @@
 //! again by each reader that needs its bytes, so an error reaches exactly the reads covering
 //! the bad data, with the reader's own message. Memory is bounded by `limits::READAHEAD_*`.
 //!
-//! Threads: the pool starts on the first prefetch, and only reads made on another thread than
-//! the one that opened the image may start it. The server forks after opening the image and
-//! reading its partition table on that thread: a thread started before the fork would vanish
-//! in the child (and might hold a lock there). Every later reader (server queues, `cat`'s and
-//! `verify`'s readers) runs on threads of its own, started after the fork and inside the
-//! sandbox, which allows new threads.
+//! Threads: the pool starts on the first prefetch, and never before the process may have
+//! threads: the server forks after opening the image and reading its partition table, and a
+//! thread started before the fork would vanish in the child (and might hold a lock there).
+//! Before the fork only the thread that opened the image exists (launch.rs relies on it too),
+//! so prefetching is armed once a read comes from another thread (the server's queue threads,
+//! `cat`'s and `verify`'s readers) or from another process than the opener's (the forked
+//! server, whose main thread serves queue 0). The sandbox allows new threads.
 
 mod pieces;
 mod streams;
@@ -28,7 +29,7 @@ use crate::limits::{
     READAHEAD_PIECE_BYTES as PIECE, READAHEAD_STREAMS, READAHEAD_THREADS, READAHEAD_WINDOWS, READAHEAD_WINDOW_BYTES,
 };
 use pieces::{Pieces, Take};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
 
@@ -36,6 +37,9 @@ pub struct ReadAhead {
     pieces: Arc<Pieces>,
     inner: Arc<dyn DiskImage>,
     opener: ThreadId,
+    opener_pid: u32,
+    /// Set once a read shows threads are safe to start (see above).
+    armed: AtomicBool,
     /// Decoding threads, and the number of readers inside `read_at` from which on nothing is
     /// prefetched: that many readers already keep that many cores decoding (`cat`'s readers).
     threads: usize,
@@ -43,8 +47,8 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Wraps `inner`, with one decoding thread per core; the calling thread never starts
-    /// prefetches (see above).
+    /// Wraps `inner`, with one decoding thread per core; until another thread or process reads,
+    /// nothing is prefetched (see above).
     pub fn new(inner: Arc<dyn DiskImage>) -> ReadAhead {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         ReadAhead::with_threads(inner, cores)
@@ -58,6 +62,8 @@ impl ReadAhead {
             pieces: Pieces::new(inner.clone(), most, READAHEAD_STREAMS, threads),
             inner,
             opener: std::thread::current().id(),
+            opener_pid: std::process::id(),
+            armed: AtomicBool::new(false),
             threads,
             reading: AtomicUsize::new(0),
         }
@@ -68,9 +74,21 @@ impl ReadAhead {
         self.pieces.stats()
     }
 
+    /// Whether threads may be started (see above).
+    fn armed(&self) -> bool {
+        if self.armed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let safe = std::thread::current().id() != self.opener || std::process::id() != self.opener_pid;
+        if safe {
+            self.armed.store(true, Ordering::Relaxed);
+        }
+        safe
+    }
+
     /// Whether this read continues a stream over data the kernel cannot read itself.
     fn wants_prefetch(&self, offset: u64, len: u64) -> bool {
-        if std::thread::current().id() == self.opener || !self.pieces.note(offset, len) {
+        if !self.armed() || !self.pieces.note(offset, len) {
             return false;
         }
         if self.reading.load(Ordering::Relaxed) >= self.threads {
