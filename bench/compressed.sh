@@ -69,8 +69,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 
 echo "Machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%d GiB", $2 / 1048576 }' /proc/meminfo); $(qemu-img --version | head -1); 1 GiB disk, page cache warm; median of $RUNS runs (s)."
 echo
-echo "| image | file MiB | vdmount cat s | peer | peer s | peer/cat | one stream: no read-ahead s | with read-ahead s | gain |${VD_BEFORE:+ cat before s | before/after |}"
-echo "|---|---|---|---|---|---|---|---|---|${VD_BEFORE:+---|---|}"
+echo "| image | file MiB | vdmount cat s | peer | peer s | peer/cat | one stream: no read-ahead s | with read-ahead s | gain | decoded ahead |${VD_BEFORE:+ cat before s | before/after |}"
+echo "|---|---|---|---|---|---|---|---|---|---|${VD_BEFORE:+---|---|}"
 for img in zlib.qcow2 zstd.qcow2 stream.vmdk ev.E01; do
 	f=$DIR/$img
 	got=$("$VD" cat "$f" | sha256sum | cut -c1-64)
@@ -84,7 +84,10 @@ for img in zlib.qcow2 zstd.qcow2 stream.vmdk ev.E01; do
 	theirs=$(median "$peer_cmd")
 	plain=$(median "$SEQ $f --no-readahead")
 	ahead=$(median "$SEQ $f")
-	row="| $img | $(($(stat -c %s "$f") >> 20)) | $ours | $peer | $theirs | $(ratio "$ours" "$theirs") | $plain | $ahead | $(ratio "$ahead" "$plain") |"
+	# How much of the disk the read-ahead's threads decoded for the reader (the rest is stored
+	# as is, or was read before the stream was found sequential).
+	share=$("$SEQ" "$f" | awk -v s=$SIZE '{ printf "%d%%", 100 * $6 / s }')
+	row="| $img | $(($(stat -c %s "$f") >> 20)) | $ours | $peer | $theirs | $(ratio "$ours" "$theirs") | $plain | $ahead | $(ratio "$ahead" "$plain") | $share |"
 	if [ -n "${VD_BEFORE:-}" ]; then
 		before=$(median "$VD_BEFORE cat $f")
 		row="$row $before | $(ratio "$ours" "$before") |"

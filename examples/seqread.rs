@@ -1,7 +1,8 @@
 //! One sequential reader of a whole disk, as a server queue thread answers `dd` of the device:
 //! requests of 512 KiB (the server's largest) one after another, on one thread, through the
 //! read-ahead (src/readahead/) or, with `--no-readahead`, straight from the format's reader.
-//! For bench/compressed.sh; prints "bytes seconds".
+//! For bench/compressed.sh; prints "BYTES SECONDS decoded-ahead N taken N" (the bytes the
+//! read-ahead decoded on its threads, and those the reader took from them).
 //!
 //!   seqread IMAGE [--no-readahead] [--request BYTES]
 
@@ -27,8 +28,9 @@ fn main() {
     let image = image.unwrap_or_else(|| die("usage: seqread IMAGE [--no-readahead] [--request BYTES]"));
     let mut disk =
         open(&image, &OpenOptions::new(Cache::new(DEFAULT_CACHE_BYTES))).unwrap_or_else(|e| die(&e.to_string()));
-    if !plain {
-        disk = Arc::new(ReadAhead::new(disk));
+    let ra = (!plain).then(|| Arc::new(ReadAhead::new(disk.clone())));
+    if let Some(ra) = &ra {
+        disk = ra.clone();
     }
     let start = Instant::now();
     // On a thread of its own, as the server's readers are (the opening thread never prefetches).
@@ -45,7 +47,9 @@ fn main() {
     })
     .join()
     .unwrap_or_else(|_| die("the reader panicked"));
-    println!("{read} {:.3}", start.elapsed().as_secs_f64());
+    let secs = start.elapsed().as_secs_f64();
+    let (decoded, taken) = ra.map_or((0, 0), |r| r.stats());
+    println!("{read} {secs:.3} decoded-ahead {decoded} taken {taken}");
 }
 
 fn die(msg: &str) -> ! {
