@@ -18,7 +18,9 @@
 //! Before the fork only the thread that opened the image exists (launch.rs relies on it too),
 //! so prefetching is armed once a read comes from another thread (the server's queue threads,
 //! `cat`'s and `verify`'s readers) or from another process than the opener's (the forked
-//! server, whose main thread serves queue 0). The sandbox allows new threads.
+//! server, whose main thread serves queue 0). The sandbox allows new threads. The other way
+//! round is not handled: a process that forks once the pool runs must not read the same
+//! `ReadAhead` in the child (vdmount's later forks, in detach, read no image).
 
 mod pieces;
 mod streams;
