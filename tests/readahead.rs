@@ -73,11 +73,22 @@ const SEQ_SIZES: [usize; 5] = [512 << 10, 128 << 10, 66048, 1 << 20, 4096];
 /// `bad` the byte range whose reads must fail (all others must succeed).
 fn read_all_ways(disk: &Arc<dyn DiskImage>, oracle: &[u8], bad: Option<(u64, u64)>) {
     let size = disk.virtual_size();
-    let covers_bad = |offset: u64, len: usize| bad.is_some_and(|(b0, b1)| offset < b1 && offset + len as u64 > b0);
     let failures = AtomicU64::new(0);
+    // One read: it must fail if it covers the bad bytes, else give the oracle's.
+    let check = |who: &str, offset: u64, len: usize| {
+        let mut buf = vec![0xa5u8; len];
+        let r = disk.read_at(&mut buf, offset);
+        if bad.is_some_and(|(b0, b1)| offset < b1 && offset + len as u64 > b0) {
+            assert!(r.is_err(), "{who}: read of {len} at {offset} covers the bad bytes but succeeded");
+            failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            r.unwrap_or_else(|e| panic!("{who}: read of {len} at {offset}: {e}"));
+            assert!(buf == want(oracle, offset, len), "{who}: read of {len} at {offset} differs");
+        }
+    };
     std::thread::scope(|s| {
         for t in 0..4u64 {
-            let (disk, failures) = (disk.clone(), &failures);
+            let check = &check;
             s.spawn(move || {
                 // Streams start at 0, a quarter, half and three quarters in, and wrap round.
                 let start = size / 4 * t / 512 * 512;
@@ -87,36 +98,20 @@ fn read_all_ways(disk: &Arc<dyn DiskImage>, oracle: &[u8], bad: Option<(u64, u64
                     let offset = (start + done) % size;
                     let len = (SEQ_SIZES[i % SEQ_SIZES.len()] as u64).min(size - offset).min(size - done) as usize;
                     i += 1;
-                    let mut buf = vec![0xa5u8; len];
-                    let r = disk.read_at(&mut buf, offset);
-                    if covers_bad(offset, len) {
-                        assert!(r.is_err(), "stream {t}: read of {len} at {offset} covers the bad bytes but succeeded");
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        r.unwrap_or_else(|e| panic!("stream {t}: read of {len} at {offset}: {e}"));
-                        assert!(buf == want(oracle, offset, len), "stream {t}: read of {len} at {offset} differs");
-                    }
+                    check(&format!("stream {t}"), offset, len);
                     done += len as u64;
                 }
             });
         }
         for t in 0..2u64 {
-            let (disk, failures) = (disk.clone(), &failures);
+            let check = &check;
             s.spawn(move || {
                 let mut rng = Rng(0x9e37_79b9 + t);
                 for _ in 0..400 {
                     // Anywhere, a little past the end included; 512 B to 256 KiB.
                     let offset = rng.next() % (size + (1 << 20)) / 512 * 512;
                     let len = (1 + rng.next() % 512) as usize * 512;
-                    let mut buf = vec![0x5au8; len];
-                    let r = disk.read_at(&mut buf, offset);
-                    if covers_bad(offset, len) {
-                        assert!(r.is_err(), "random: read of {len} at {offset} covers the bad bytes but succeeded");
-                        failures.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        r.unwrap_or_else(|e| panic!("random: read of {len} at {offset}: {e}"));
-                        assert!(buf == want(oracle, offset, len), "random: read of {len} at {offset} differs");
-                    }
+                    check("random", offset, len);
                 }
             });
         }
