@@ -16,6 +16,7 @@ pub mod formats;
 pub mod inspect;
 pub mod limits;
 pub mod overlay;
+pub mod readahead;
 pub mod request;
 pub mod source;
 pub mod ublk;

@@ -154,3 +154,16 @@ pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;
 pub const MAX_EWF2_TABLE_ENTRIES: u64 = 1 << 20;
 /// Most segment files in an EWF2 set: the naming scheme ends at .EzZZ (99 + 3 * 676).
 pub const MAX_EWF2_SEGMENTS: usize = 2127;
+
+/// Read-ahead of decoded data (src/readahead/): a sequential reader of compressed data has the
+/// next `READAHEAD_WINDOW_BYTES` decoded ahead of it, in pieces of `READAHEAD_PIECE_BYTES`
+/// decoded in parallel by at most `READAHEAD_THREADS` threads.
+pub const READAHEAD_PIECE_BYTES: u64 = 1 << 20;
+pub const READAHEAD_WINDOW_BYTES: u64 = 8 << 20;
+/// Most windows held (decoding or decoded, not yet read) per image, over all its streams: the
+/// read-ahead's memory is at most this many windows.
+pub const READAHEAD_WINDOWS: u64 = 2;
+pub const READAHEAD_THREADS: usize = 8;
+/// Streams tracked per image (the server's threads interleave several readers; random reads
+/// take slots too, but never those of streams found sequential while others are free).
+pub const READAHEAD_STREAMS: usize = 8;

@@ -136,8 +136,11 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
+    /// The image, with sequential reads of compressed data decoded ahead on several threads
+    /// (src/readahead/): the one place serving, `cat`, `verify` and `mount` open it.
     pub fn open(&self) -> crate::error::Result<std::sync::Arc<dyn crate::formats::DiskImage>> {
-        crate::formats::open(&self.image, &self.options())
+        let disk = crate::formats::open(&self.image, &self.options())?;
+        Ok(std::sync::Arc::new(crate::readahead::ReadAhead::new(disk)))
     }
 
     /// What to open the image with, as the options given ask.
