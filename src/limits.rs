@@ -149,3 +149,8 @@ pub const REMOTE_READAHEAD_BYTES: u64 = 4 << 20;
 pub const REMOTE_MAX_HEADER_BYTES: usize = 64 << 10;
 /// Largest ~/.aws credentials or config file read.
 pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;
+/// Read-ahead of sequential remote reads (src/source/remote/readahead.rs): the window ahead of
+/// the reader grows from `REMOTE_READAHEAD_BYTES` (doubling whenever a read had to wait for it)
+/// up to this, and at most `REMOTE_READAHEAD_HELD_BYTES` of fetched pieces are kept per object.
+pub const REMOTE_READAHEAD_MAX_BYTES: u64 = 16 << 20;
+pub const REMOTE_READAHEAD_HELD_BYTES: u64 = 32 << 20;
