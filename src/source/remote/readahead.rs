@@ -57,6 +57,8 @@ struct State {
     /// Bytes queued beyond a sequential read's end (0 until the first sequential read).
     window: u64,
     born: u64,
+    /// Buffers of dropped pieces, used again: no fresh pages to fault in and zero per piece.
+    spare: Vec<Vec<u8>>,
     closed: bool,
 }
 
@@ -198,7 +200,11 @@ impl State {
             .filter(|(i, p)| !keep.contains(i) && matches!(p.status, Status::Ready(_) | Status::Failed(_)))
             .min_by_key(|(_, p)| p.born)
             .map(|(i, _)| *i);
-        oldest.is_some_and(|i| self.pieces.remove(&i).is_some())
+        let Some(piece) = oldest.and_then(|i| self.pieces.remove(&i)) else { return false };
+        if let Status::Ready(data) = piece.status {
+            self.spare.push(data);
+        }
+        true
     }
 }
 
@@ -216,9 +222,10 @@ impl Shared {
                 continue;
             };
             piece.status = Status::Fetching;
+            let mut data = st.spare.pop().unwrap_or_default();
             drop(st);
             let at = i * PIECE;
-            let mut data = vec![0u8; (self.object.size - at).min(PIECE) as usize];
+            data.resize((self.object.size - at).min(PIECE) as usize, 0);
             let result = self.object.fetch_one(&mut data, at);
             st = lock(&self.state);
             if let Some(p) = st.pieces.get_mut(&i) {
