@@ -154,3 +154,6 @@ pub const MAX_AWS_FILE_BYTES: u64 = 1 << 20;
 /// up to this, and at most `REMOTE_READAHEAD_HELD_BYTES` of fetched pieces are kept per object.
 pub const REMOTE_READAHEAD_MAX_BYTES: u64 = 16 << 20;
 pub const REMOTE_READAHEAD_HELD_BYTES: u64 = 32 << 20;
+/// Most read-ahead pieces asked for in one request (object stores charge, and are slower, per
+/// request).
+pub const REMOTE_READAHEAD_RUN: usize = 4;

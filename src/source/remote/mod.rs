@@ -73,7 +73,7 @@ impl Remote {
         IN_USE.store(true, Ordering::Relaxed);
         let mut object = Object { url: url.to_string(), target, size: 0, etag: None, agent };
         let mut one = [0u8; 1];
-        let answer = http::with_retries(url, || http::get_range(agent, &object.request_url(), 0, &mut one))?;
+        let answer = http::with_retries(url, || http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]))?;
         object.size = answer.total;
         object.etag = answer.etag;
         let disk = match http::cache_dir() {
@@ -181,9 +181,15 @@ impl Object {
 
     /// One range request, retried; an answer about another object (size, ETag) is an error.
     fn fetch_one(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
-        let what = format!("{} bytes {}-{}", self.url, offset, offset + buf.len() as u64 - 1);
+        self.fetch_into(&mut [buf], offset)
+    }
+
+    /// One range request for `bufs` one after the other, as `fetch_one`.
+    fn fetch_into(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<(), String> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let what = format!("{} bytes {}-{}", self.url, offset, offset + len as u64 - 1);
         http::with_retries(&what, || {
-            let answer = http::get_range(self.agent, &self.request_url(), offset, buf)?;
+            let answer = http::get_range(self.agent, &self.request_url(), offset, bufs)?;
             if answer.total != self.size || (self.etag.is_some() && answer.etag != self.etag) {
                 return Err(http::Failure::Fatal(format!(
                     "the file changed on the server while being read (size {} now {}, ETag {:?} now {:?})",

@@ -1,7 +1,7 @@
 //! Read-ahead for sequential remote reads. The object is cut into pieces of REMOTE_PIECE_BYTES;
 //! a read that continues a sequential stream queues the pieces it covers and those of a window
 //! beyond its end, and up to REMOTE_PARALLEL background threads fetch them (lowest offset
-//! first) while the caller decodes and writes what it already has. The window doubles whenever
+//! first, up to REMOTE_READAHEAD_RUN queued pieces in a row per request) while the caller decodes and writes what it already has. The window doubles whenever
 //! a read had to wait for a piece, up to REMOTE_READAHEAD_MAX_BYTES; fetched pieces are held up
 //! to REMOTE_READAHEAD_HELD_BYTES (oldest dropped first), so memory is bounded by our limits and
 //! never by what a server says. A random read (not continuing one of the recent reads twice in a
@@ -10,7 +10,7 @@
 use super::Object;
 use crate::limits::{
     REMOTE_PARALLEL, REMOTE_PIECE_BYTES as PIECE, REMOTE_READAHEAD_BYTES, REMOTE_READAHEAD_HELD_BYTES,
-    REMOTE_READAHEAD_MAX_BYTES,
+    REMOTE_READAHEAD_MAX_BYTES, REMOTE_READAHEAD_RUN,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -216,23 +216,37 @@ impl Shared {
             if st.closed {
                 return;
             }
-            let next = st.pieces.iter_mut().find(|(_, p)| matches!(p.status, Status::Queued));
-            let Some((&i, piece)) = next else {
+            let next = st.pieces.iter().find(|(_, p)| matches!(p.status, Status::Queued)).map(|(i, _)| *i);
+            let Some(first) = next else {
                 st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
-            piece.status = Status::Fetching;
-            let mut data = st.spare.pop().unwrap_or_default();
+            // Queued pieces in a row go in one request (fewer requests: S3 bills and slows
+            // each), leaving some to the other threads while the window is short.
+            let queued = (first..).take_while(|i| st.pieces.get(i).is_some_and(|p| matches!(p.status, Status::Queued)));
+            let run = queued.count().div_ceil(2).clamp(1, REMOTE_READAHEAD_RUN) as u64;
+            let mut bufs = Vec::new();
+            for i in first..first + run {
+                if let Some(p) = st.pieces.get_mut(&i) {
+                    p.status = Status::Fetching;
+                }
+                let mut data = st.spare.pop().unwrap_or_default();
+                data.resize((self.object.size - i * PIECE).min(PIECE) as usize, 0);
+                bufs.push(data);
+            }
             drop(st);
-            let at = i * PIECE;
-            data.resize((self.object.size - at).min(PIECE) as usize, 0);
-            let result = self.object.fetch_one(&mut data, at);
+            let result = {
+                let mut slices: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+                self.object.fetch_into(&mut slices, first * PIECE)
+            };
             st = lock(&self.state);
-            if let Some(p) = st.pieces.get_mut(&i) {
-                p.status = match result {
-                    Ok(()) => Status::Ready(data),
-                    Err(why) => Status::Failed(why),
-                };
+            for (i, data) in (first..).zip(bufs) {
+                if let Some(p) = st.pieces.get_mut(&i) {
+                    p.status = match &result {
+                        Ok(()) => Status::Ready(data),
+                        Err(why) => Status::Failed(why.clone()),
+                    };
+                }
             }
             self.changed.notify_all();
         }
