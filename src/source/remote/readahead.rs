@@ -30,8 +30,11 @@ pub struct Readahead {
 struct Shared {
     object: Arc<Object>,
     state: Mutex<State>,
-    /// Signalled when a piece is queued, fetched or failed, and at close.
-    changed: Condvar,
+    /// Signalled when pieces are queued, and at close: wakes the background threads.
+    queued: Condvar,
+    /// Signalled when a piece is fetched or failed: wakes the readers (two condition variables,
+    /// so a finished piece does not wake every idle thread).
+    fetched: Condvar,
 }
 
 enum Status {
@@ -68,7 +71,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 
 impl Readahead {
     pub fn new(object: Arc<Object>) -> Readahead {
-        let shared = Shared { object, state: Mutex::default(), changed: Condvar::new() };
+        let shared = Shared { object, state: Mutex::default(), queued: Condvar::new(), fetched: Condvar::new() };
         Readahead { shared: Arc::new(shared), workers: Mutex::default() }
     }
 
@@ -102,7 +105,7 @@ impl Readahead {
             if !self.start_workers() {
                 return Ok(false);
             }
-            self.shared.changed.notify_all();
+            self.shared.queued.notify_all();
             st = lock(&self.shared.state);
         }
         let mut waited = false;
@@ -125,7 +128,7 @@ impl Readahead {
                 break;
             }
             waited = true;
-            st = self.shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self.shared.fetched.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         // The window was queued ahead and still fell behind: widen it.
         if waited && held {
@@ -164,7 +167,7 @@ impl Drop for Readahead {
         st.closed = true;
         st.pieces.retain(|_, p| !matches!(p.status, Status::Queued));
         drop(st);
-        self.shared.changed.notify_all();
+        self.shared.queued.notify_all();
         for h in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
             let _ = h.join();
         }
@@ -218,7 +221,7 @@ impl Shared {
             }
             let next = st.pieces.iter().find(|(_, p)| matches!(p.status, Status::Queued)).map(|(i, _)| *i);
             let Some(first) = next else {
-                st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                st = self.queued.wait(st).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
             // Queued pieces in a row go in one request (fewer requests: S3 bills and slows
@@ -248,7 +251,7 @@ impl Shared {
                     };
                 }
             }
-            self.changed.notify_all();
+            self.fetched.notify_all();
         }
     }
 }
