@@ -88,6 +88,11 @@ impl Readahead {
         if !held && !sequential {
             return Ok(false);
         }
+        // Nothing is queued without a thread to fetch it (one that cannot be started is left
+        // to the caller's own fetch).
+        if sequential && !held && !self.start_workers() {
+            return Ok(false);
+        }
         if sequential {
             st.window = st.window.max(REMOTE_READAHEAD_BYTES);
             let stop = (end + st.window).min(size);
@@ -102,9 +107,6 @@ impl Readahead {
                 }
             }
             drop(st);
-            if !self.start_workers() {
-                return Ok(false);
-            }
             self.shared.queued.notify_all();
             st = lock(&self.shared.state);
         }
