@@ -24,7 +24,9 @@ const SEQUENTIAL_AFTER: u32 = 2;
 
 pub struct Readahead {
     shared: Arc<Shared>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The background threads, and the process they run in: a server that forks to go to the
+    /// background after reading the partition table has none of them in the child.
+    workers: Mutex<(u32, Vec<JoinHandle<()>>)>,
 }
 
 struct Shared {
@@ -82,6 +84,7 @@ impl Readahead {
         let size = self.shared.object.size;
         let end = offset + buf.len() as u64;
         let (first, last) = (offset / PIECE, (end - 1) / PIECE);
+        self.after_fork();
         let mut st = lock(&self.shared.state);
         let held = (first..=last).all(|i| st.pieces.contains_key(&i));
         let sequential = st.note(offset, end);
@@ -150,14 +153,27 @@ impl Readahead {
     /// then, and its filter allows threads). False if none could be started.
     fn start_workers(&self) -> bool {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        while workers.len() < REMOTE_PARALLEL {
+        workers.0 = std::process::id();
+        while workers.1.len() < REMOTE_PARALLEL {
             let shared = self.shared.clone();
             match std::thread::Builder::new().spawn(move || shared.work()) {
-                Ok(h) => workers.push(h),
+                Ok(h) => workers.1.push(h),
                 Err(_) => break,
             }
         }
-        !workers.is_empty()
+        !workers.1.is_empty()
+    }
+
+    /// In a child forked after the threads started: they are not here, so what they were to
+    /// fetch is dropped (it would be waited for for ever) and they are started again when needed.
+    fn after_fork(&self) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        if workers.1.is_empty() || workers.0 == std::process::id() {
+            return;
+        }
+        // Their handles name threads of another process: never joined.
+        std::mem::forget(std::mem::take(&mut workers.1));
+        lock(&self.shared.state).pieces.retain(|_, p| matches!(p.status, Status::Ready(_)));
     }
 }
 
@@ -170,7 +186,8 @@ impl Drop for Readahead {
         st.pieces.retain(|_, p| !matches!(p.status, Status::Queued));
         drop(st);
         self.shared.queued.notify_all();
-        for h in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        self.after_fork();
+        for h in self.workers.get_mut().unwrap_or_else(|e| e.into_inner()).1.drain(..) {
             let _ = h.join();
         }
     }
