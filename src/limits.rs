@@ -143,7 +143,7 @@ pub const REMOTE_TIMEOUT_MS: u64 = 20_000;
 pub const REMOTE_PIECE_BYTES: u64 = 1 << 20;
 /// Most requests in flight for one read (and idle connections kept per host).
 pub const REMOTE_PARALLEL: usize = 8;
-/// Read-ahead: a read that continues the previous one fetches at least this much.
+/// Remote read-ahead: the window a sequential reader starts with (it grows, see below).
 pub const REMOTE_READAHEAD_BYTES: u64 = 4 << 20;
 /// Largest response head (status line and headers) accepted from a server.
 pub const REMOTE_MAX_HEADER_BYTES: usize = 64 << 10;
@@ -167,3 +167,12 @@ pub const READAHEAD_THREADS: usize = 8;
 /// Streams tracked per image (the server's threads interleave several readers; random reads
 /// take slots too, but never those of streams found sequential while others are free).
 pub const READAHEAD_STREAMS: usize = 8;
+
+/// Read-ahead of sequential remote reads (src/source/remote/readahead.rs): the window ahead of
+/// the reader grows from `REMOTE_READAHEAD_BYTES` (doubling whenever a read had to wait for it)
+/// up to this, and at most `REMOTE_READAHEAD_HELD_BYTES` of fetched pieces are kept per object.
+pub const REMOTE_READAHEAD_MAX_BYTES: u64 = 16 << 20;
+pub const REMOTE_READAHEAD_HELD_BYTES: u64 = 32 << 20;
+/// Most read-ahead pieces asked for in one request (object stores charge, and are slower, per
+/// request).
+pub const REMOTE_READAHEAD_RUN: usize = 4;

@@ -337,3 +337,64 @@ fn cache_dir_reads_nothing_twice_and_checks_what_it_kept() {
         assert!(requests[0] > layers && requests[2] > layers, "{name}: {requests:?}");
     }
 }
+
+/// (fault, first byte, bytes) of each request a faulty server logged.
+fn requests_seen(server: servers::Server) -> Vec<(String, u64, u64)> {
+    servers::faults_seen(server)
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let (first, last) = f.get(3)?.strip_prefix("bytes=")?.split_once('-')?;
+            let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            Some((f[1].to_string(), first, last - first + 1))
+        })
+        .collect()
+}
+
+#[test]
+fn sequential_reads_are_read_ahead_once_and_random_reads_fetch_only_what_they_read() {
+    let dir = scratch();
+    let size = 24 * MIB;
+    let raw = dir.path().join("d.raw");
+    make_source_disk(&raw, size, 23);
+    let want = sha256_file(&raw);
+    // Sequential, through faults the read-ahead's background fetches must retry and warn about.
+    let server = servers::faulty(dir.path(), "ok,ok,ok,503,ok,ok,cut", 1.0);
+    let url = format!("http://127.0.0.1:{}/d.raw", server.port);
+    let (got, err) = cat(&url, &[], &[]);
+    assert_eq!(got.as_deref(), Ok(want.as_str()), "{err}");
+    let seen = requests_seen(server);
+    let faults = seen.iter().filter(|(f, _, _)| f != "ok").count();
+    let retries = err.lines().filter(|l| l.contains("warning") && l.contains("retry")).count();
+    assert!(faults > 0 && retries == faults, "{faults} faults, {retries} retries: {err}");
+    // Each byte came once (the read-ahead is not fetched twice by cat's readers), apart from
+    // the format probe's small reads.
+    let fetched: u64 = seen.iter().filter(|(f, _, _)| f == "ok").map(|r| r.2).sum();
+    println!("sequential: {} requests, {fetched} bytes fetched for {size}", seen.len());
+    assert!(fetched >= size && fetched <= size + MIB, "{fetched} bytes fetched for {size}: {seen:?}");
+
+    // Random 4 KiB reads at QD1, in this process: each asks for its 4 KiB and nothing ahead.
+    let server = servers::faulty(dir.path(), "ok", 1.0);
+    let url = format!("http://127.0.0.1:{}/d.raw", server.port);
+    let opts = vdmount::formats::OpenOptions::new(vdmount::cache::Cache::new(16 << 20));
+    let disk = vdmount::formats::open(Path::new(&url), &opts).unwrap();
+    let data = std::fs::read(&raw).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let reads = 150;
+    for _ in 0..reads {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let at = x % (size / 4096) * 4096;
+        let mut buf = vec![0u8; 4096];
+        disk.read_at(&mut buf, at).unwrap();
+        assert!(buf == data[at as usize..at as usize + 4096], "random read at {at} differs from the file");
+    }
+    drop(disk);
+    // The open's probes are small (header, footer); every read after is one 4 KiB request.
+    let seen = requests_seen(server);
+    let (probes, fetches): (Vec<_>, Vec<_>) = seen.iter().partition(|r| r.2 < 4096);
+    println!("random: {} requests at open, {} for {reads} reads", probes.len(), fetches.len());
+    assert_eq!(fetches.len(), reads, "{seen:?}");
+    assert!(fetches.iter().all(|r| r.2 == 4096), "a random read fetched more than it read: {seen:?}");
+}

@@ -103,9 +103,11 @@ pub struct Answer {
     pub etag: Option<String>,
 }
 
-/// GETs `buf.len()` bytes at `offset` of `url` into `buf`, once.
-pub fn get_range(agent: &Agent, url: &str, offset: u64, buf: &mut [u8]) -> Result<Answer, Failure> {
-    let last = offset + buf.len() as u64 - 1;
+/// GETs the bytes at `offset` of `url` into `bufs`, one after the other (one request for
+/// several read-ahead pieces), once.
+pub fn get_range(agent: &Agent, url: &str, offset: u64, bufs: &mut [&mut [u8]]) -> Result<Answer, Failure> {
+    let total_len: usize = bufs.iter().map(|b| b.len()).sum();
+    let last = offset + total_len as u64 - 1;
     let mut resp = agent
         .get(url)
         .header("Range", format!("bytes={offset}-{last}"))
@@ -142,18 +144,23 @@ pub fn get_range(agent: &Agent, url: &str, offset: u64, buf: &mut [u8]) -> Resul
     }
     let etag = header("etag");
     let mut body = resp.body_mut().as_reader();
-    let mut got = 0;
-    while got < buf.len() {
-        match body.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(Failure::Retry(format!("the answer was cut short after {got} of {} bytes", buf.len())))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                return Err(Failure::Retry(format!("the answer broke off after {got} of {} bytes: {e}", buf.len())))
+    let mut before = 0;
+    for buf in bufs.iter_mut() {
+        let mut got = 0;
+        while got < buf.len() {
+            let done = before + got;
+            match body.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(Failure::Retry(format!("the answer was cut short after {done} of {total_len} bytes")))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Failure::Retry(format!("the answer broke off after {done} of {total_len} bytes: {e}")))
+                }
             }
         }
+        before += got;
     }
     Ok(Answer { total, etag })
 }

@@ -1,17 +1,19 @@
 //! A layer whose bytes are read by ranges over the network: http(s):// URLs, presigned ones
 //! included, and s3://bucket/key. `ImageFile` reads through this when its name is a URL, so
 //! no format reader knows the difference. Large reads are split into pieces fetched in
-//! parallel over the client's pool; a read continuing the previous one fetches ahead.
+//! parallel over the client's pool; sequential reads are served by a read-ahead that
+//! background threads keep filled (readahead.rs).
 
 mod disk_cache;
 pub mod http;
+mod readahead;
 mod resolver;
 pub mod s3;
 pub mod url;
 
-use crate::limits::{REMOTE_PARALLEL, REMOTE_PIECE_BYTES, REMOTE_READAHEAD_BYTES};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use crate::limits::{REMOTE_PARALLEL, REMOTE_PIECE_BYTES};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use http::{configure, ClientOptions};
 pub use url::is_url;
@@ -35,18 +37,24 @@ enum Target {
     S3(Box<s3::S3Object>),
 }
 
-pub struct Remote {
+/// What a fetch needs: shared with the read-ahead's background threads.
+pub(crate) struct Object {
     /// As the user or the image named it (the name in every message).
-    pub url: String,
+    url: String,
     target: Target,
-    pub size: u64,
+    size: u64,
     /// The ETag at open: a later answer with another one means the object changed.
     etag: Option<String>,
     agent: &'static ureq::Agent,
-    /// The last read-ahead: where it starts and its bytes.
-    ahead: Mutex<(u64, Vec<u8>)>,
-    /// Where the last read that missed the read-ahead ended.
-    last_end: AtomicU64,
+}
+
+pub struct Remote {
+    /// As the user or the image named it (the name in every message).
+    pub url: String,
+    pub size: u64,
+    object: Arc<Object>,
+    /// Windows fetched ahead of sequential reads, by background threads.
+    ahead: readahead::Readahead,
     /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks).
     disk: Option<disk_cache::DiskCache>,
 }
@@ -63,32 +71,26 @@ impl Remote {
         };
         let agent = http::agent()?;
         IN_USE.store(true, Ordering::Relaxed);
-        let mut remote = Remote {
-            url: url.to_string(),
-            target,
-            size: 0,
-            etag: None,
-            agent,
-            ahead: Mutex::default(),
-            last_end: AtomicU64::new(u64::MAX),
-            disk: None,
-        };
+        let mut object = Object { url: url.to_string(), target, size: 0, etag: None, agent };
         let mut one = [0u8; 1];
-        let answer = http::with_retries(url, || http::get_range(agent, &remote.request_url(), 0, &mut one))?;
-        remote.size = answer.total;
-        remote.etag = answer.etag;
-        if let Some(dir) = http::cache_dir() {
-            let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), remote.size, remote.etag);
-            remote.disk = Some(disk_cache::DiskCache::open(&dir, &id, remote.size)?);
-        }
-        Ok(remote)
-    }
-
-    fn request_url(&self) -> String {
-        match &self.target {
-            Target::Http(u) => u.clone(),
-            Target::S3(o) => o.signed_url(),
-        }
+        let answer = http::with_retries(url, || http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]))?;
+        object.size = answer.total;
+        object.etag = answer.etag;
+        let disk = match http::cache_dir() {
+            Some(dir) => {
+                let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), object.size, object.etag);
+                Some(disk_cache::DiskCache::open(&dir, &id, object.size)?)
+            }
+            None => None,
+        };
+        let object = Arc::new(object);
+        Ok(Remote {
+            url: url.to_string(),
+            size: object.size,
+            ahead: readahead::Readahead::new(object.clone()),
+            object,
+            disk,
+        })
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`, which the caller has checked lie inside.
@@ -99,29 +101,11 @@ impl Remote {
         if let Some(disk) = &self.disk {
             return self.read_through(disk, buf, offset);
         }
-        {
-            let ahead = self.ahead.lock().unwrap_or_else(|e| e.into_inner());
-            let (start, data) = (&ahead.0, &ahead.1);
-            if offset >= *start && offset + buf.len() as u64 <= start + data.len() as u64 {
-                let at = (offset - start) as usize;
-                buf.copy_from_slice(&data[at..at + buf.len()]);
-                self.last_end.store(offset + buf.len() as u64, Ordering::Relaxed);
-                return Ok(());
-            }
-            // A read that starts where the last one ended is sequential: fetch more than asked.
-            let sequential = offset == self.last_end.swap(offset + buf.len() as u64, Ordering::Relaxed);
-            let want = REMOTE_READAHEAD_BYTES.min(self.size - offset);
-            if !sequential || buf.len() as u64 >= want {
-                drop(ahead);
-                return self.fetch(buf, offset);
-            }
+        // Sequential reads come from the read-ahead; the rest asks for exactly what it reads.
+        if self.ahead.read(buf, offset)? {
+            return Ok(());
         }
-        let want = REMOTE_READAHEAD_BYTES.min(self.size - offset) as usize;
-        let mut data = vec![0u8; want];
-        self.fetch(&mut data, offset)?;
-        buf.copy_from_slice(&data[..buf.len()]);
-        *self.ahead.lock().unwrap_or_else(|e| e.into_inner()) = (offset, data);
-        Ok(())
+        self.object.fetch(buf, offset)
     }
 
     /// Reads through the on-disk cache: whole chunks, those it lacks fetched (runs of them
@@ -146,7 +130,7 @@ impl Remote {
                     let (from, to) = (((m - first) * CHUNK) as usize, ((n - first) * CHUNK) as usize);
                     let to = to.min(all.len());
                     let run = &mut all[from..to];
-                    self.fetch(run, m * CHUNK)?;
+                    self.object.fetch(run, m * CHUNK)?;
                     for (i, chunk) in run.chunks(CHUNK as usize).enumerate() {
                         disk.put(m + i as u64, chunk);
                     }
@@ -158,6 +142,15 @@ impl Remote {
         let at = (offset - start) as usize;
         buf.copy_from_slice(&all[at..at + buf.len()]);
         Ok(())
+    }
+}
+
+impl Object {
+    fn request_url(&self) -> String {
+        match &self.target {
+            Target::Http(u) => u.clone(),
+            Target::S3(o) => o.signed_url(),
+        }
     }
 
     /// Fetches `buf` in pieces of at most REMOTE_PIECE_BYTES, up to REMOTE_PARALLEL at once.
@@ -186,10 +179,17 @@ impl Remote {
         failed.into_inner().unwrap_or_else(|e| e.into_inner()).map_or(Ok(()), Err)
     }
 
+    /// One range request, retried; an answer about another object (size, ETag) is an error.
     fn fetch_one(&self, buf: &mut [u8], offset: u64) -> Result<(), String> {
-        let what = format!("{} bytes {}-{}", self.url, offset, offset + buf.len() as u64 - 1);
+        self.fetch_into(&mut [buf], offset)
+    }
+
+    /// One range request for `bufs` one after the other, as `fetch_one`.
+    fn fetch_into(&self, bufs: &mut [&mut [u8]], offset: u64) -> Result<(), String> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        let what = format!("{} bytes {}-{}", self.url, offset, offset + len as u64 - 1);
         http::with_retries(&what, || {
-            let answer = http::get_range(self.agent, &self.request_url(), offset, buf)?;
+            let answer = http::get_range(self.agent, &self.request_url(), offset, bufs)?;
             if answer.total != self.size || (self.etag.is_some() && answer.etag != self.etag) {
                 return Err(http::Failure::Fatal(format!(
                     "the file changed on the server while being read (size {} now {}, ETag {:?} now {:?})",
