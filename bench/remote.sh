@@ -1,8 +1,8 @@
 #!/bin/bash
 # Remote images, from one run: a 1 GiB qcow2 (half random, half unallocated) on a local nginx
 # and a 128 MiB one on a local moto S3 server (127.0.0.1), vdmount against qemu's curl driver and nbdkit's
-# curl and S3 plugins. Every pair is timed side by side by farm-bench (A = vdmount, B = the
-# peer, run in turn), and each line prints our figure, the peer's and the ratio.
+# curl and S3 plugins. Every pair is timed side by side (A = vdmount, B = the peer, run in
+# turn, medians of RUNS wall times), and each line prints our figure, the peer's and the ratio.
 #
 #  sequential  `vdmount cat URL >/dev/null` against `qemu-img convert` of the same URL to qemu's
 #              null-co driver, through qemu's curl driver (qemu-block-extra), through nbdkit's
@@ -19,7 +19,7 @@
 #
 # Needs (not installed by CI, which does not run this): nginx-light, qemu-block-extra, nbdkit,
 # nbdkit-plugin-python and python3-boto3 (for nbdkit's S3 plugin, Debian's python3), fio,
-# python3 with moto[server] and boto3 (as tests/remote.rs), farm-bench.
+# python3 with moto[server] and boto3 (as tests/remote.rs).
 # Usage: bench/remote.sh [RUNS]     (env: READS, 5000 by default)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -64,21 +64,40 @@ NULL="driver=null-co,size=$SIZE"
 got=$("$VD" cat "$URL" | sha256sum | cut -c1-64)
 [ "$want" = "$got" ] || { echo "vdmount cat $URL differs from the source disk" >&2; exit 1; }
 
-# median ROW FILE: the median column of farm-bench's row ROW ("A wall s", "B wall s").
-median() { awk -v row="$1" 'index($0, row) == 1 { print $(NF - 1) }' "$2"; }
+# wall CMD: runs CMD through sh (output thrown away) and prints its wall seconds; fails with
+# CMD's status and its last error lines.
+wall() {
+	local t0 t1
+	t0=$(date +%s%N)
+	if ! sh -c "$1" </dev/null >/dev/null 2>"$W/err"; then
+		tail -3 "$W/err" | sed 's/^/    /' >&2
+		return 1
+	fi
+	t1=$(date +%s%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
+}
 
-# pair NAME UNIT A B: A (vdmount) against B (the peer) under farm-bench; prints one line with
-# both wall medians (or READS / wall as IOPS) and the ratio (above 1: vdmount faster).
+# median: the median of the numbers on standard input.
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# pair NAME UNIT A B: A (vdmount) and B (the peer) run in turn, RUNS times each (whole
+# processes, wall time, after one untimed run of each); prints one line with both medians (or
+# READS / median as IOPS) and the ratio (above 1: vdmount faster).
 pair() {
-	local name=$1 unit=$2 a=$3 b=$4 out="$W/pair.txt"
-	farm-bench -n "$RUNS" --timeout 1800 --vs "$b" -- sh -c "$a" >"$out" 2>&1 || true
-	local sa sb
-	sa=$(median "A wall s" "$out") sb=$(median "B wall s" "$out")
-	if [ -z "$sa" ] || [ -z "$sb" ] || ! grep -q "B exit 0 ($RUNS of $RUNS)" "$out" || ! grep -q "A exit 0 ($RUNS of $RUNS)" "$out"; then
-		echo "$name: no figure; farm-bench said:"
-		sed 's/^/    /' "$out"
+	local name=$1 unit=$2 a=$3 b=$4 i ta tb
+	: >"$W/a.times"
+	: >"$W/b.times"
+	if ! wall "$a" >/dev/null || ! wall "$b" >/dev/null; then
+		echo "$name: no figure (a command failed, above)"
 		return
 	fi
+	for i in $(seq "$RUNS"); do
+		ta=$(wall "$a") && tb=$(wall "$b") || { echo "$name: no figure (run $i failed, above)"; return; }
+		echo "$ta" >>"$W/a.times"
+		echo "$tb" >>"$W/b.times"
+	done
+	local sa sb
+	sa=$(median <"$W/a.times") sb=$(median <"$W/b.times")
 	if [ "$unit" = iops ]; then
 		awk -v n="$name" -v a="$sa" -v b="$sb" -v r="$READS" \
 			'BEGIN { printf "%-58s vdmount %6.0f IOPS  peer %6.0f IOPS  ratio %.2f\n", n, r / a, r / b, b / a }'

@@ -27,6 +27,9 @@ pub struct Readahead {
     /// The background threads, and the process they run in: a server that forks to go to the
     /// background after reading the partition table has none of them in the child.
     workers: Mutex<(u32, Vec<JoinHandle<()>>)>,
+    /// The thread and process that opened the image: they never start the threads (see
+    /// `start_workers`).
+    opener: (std::thread::ThreadId, u32),
 }
 
 struct Shared {
@@ -74,7 +77,8 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl Readahead {
     pub fn new(object: Arc<Object>) -> Readahead {
         let shared = Shared { object, state: Mutex::default(), queued: Condvar::new(), fetched: Condvar::new() };
-        Readahead { shared: Arc::new(shared), workers: Mutex::default() }
+        let opener = (std::thread::current().id(), std::process::id());
+        Readahead { shared: Arc::new(shared), workers: Mutex::default(), opener }
     }
 
     /// Fills `buf` from the read-ahead if the read is sequential (or lies in fetched pieces):
@@ -150,8 +154,15 @@ impl Readahead {
     }
 
     /// Starts the background threads on first use (lazily: a serving process is sandboxed by
-    /// then, and its filter allows threads). False if none could be started.
+    /// then, and its filter allows threads). False if none could be started, and always in the
+    /// thread that opened the image, in its process: `vdmount IMAGE` reads the partition table
+    /// there and then forks its server (launch.rs), and a thread alive at the fork could hold a
+    /// lock the child then waits on for ever. Readers on other threads (`cat`, `verify`, the
+    /// server's queues) or in the forked server start them.
     fn start_workers(&self) -> bool {
+        if self.opener == (std::thread::current().id(), std::process::id()) {
+            return false;
+        }
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
         workers.0 = std::process::id();
         while workers.1.len() < REMOTE_PARALLEL {
