@@ -313,3 +313,24 @@ fn several_tables_in_one_segment() {
         assert_eq!(ewfexport_sha256(&first), want, "{format}: the oracle");
     }
 }
+
+/// A segment set served by nginx: the segments after the first are found beside it by URL, and
+/// a missing one is named (as a URL) in the refusal.
+#[test]
+fn segment_sets_over_http_read_as_the_source() {
+    let dir = scratch();
+    let d = dir.path();
+    let src = d.join("src.raw");
+    source_disk(&src, 5 * MIB, 17);
+    acquire(d, &src, "web", &["-f", "encase6", "-c", "deflate:fast", "-S", "1MiB"]);
+    assert!(d.join("web.E03").exists(), "ewfacquire made fewer than 3 segments ({})", segments(d, "web"));
+    let nginx = common::servers::Nginx::start(d);
+    let url = nginx.http("web.E01");
+    let out = vdmount().args(["cat", &url]).output().unwrap();
+    assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256_hex(&out.stdout), sha256_file(&src), "{url} differs from the source disk");
+    std::fs::remove_file(d.join("web.E03")).unwrap();
+    let out = vdmount().args(["cat", &url]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("web.E03") && err.contains("missing"), "{err}");
+}

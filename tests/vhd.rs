@@ -643,3 +643,16 @@ fn differencing_parent_outside_the_folder_is_refused_unless_allowed() {
     let outer = case.dir.path().to_str().unwrap();
     assert_eq!(vdmount_cat_sha256(&child, &["--allow-dir", outer]).unwrap(), sha256_hex(&case.expected));
 }
+
+/// A differencing child served by nginx finds its parent beside it by URL (the locators'
+/// relative name, taken against the child's URL).
+#[test]
+fn differencing_child_over_http_reads_its_parent_beside_it() {
+    let case = diff_case(true, standard_locators(), "parent.vhd");
+    let nginx = common::servers::Nginx::start(case.dir.path());
+    let name = case.child.strip_prefix(case.dir.path()).unwrap().to_str().unwrap().to_string();
+    let url = nginx.http(&name);
+    let out = vdmount().args(["cat", &url]).output().unwrap();
+    assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256_hex(&out.stdout), sha256_hex(&case.expected), "{url} differs from the parent and child built");
+}

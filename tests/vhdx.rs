@@ -757,3 +757,15 @@ fn differencing_parent_outside_the_folder_is_refused_unless_allowed() {
     assert_eq!(vdmount_cat_sha256(&moved, &["--allow-dir", outer]).unwrap(), sha256_hex(&expected));
     assert_eq!(vdmount_cat_sha256(&moved, &["--allow-any-path"]).unwrap(), sha256_hex(&expected));
 }
+
+/// A differencing child served by nginx finds its parent beside it by URL.
+#[test]
+fn differencing_child_over_http_reads_its_parent_beside_it() {
+    let dir = scratch();
+    let (child, expected) = differencing_pair(dir.path(), None, ".\\parent.vhdx");
+    let nginx = common::servers::Nginx::start(dir.path());
+    let url = nginx.http(child.file_name().unwrap().to_str().unwrap());
+    let out = vdmount().args(["cat", &url]).output().unwrap();
+    assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256_hex(&out.stdout), sha256_hex(&expected), "{url} differs from the parent and child built");
+}

@@ -136,6 +136,25 @@ impl Confinement {
         ImageFile::from_file(&path, file)
     }
 
+    /// Whether something is at the name `name` that the image `child` gives, for readers that
+    /// try several recorded names (VHD, VHDX and VMDK parents) or tell a missing file apart
+    /// (EWF segments). Local: anything at the resolved path, even a link leading outside (the
+    /// confined open then says what is wrong with it). Remote: a URL outside the allowed
+    /// folders counts as there (its open gives the refusal, and no request leaves the
+    /// folders); one inside is asked for one byte.
+    pub fn exists(&self, child: &Path, name: &Path) -> bool {
+        let path = resolve_beside(child, name);
+        let (Some(_), Some(target)) =
+            (child.to_str().filter(|c| remote::is_url(c)), path.to_str().filter(|p| remote::is_url(p)))
+        else {
+            return path.symlink_metadata().is_ok();
+        };
+        if !self.any_path && !remote::url::beneath(target, &self.urls) {
+            return true;
+        }
+        ImageFile::open_url(target).is_ok()
+    }
+
     /// Opens `name` as the remote image `url` names it: resolved against `url`, beneath the
     /// allowed URL folders unless --allow-any-path, never a local path.
     fn open_remote(&self, child: &Path, url: &str, name: &Path, role: &str) -> Result<ImageFile> {

@@ -116,8 +116,7 @@ pub fn of_set(e: Error, index: usize, first: &Path) -> Error {
 /// confined like it; a missing one is told apart from one that cannot be opened.
 pub fn open_segment(chain: &Chain, first: &Path, number: u32, name: &str) -> Result<ImageFile> {
     // Told apart before the confined open, which would only say it cannot open it.
-    let beside = crate::source::confine::resolve_beside(first, Path::new(name));
-    if std::fs::symlink_metadata(&beside).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+    if !chain.confine.exists(first, Path::new(name)) {
         return Err(Error::corrupt(first, format!("segment {number} of the set ({name}, beside it) is missing")));
     }
     chain.confine.open(first, Path::new(name), "segment file")

@@ -36,7 +36,7 @@ pub fn open_parent(file: &ImageFile, header: &DynamicHeader, chain: &Chain, opts
     let recorded = recorded_paths(file, header, &mut details);
     let candidates = candidates(&recorded);
     let tried: Vec<String> = candidates.iter().map(|c| resolve_beside(&file.path, c).display().to_string()).collect();
-    let Some(name) = candidates.iter().find(|c| resolve_beside(&file.path, c).is_file()) else {
+    let Some(name) = candidates.iter().find(|c| chain.confine.exists(&file.path, c)) else {
         let what = if recorded.is_empty() {
             "records no parent path (no usable parent locator or parent name)".to_string()
         } else {

@@ -42,7 +42,7 @@ pub fn open_parent(
             candidates.push(PathBuf::from(name));
         }
     }
-    let Some(name) = candidates.iter().find(|c| resolve_beside(child, c).is_file()) else {
+    let Some(name) = candidates.iter().find(|c| chain.confine.exists(child, c)) else {
         let tried: Vec<String> = candidates.iter().map(|c| resolve_beside(child, c).display().to_string()).collect();
         return Err(Error::corrupt(
             child,

@@ -399,9 +399,9 @@ fn open_parent(
     let mut name = PathBuf::from(hint);
     // Hints are often absolute paths on the original host (even Windows ones); a copied chain
     // keeps the parent beside the child, so fall back to the bare file name there.
-    if !resolve_beside(child, &name).exists() {
+    if !chain.confine.exists(child, &name) {
         let base = hint.rsplit(['/', '\\']).next().unwrap_or(hint);
-        if !base.is_empty() && resolve_beside(child, Path::new(base)).exists() {
+        if !base.is_empty() && chain.confine.exists(child, Path::new(base)) {
             name = PathBuf::from(base);
         }
     }
