@@ -186,21 +186,36 @@ fn faults_are_retried_and_nothing_wrong_is_returned() {
     let injected: Vec<&(String, String)> = faults.iter().filter(|(fault, _)| fault != "ok").collect();
     println!("{} requests, {} faults injected, {} retries", faults.len(), injected.len(), warnings.len());
     // Every injected fault was noticed and retried: a warning names its URL and range (the
-    // first one-byte read of each image names the URL alone).
+    // first one-byte read of each image names the URL alone). One exception: a stall on a
+    // read-ahead request (whole 1 MiB pieces) still waiting for its answer when cat had
+    // everything it needed: cat exits without waiting out the timeout for bytes it never used.
     let mut unmatched = warnings.clone();
+    let mut abandoned = 0;
     for (fault, request) in &injected {
         let (url, range) = request.split_once(" bytes ").unwrap();
         let pos = unmatched.iter().position(|w| {
             w.contains(&format!("{url} bytes {range}")) || (range == "0-0" && w.contains(&format!("{url}: ")))
         });
-        assert!(pos.is_some(), "{fault} on {request} went without a retry; warnings: {warnings:#?}");
-        unmatched.remove(pos.unwrap());
+        match pos {
+            Some(pos) => drop(unmatched.remove(pos)),
+            None if fault == "stall" && is_readahead_piece(range) => abandoned += 1,
+            None => panic!("{fault} on {request} went without a retry; warnings: {warnings:#?}"),
+        }
     }
+    // At most one stall in flight at the end of each of the three images.
+    assert!(abandoned <= 3, "{abandoned} stalled read-ahead requests went without a retry: {warnings:#?}");
     // A retry nothing injected can only be a good answer that took longer than the 1 s timeout
     // on a loaded machine.
     for w in &unmatched {
         assert!(w.contains("timeout"), "a retry without a fault: {w}");
     }
+}
+
+/// Whether "FIRST-LAST" is a run of whole read-ahead pieces (REMOTE_PIECE_BYTES = 1 MiB).
+fn is_readahead_piece(range: &str) -> bool {
+    let Some((first, last)) = range.split_once('-') else { return false };
+    let (first, last): (u64, u64) = (first.parse().unwrap(), last.parse().unwrap());
+    first % MIB == 0 && (last + 1 - first) % MIB == 0
 }
 
 #[test]
