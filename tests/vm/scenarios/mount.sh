@@ -6,7 +6,8 @@
 # independent reader) sees the same volumes; --json says the same; `vdmount umount DIR` leaves
 # nothing mounted, no device-mapper device of ours and no device. Then again with a host volume
 # group also named vg0 (with a volume home, so a device-mapper vg0-home) active: the image's
-# volumes still mount and the host's are untouched. The image never changes.
+# volumes still mount and the host's are untouched. Then beside a host copy of the image's
+# group itself (same names, same UUIDs), active. The image never changes.
 set -e
 fail() { echo "mount: $*"; cat /tmp/out 2>/dev/null; cat /run/vdmount/*.log 2>/dev/null; exit 1; }
 insmod /abuse.ko max_part=15 || fail "insmod"
@@ -104,6 +105,33 @@ timeout 60 /opt/bin/lvm lvs --config "$LVM" --noheadings -o lv_name,lv_active vg
 grep -q "home *active" /tmp/lvs || { cat /tmp/lvs; fail "the host's vg0/home is no longer active"; }
 timeout 60 /opt/bin/lvm vgchange -q --config "$LVM" -an vg0 >/dev/null || fail "vgchange -an"
 losetup -d /dev/loop0
+
+# A host group with the same UUIDs: a copy of the image's own physical volume, active on the
+# host as vg0 (lvm's device-mapper names vg0-home and vg0-data, with UUIDs made of the image's
+# group and volume UUIDs). vdmount's devices carry no UUID, so nothing clashes.
+vdmount /fixtures/mount.qcow2 >/tmp/attach 2>&1 || fail "attach to copy the physical volume"
+dd if=/dev/abuse0p4 of=/tmp/clone.img bs=1M 2>/dev/null || fail "copying the physical volume"
+vdmount detach /dev/abuse0 || fail "detach after the copy"
+while [ -e /sys/block/abuse0 ]; do sleep 0.1; done
+losetup /dev/loop1 /tmp/clone.img || fail "losetup clone"
+LVM="$(lvmconf /dev/loop1)"
+timeout 60 /opt/bin/lvm vgchange -q --config "$LVM" -ay vg0 >/dev/null || fail "activating the host's copy of vg0"
+clone=$(sha256sum /tmp/clone.img | cut -d' ' -f1)
+host=$(dmnode vg0-data)
+[ -n "$host" ] || fail "no device-mapper vg0-data for the host's copy"
+hostuuid=$(cat /sys/block/$host/dm/uuid)
+case "$hostuuid" in LVM-*) ;; *) fail "the host's vg0-data has no lvm UUID: $hostuuid" ;; esac
+timeout 120 vdmount mount /fixtures/mount.qcow2 /tmp/u >/tmp/out 2>&1 || fail "vdmount mount beside a same-UUID vg0"
+cat /tmp/out
+check_mounted /tmp/u
+timeout 60 vdmount umount /tmp/u >/tmp/out 2>&1 || fail "vdmount umount beside a same-UUID vg0"
+check_gone /tmp/u
+[ "$(dmnode vg0-data)" = "$host" ] && [ "$(cat /sys/block/$host/dm/uuid)" = "$hostuuid" ] || fail "the host's same-UUID vg0-data changed"
+timeout 60 /opt/bin/lvm lvs --config "$LVM" --noheadings -o lv_name,lv_active vg0 >/tmp/lvs || fail "host lvs (same UUID)"
+[ "$(grep -c 'active' /tmp/lvs)" = 2 ] || { cat /tmp/lvs; fail "the host's same-UUID volumes are no longer active"; }
+timeout 60 /opt/bin/lvm vgchange -q --config "$LVM" -an vg0 >/dev/null || fail "vgchange -an (same UUID)"
+losetup -d /dev/loop1
+[ "$(sha256sum /tmp/clone.img | cut -d' ' -f1)" = "$clone" ] || fail "the host's copy changed"
 
 [ "$(sha256sum /fixtures/mount.qcow2 | cut -d' ' -f1)" = "$before" ] || fail "the image changed"
 rmmod abuse || fail "rmmod"
