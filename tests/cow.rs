@@ -2,6 +2,7 @@
 //! write-zeroes applied in memory. The base file itself must not change.
 
 mod common;
+use common::rng::Rng;
 use common::*;
 use std::sync::Arc;
 use vdmount::cache::Cache;
@@ -19,13 +20,8 @@ fn overlay_matches_model_and_base_is_untouched() {
     let mut model = std::fs::read(&base).unwrap();
     let cow = CowOverlay::new(Arc::clone(&disk), Some(dir.path().to_path_buf())).unwrap();
 
-    let mut x: u64 = 0x1234_5678;
-    let mut next = |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut rng = Rng(0x1234_5678);
+    let mut next = |m: u64| rng.below(m);
     for round in 0..300 {
         let len = 1 + next(200_000);
         let off = next(model.len() as u64 - len);

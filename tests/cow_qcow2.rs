@@ -3,6 +3,7 @@
 //! with the same writes applied).
 
 mod common;
+use common::rng::Rng;
 
 use common::*;
 use std::fs::File;
@@ -57,23 +58,6 @@ impl Op {
             Op::Zero(off, len) | Op::Discard(off, len) => Some((*off, *off + *len)),
             Op::Flush => None,
         }
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8 | 1).collect()
     }
 }
 

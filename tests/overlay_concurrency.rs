@@ -7,6 +7,7 @@
 //! so does qemu-img's reading of the file (and `qemu-img check` finds it clean).
 
 mod common;
+use common::rng::Rng;
 
 use common::*;
 use std::path::Path;
@@ -22,20 +23,6 @@ const THREADS: u64 = 8;
 const BLOCK: u64 = 4096;
 const SIZE: u64 = 8 << 20;
 const ROUNDS: usize = 400;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn open_image(path: &Path) -> Arc<dyn DiskImage> {
     formats::open(path, &OpenOptions::new(Cache::new(16 << 20))).unwrap()

@@ -5,6 +5,7 @@
 //! past the end of a disk whose size is no multiple of the window.
 
 mod common;
+use common::rng::Rng;
 
 use common::{make_source_disk, qemu_img, run_ok, scratch};
 use std::path::{Path, PathBuf};
@@ -51,17 +52,6 @@ fn want(oracle: &[u8], offset: u64, len: usize) -> Vec<u8> {
     let end = (offset as usize + len).min(oracle.len());
     v[..end - start].copy_from_slice(&oracle[start..end]);
     v
-}
-
-/// A small deterministic generator (xorshift), one per thread.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// Request sizes of a sequential stream, in turn: the server's largest, a page cache's,

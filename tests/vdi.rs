@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::rng::Rng;
 use common::*;
 use std::path::{Path, PathBuf};
 
@@ -211,15 +212,8 @@ impl Vdi {
 
 /// `n` bytes of deterministic data for block `i`.
 fn block_data(n: u64, i: u64, seed: u64) -> Vec<u8> {
-    let mut x = (seed * 1000 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut rng = Rng((seed * 1000 + i).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    (0..n).map(|_| rng.next() as u8).collect()
 }
 
 fn uuid(seed: u8) -> [u8; 16] {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::rng::Rng;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -455,13 +456,11 @@ fn hostile_grain_tables_never_panic() {
     let dir = scratch();
     let (_, good) = qemu_vmdk(dir.path(), "streamOptimized", MIB, 61);
     let data = std::fs::read(&good).unwrap();
-    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut rng = Rng(0x1234_5678_9abc_def1);
     for round in 0..12 {
         let mut d = data.clone();
         for _ in 0..64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let at = (x as usize) % d.len().min(64 * 1024);
             d[at] = (x >> 32) as u8;
         }

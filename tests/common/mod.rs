@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dmg;
+pub mod rng;
 pub mod sparse;
 
 use sha2::{Digest, Sha256};
@@ -129,16 +130,13 @@ pub fn qemu_raw_sha256(image: &Path, fmt: Option<&str>) -> String {
 /// every reader path (allocated, sparse, compressible) is exercised.
 pub fn make_source_disk(path: &Path, size: u64, seed: u64) {
     let mut data = vec![0u8; size as usize];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = rng::Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let chunk = 64 * 1024;
     for (i, block) in data.chunks_mut(chunk).enumerate() {
         match i % 5 {
             0 | 3 => {
                 for b in block.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *b = x as u8;
+                    *b = rng.next() as u8;
                 }
             }
             1 => {

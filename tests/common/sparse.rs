@@ -16,12 +16,9 @@ pub fn nonzero_bands(src: &[u8], band: usize) -> Vec<usize> {
 
 /// A deterministic shuffle: bands are stored in the order they were first written, not disk order.
 pub fn shuffled(mut v: Vec<usize>, seed: u64) -> Vec<usize> {
-    let mut x = seed | 1;
+    let mut rng = super::rng::Rng(seed | 1);
     for i in (1..v.len()).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.swap(i, (x % (i as u64 + 1)) as usize);
+        v.swap(i, rng.below(i as u64 + 1) as usize);
     }
     v
 }

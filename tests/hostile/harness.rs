@@ -145,19 +145,7 @@ pub fn run_cases(dir: &Path, file_name: &str, format: &str, base: &[u8], cases: 
     failures
 }
 
-/// A deterministic xorshift stream.
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use super::common::rng::Rng;
 
 pub fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
