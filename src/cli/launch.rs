@@ -68,13 +68,30 @@ pub fn run_server(
         })
         .map(|()| None);
     }
+    // A thread alive at the fork could hold a lock (the allocator's, a cache's) that the child,
+    // which has no such thread, would then wait on for ever: refuse rather than hang. Threads
+    // that are ending are waited for (an HTTP client resolves a name on a short-lived thread).
+    let mut threads = thread_count();
+    for _ in 0..500 {
+        if threads == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        threads = thread_count();
+    }
+    if threads > 1 {
+        return Err(Error::Device(format!(
+            "internal error: {threads} threads are running before the background server starts; \
+             run with --foreground, and please report this"
+        )));
+    }
     let mut pipe = [0i32; 2];
     // SAFETY: pipe2 fills the array on success.
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(Error::Device(format!("cannot create a pipe: {}", std::io::Error::last_os_error())));
     }
-    // SAFETY: no other thread exists yet (the cache and readers start none), so the child
-    // inherits a consistent process.
+    // SAFETY: no other thread exists (checked above: the cache and the read-aheads start none
+    // from the thread that opened the image), so the child inherits a consistent process.
     match unsafe { libc::fork() } {
         -1 => Err(Error::Device(format!("cannot start the background server: {}", std::io::Error::last_os_error()))),
         0 => {
@@ -208,4 +225,9 @@ pub fn sandbox(args: &ServeArgs, ctl_fd: i32, io_uring: bool) {
             eprintln!("vdmount: warning: cannot apply the sandbox: {e}");
         }
     }
+}
+
+/// Threads of this process (1 when /proc cannot tell: nothing to refuse on).
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
 }
