@@ -52,6 +52,14 @@ check_gone() { # DIR
 	[ ! -e "$1/p1-root" ] && [ ! -e "$1/vg0-home" ] || fail "mount folders were left behind"
 }
 
+mount_and_umount() { # DIR WHERE
+	timeout 120 vdmount mount /fixtures/mount.qcow2 "$1" >/tmp/out 2>&1 || fail "vdmount mount $2"
+	cat /tmp/out
+	check_mounted "$1"
+	timeout 60 vdmount umount "$1" >/tmp/out 2>&1 || fail "vdmount umount $2"
+	check_gone "$1"
+}
+
 timeout 120 vdmount mount /fixtures/mount.qcow2 /tmp/m >/tmp/out 2>&1 || fail "vdmount mount"
 cat /tmp/out
 check_mounted /tmp/m
@@ -93,11 +101,7 @@ host=$(dmnode vg0-home)
 hostuuid=$(cat /sys/block/$host/dm/uuid)
 head -c 1048576 /dev/urandom >/tmp/host.data
 dd if=/tmp/host.data of=/dev/$host bs=1M conv=fsync 2>/dev/null || fail "writing the host's volume"
-timeout 120 vdmount mount /fixtures/mount.qcow2 /tmp/h >/tmp/out 2>&1 || fail "vdmount mount beside the host's vg0"
-cat /tmp/out
-check_mounted /tmp/h
-timeout 60 vdmount umount /tmp/h >/tmp/out 2>&1 || fail "vdmount umount beside the host's vg0"
-check_gone /tmp/h
+mount_and_umount /tmp/h "beside the host's vg0"
 # The host's group is as it was: same device, same UUID, same data, lvm still sees it.
 [ "$(dmnode vg0-home)" = "$host" ] && [ "$(cat /sys/block/$host/dm/uuid)" = "$hostuuid" ] || fail "the host's vg0-home changed"
 head -c 1048576 /dev/$host | cmp - /tmp/host.data || fail "the host's volume's data changed"
@@ -121,11 +125,7 @@ host=$(dmnode vg0-data)
 [ -n "$host" ] || fail "no device-mapper vg0-data for the host's copy"
 hostuuid=$(cat /sys/block/$host/dm/uuid)
 case "$hostuuid" in LVM-*) ;; *) fail "the host's vg0-data has no lvm UUID: $hostuuid" ;; esac
-timeout 120 vdmount mount /fixtures/mount.qcow2 /tmp/u >/tmp/out 2>&1 || fail "vdmount mount beside a same-UUID vg0"
-cat /tmp/out
-check_mounted /tmp/u
-timeout 60 vdmount umount /tmp/u >/tmp/out 2>&1 || fail "vdmount umount beside a same-UUID vg0"
-check_gone /tmp/u
+mount_and_umount /tmp/u "beside a same-UUID vg0"
 [ "$(dmnode vg0-data)" = "$host" ] && [ "$(cat /sys/block/$host/dm/uuid)" = "$hostuuid" ] || fail "the host's same-UUID vg0-data changed"
 timeout 60 /opt/bin/lvm lvs --config "$LVM" --noheadings -o lv_name,lv_active vg0 >/tmp/lvs || fail "host lvs (same UUID)"
 [ "$(grep -c 'active' /tmp/lvs)" = 2 ] || { cat /tmp/lvs; fail "the host's same-UUID volumes are no longer active"; }
