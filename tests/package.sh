@@ -62,6 +62,30 @@ snapshot() {  # snapshot ROOT
 		-o \( -type f -o -type l -o -type d \) -print | sort)
 }
 
+# The systemd unit, as the package installs it, for an image: systemd itself reads it
+# (systemd-analyze verify: unknown keys, bad values, a command that is not there). Its
+# ExecStart names the packaged binary, unpacked here.
+verify_unit() {
+	local d inst
+	command -v systemd-analyze >/dev/null || "${APT[@]}" install -y --no-install-recommends systemd >&2
+	d=$(mktemp -d)
+	dpkg-deb -x "$vdm_deb" "$d/root"
+	touch "$d/disk.qcow2"
+	inst=$(systemd-escape --path "$d/disk.qcow2")
+	sed "s#/usr/bin/vdmount#$d/root/usr/bin/vdmount#" "$d/root/usr/lib/systemd/system/vdmount@.service" >"$d/vdmount@$inst.service"
+	if ! timeout 60 systemd-analyze verify --man=no "$d/vdmount@$inst.service" >"$d/out" 2>&1; then
+		fail "vdmount@.service: systemd-analyze verify failed:"; cat "$d/out"
+	elif grep -F "vdmount@" "$d/out"; then
+		fail "vdmount@.service: systemd-analyze verify complains (above)"
+	elif ! grep -q "^ExecStart=$d/root/usr/bin/vdmount --supervise --foreground %f$" "$d/vdmount@$inst.service"; then
+		fail "vdmount@.service: ExecStart is not vdmount --supervise --foreground %f"
+	else
+		pass "vdmount@.service: systemd reads it cleanly for $d/disk.qcow2"
+	fi
+	rm -rf "$d"
+}
+verify_unit
+
 for suite in "${suites[@]}"; do
 	t0=$(now)
 	if ! make_root "$suite"; then fail "$suite: making the clean root failed"; continue; fi
