@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::source::file::ImageFile;
 use crate::source::remote;
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -153,6 +154,22 @@ impl Confinement {
             return true;
         }
         ImageFile::open_url(target).is_ok()
+    }
+
+    /// The names of the files beside `child`, for readers that must look at each (a differencing
+    /// VDI names its parent only by UUID): the entries of a local folder; for a URL, the server's
+    /// listing of its folder (remote/listing.rs), which may not exist: then why not. Each name
+    /// is still to be opened with `open`, which confines it.
+    pub fn list_beside(&self, child: &Path) -> std::result::Result<Vec<OsString>, String> {
+        if let Some(url) = child.to_str().filter(|c| remote::is_url(c)) {
+            return Ok(remote::list_folder(url)?.into_iter().map(OsString::from).collect());
+        }
+        let folder = match child.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let entries = std::fs::read_dir(folder).map_err(|e| e.to_string())?;
+        Ok(entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
     }
 
     /// Opens `name` as the remote image `url` names it: resolved against `url`, beneath the

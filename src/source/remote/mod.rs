@@ -6,6 +6,7 @@
 
 mod disk_cache;
 pub mod http;
+mod listing;
 mod readahead;
 mod resolver;
 pub mod s3;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use http::{configure, ClientOptions};
+pub use listing::list_folder;
 pub use url::is_url;
 
 /// Set once any remote layer is opened: the sandbox then lets the server use the network.
