@@ -424,7 +424,7 @@ fn third_party_vdi_images() {
 
 /// nginx serving `root` with the folder listing on or off, logging requests to `log`.
 fn nginx_listing(root: &Path, listing: bool, log: &Path) -> common::servers::Nginx {
-    let extra = format!("autoindex {}; access_log {};", if listing { "on" } else { "off" }, log.display());
+    let extra = format!("autoindex {}; access_log {} ranges;", if listing { "on" } else { "off" }, log.display());
     common::servers::Nginx::start_with(root, &extra)
 }
 

@@ -137,6 +137,27 @@ impl Confinement {
         ImageFile::from_file(&path, file)
     }
 
+    /// `open`, but None when nothing is at the name (for readers that tell a missing file
+    /// apart, as EWF segments): locally, nothing at the resolved path (a link leading outside
+    /// is there, and refused by `open`); remotely, the open's own not-found answer, so the file
+    /// costs one request, not a probe and an open.
+    pub fn open_if_present(&self, child: &Path, name: &Path, role: &str) -> Result<Option<ImageFile>> {
+        let path = resolve_beside(child, name);
+        let remote = child.to_str().is_some_and(remote::is_url) && path.to_str().is_some_and(remote::is_url);
+        if !remote {
+            if path.symlink_metadata().is_err() {
+                return Ok(None);
+            }
+            return self.open(child, name, role).map(Some);
+        }
+        let target = path.to_str().unwrap_or_default();
+        if !self.any_path && !remote::url::beneath(target, &self.urls) {
+            // Refused by open, with no request leaving the folders.
+            return self.open(child, name, role).map(Some);
+        }
+        ImageFile::open_url_if_present(target)
+    }
+
     /// Whether something is at the name `name` that the image `child` gives, for readers that
     /// try several recorded names (VHD, VHDX and VMDK parents) or tell a missing file apart
     /// (EWF segments). Local: anything at the resolved path, even a link leading outside (the

@@ -65,6 +65,12 @@ impl Remote {
     /// Opens `url`: asks for its first byte to learn its size and check that the server
     /// answers ranges.
     pub fn open(url: &str) -> Result<Remote, String> {
+        Remote::open_if_present(url)?.ok_or_else(|| "not found (HTTP 404)".to_string())
+    }
+
+    /// `open`, but None when the server says the object is not there (404, 410), so that one
+    /// request both probes for a file and opens it.
+    pub fn open_if_present(url: &str) -> Result<Option<Remote>, String> {
         let target = if url::has_prefix(url, "s3://") {
             Target::S3(Box::new(s3::S3Object::new(url)?))
         } else {
@@ -75,7 +81,16 @@ impl Remote {
         IN_USE.store(true, Ordering::Relaxed);
         let mut object = Object { url: url.to_string(), target, size: 0, etag: None, agent };
         let mut one = [0u8; 1];
-        let answer = http::with_retries(url, || http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]))?;
+        let mut missing = false;
+        let answer = http::with_retries(url, || {
+            let answer = http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]);
+            missing = matches!(answer, Err(http::Failure::NotFound(_)));
+            answer
+        });
+        let answer = match answer {
+            Err(_) if missing => return Ok(None),
+            a => a?,
+        };
         object.size = answer.total;
         object.etag = answer.etag;
         let disk = match http::cache_dir() {
@@ -86,13 +101,13 @@ impl Remote {
             None => None,
         };
         let object = Arc::new(object);
-        Ok(Remote {
+        Ok(Some(Remote {
             url: url.to_string(),
             size: object.size,
             ahead: readahead::Readahead::new(object.clone()),
             object,
             disk,
-        })
+        }))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset`, which the caller has checked lie inside.
