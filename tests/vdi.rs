@@ -467,6 +467,11 @@ fn differencing_child_over_http_without_a_listing_is_one_line_saying_what_to_do(
     assert!(line.contains(&url) && line.contains("only by creation UUID "), "{line}");
     assert!(line.contains("does not list the folder") && line.contains("HTTP 403"), "{line}");
     assert!(line.contains("autoindex on") && line.contains("download the chain"), "{line}");
+    // `info` still describes the child, and says why its parent is not opened.
+    let out = vdmount().args(["info", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("type: differencing") && text.contains("not opened:"), "{text}");
+    assert!(text.contains("does not list the folder"), "{text}");
 }
 
 #[test]

@@ -159,8 +159,8 @@ impl Confinement {
     }
 
     /// Whether something is at the name `name` that the image `child` gives, for readers that
-    /// try several recorded names (VHD, VHDX and VMDK parents) or tell a missing file apart
-    /// (EWF segments). Local: anything at the resolved path, even a link leading outside (the
+    /// try several recorded names (VHD, VHDX and VMDK parents) and open the one found through
+    /// open_backing (a file to be opened here is better served by `open_if_present`). Local: anything at the resolved path, even a link leading outside (the
     /// confined open then says what is wrong with it). Remote: a URL outside the allowed
     /// folders counts as there (its open gives the refusal, and no request leaves the
     /// folders); one inside is asked for one byte.
