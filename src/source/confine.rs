@@ -158,25 +158,6 @@ impl Confinement {
         ImageFile::open_url_if_present(target)
     }
 
-    /// Whether something is at the name `name` that the image `child` gives, for readers that
-    /// try several recorded names (VHD, VHDX and VMDK parents) and open the one found through
-    /// open_backing (a file to be opened here is better served by `open_if_present`). Local: anything at the resolved path, even a link leading outside (the
-    /// confined open then says what is wrong with it). Remote: a URL outside the allowed
-    /// folders counts as there (its open gives the refusal, and no request leaves the
-    /// folders); one inside is asked for one byte.
-    pub fn exists(&self, child: &Path, name: &Path) -> bool {
-        let path = resolve_beside(child, name);
-        let (Some(_), Some(target)) =
-            (child.to_str().filter(|c| remote::is_url(c)), path.to_str().filter(|p| remote::is_url(p)))
-        else {
-            return path.symlink_metadata().is_ok();
-        };
-        if !self.any_path && !remote::url::beneath(target, &self.urls) {
-            return true;
-        }
-        ImageFile::open_url(target).is_ok()
-    }
-
     /// The names of the files beside `child`, for readers that must look at each (a differencing
     /// VDI names its parent only by UUID): the entries of a local folder; for a URL, the server's
     /// listing of its folder (remote/listing.rs), which may not exist: then why not. Each name
