@@ -11,14 +11,22 @@ use crate::limits::{
 };
 use std::io::Read;
 
-/// The plain file names (decoded, sorted, at most MAX_LISTING_NAMES) in the folder of `url`;
-/// or why the folder cannot be listed.
+/// The plain file names (sorted, at most MAX_LISTING_NAMES) in the folder of `url`, as names
+/// to resolve against it (the characters a URL would take otherwise escaped); or why the
+/// folder cannot be listed.
 pub fn list_folder(url: &str) -> Result<Vec<String>, String> {
-    let mut names = if url::has_prefix(url, "s3://") { list_s3(url)? } else { list_http(&url::folder(url)?)? };
+    let names = if url::has_prefix(url, "s3://") { list_s3(url)? } else { list_http(&url::folder(url)?)? };
+    let mut names: Vec<String> = names.iter().map(|n| escaped(n)).collect();
     names.sort();
     names.dedup();
     names.truncate(MAX_LISTING_NAMES);
     Ok(names)
+}
+
+/// `name` with '%', '?' and '#' escaped, so that resolving it as a relative URL names that file
+/// (and not a query, a fragment, or another escape).
+fn escaped(name: &str) -> String {
+    name.replace('%', "%25").replace('?', "%3F").replace('#', "%23")
 }
 
 /// GETs `u` once (with retries on 5xx and broken connections): its body, at most `limit`
@@ -116,5 +124,7 @@ mod tests {
             <a href="sub/">sub</a><a href="a%2f..%2fx.vdi">e</a><a href="%2e%2e">d</a><a href=bare.vdi>"#;
         let got: Vec<String> = hrefs(page).filter_map(file_in_folder).collect();
         assert_eq!(got, ["base.vdi", "b c.VDI"]);
+        let back = url::resolve("s3://b/vm/c.vdi", &escaped("50% a?#.vdi")).unwrap();
+        assert_eq!(s3::percent_decode(back.strip_prefix("s3://b/").unwrap()).unwrap(), "vm/50% a?#.vdi");
     }
 }
