@@ -176,3 +176,13 @@ pub const REMOTE_READAHEAD_HELD_BYTES: u64 = 32 << 20;
 /// Most read-ahead pieces asked for in one request (object stores charge, and are slower, per
 /// request).
 pub const REMOTE_READAHEAD_RUN: usize = 4;
+/// Largest folder listing read from an http(s) server (nginx autoindex, Apache's index), to
+/// find a differencing VDI's parent beside a URL; the rest of a longer page is not read.
+pub const MAX_LISTING_BYTES: u64 = 1 << 20;
+/// Most names taken from one remote folder listing (an S3 listing's keys, or a page's links).
+pub const MAX_LISTING_NAMES: usize = 4096;
+/// Most ListObjectsV2 pages asked for one S3 folder listing, and the keys asked per page.
+pub const MAX_LISTING_PAGES: usize = 8;
+pub const LISTING_KEYS_PER_PAGE: usize = 1000;
+/// Largest ListObjectsV2 answer read (1000 keys of up to 1 KiB each, with their XML).
+pub const MAX_S3_LISTING_BYTES: u64 = 4 << 20;

@@ -334,3 +334,29 @@ fn segment_sets_over_http_read_as_the_source() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("web.E03") && err.contains("missing"), "{err}");
 }
+
+/// Opening a remote segment set asks for each later segment once: the open's own answer tells
+/// a missing segment apart (before, a one-byte probe came first, then the open asked again).
+#[test]
+fn each_remote_segment_is_opened_with_one_request() {
+    let dir = scratch();
+    let d = dir.path().join("set");
+    std::fs::create_dir(&d).unwrap();
+    let src = dir.path().join("src.raw");
+    source_disk(&src, 4 * MIB + MIB / 2, 23);
+    acquire(&d, &src, "five", &["-f", "encase6", "-c", "none", "-S", "1MiB"]);
+    assert_eq!(segments(&d, "five"), 5, "ewfacquire made another number of segments");
+    let log = dir.path().join("access.log");
+    let nginx = common::servers::Nginx::start_with(&d, &format!("access_log {} ranges;", log.display()));
+    let url = nginx.http("five.E01");
+    let out = vdmount().args(["cat", &url]).output().unwrap();
+    assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sha256_hex(&out.stdout), sha256_file(&src), "{url} differs from the source disk");
+    let seen = common::servers::requests_logged(&log);
+    for n in 1..=5 {
+        let first_byte =
+            seen.iter().filter(|r| r.starts_with(&format!("GET /five.E0{n} ")) && r.ends_with(" bytes=0-0"));
+        assert_eq!(first_byte.count(), 1, "five.E0{n}: its first byte asked for other than once: {seen:#?}");
+    }
+    println!("{} requests for the 5-segment set: {seen:#?}", seen.len());
+}

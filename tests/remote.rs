@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::servers::{self, Nginx};
+use common::servers::{self, s3_put, Nginx};
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -247,18 +247,6 @@ fn failures_are_one_line_naming_the_url() {
     // Nothing listens there: refused connections are retried, then fail.
     let url = format!("http://127.0.0.1:{}/d.raw", servers::free_port());
     assert!(error_line(&cat(&url, &[], &envs).1, &url).contains("gave up"));
-}
-
-/// boto3 (moto's own dependency) puts `files` into `bucket` on the moto server at `endpoint`.
-fn s3_put(endpoint: &str, bucket: &str, files: &[(&str, &Path)]) {
-    let puts: String = files
-        .iter()
-        .map(|(key, path)| format!("s3.upload_file({:?}, {bucket:?}, {key:?})\n", path.display().to_string()))
-        .collect();
-    let script = format!(
-        "import boto3\ns3 = boto3.client('s3', endpoint_url={endpoint:?}, region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3.create_bucket(Bucket={bucket:?})\n{puts}"
-    );
-    run_ok(Command::new("python3").arg("-c").arg(script));
 }
 
 #[test]

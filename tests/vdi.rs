@@ -415,3 +415,114 @@ fn third_party_vdi_images() {
     let read = check_third_party("vdi");
     eprintln!("third-party VDI images read: {read:?}");
 }
+
+/// nginx serving `root` with the folder listing on or off, logging requests to `log`.
+fn nginx_listing(root: &Path, listing: bool, log: &Path) -> common::servers::Nginx {
+    let extra = format!("autoindex {}; access_log {} ranges;", if listing { "on" } else { "off" }, log.display());
+    common::servers::Nginx::start_with(root, &extra)
+}
+
+/// `vdmount cat URL`: the SHA-256 of what it wrote, or its stderr.
+fn cat_url(url: &str, envs: &[(&str, &str)]) -> Result<String, String> {
+    let out = vdmount().args(["cat", url]).envs(envs.iter().copied()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{url}: {err}");
+    if out.status.success() {
+        Ok(sha256_hex(&out.stdout))
+    } else {
+        Err(err)
+    }
+}
+
+#[test]
+fn differencing_child_over_http_finds_its_parent_in_the_folder_listing() {
+    let d = differencing();
+    let logs = scratch();
+    let log = logs.path().join("access.log");
+    let nginx = nginx_listing(d.dir.path(), true, &log);
+    let url = nginx.http("child.vdi");
+    assert_eq!(cat_url(&url, &[]).unwrap(), sha256_hex(&d.expected), "{url}: not the data written");
+    // The listing was read, and the parent found through it.
+    let seen = common::servers::requests_logged(&log);
+    assert!(seen.iter().any(|r| r.starts_with("GET / ")), "no listing asked for: {seen:?}");
+    assert!(seen.iter().any(|r| r.starts_with("GET /zz-something.vdi ")), "parent not read: {seen:?}");
+}
+
+#[test]
+fn differencing_child_over_http_without_a_listing_is_one_line_saying_what_to_do() {
+    let d = differencing();
+    let logs = scratch();
+    let nginx = nginx_listing(d.dir.path(), false, &logs.path().join("access.log"));
+    let url = nginx.http("child.vdi");
+    let err = cat_url(&url, &[]).unwrap_err();
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    let line = lines[0];
+    assert!(line.contains(&url) && line.contains("only by creation UUID "), "{line}");
+    assert!(line.contains("does not list the folder") && line.contains("HTTP 403"), "{line}");
+    assert!(line.contains("autoindex on") && line.contains("download the chain"), "{line}");
+    // `info` still describes the child, and says why its parent is not opened.
+    let out = vdmount().args(["info", &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("type: differencing") && text.contains("not opened:"), "{text}");
+    assert!(text.contains("does not list the folder"), "{text}");
+}
+
+#[test]
+fn a_listing_naming_files_outside_the_folder_is_not_followed() {
+    let d = differencing();
+    let sub = d.dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(&d.child, sub.join("child.vdi")).unwrap();
+    let logs = scratch();
+    let log = logs.path().join("access.log");
+    let nginx = nginx_listing(d.dir.path(), true, &log);
+    // A listing (served as the folder's index page) whose links lead to the parent outside.
+    let port = nginx.server.port;
+    let page = format!(
+        "<html><a href=\"../zz-something.vdi\">a</a> <a href=\"http://127.0.0.1:{port}/zz-something.vdi\">b</a>\n\
+         <a href=\"/zz-something.vdi\">c</a> <a href=\"..%2fzz-something.vdi\">d</a> <a href=\"child.vdi\">e</a></html>"
+    );
+    std::fs::write(sub.join("index.html"), page).unwrap();
+    let url = nginx.http("sub/child.vdi");
+    let err = cat_url(&url, &[]).unwrap_err();
+    assert!(err.contains("no .vdi file in") && err.contains(&url), "{err}");
+    let seen = common::servers::requests_logged(&log);
+    assert!(seen.iter().any(|r| r.starts_with("GET /sub/ ")), "no listing asked for: {seen:?}");
+    assert!(!seen.iter().any(|r| r.contains("zz-something")), "a file outside the folder was requested: {seen:?}");
+}
+
+#[test]
+fn differencing_child_over_s3_finds_its_parent_by_listing_the_prefix() {
+    let d = differencing();
+    let moto = common::servers::moto();
+    let endpoint = format!("http://127.0.0.1:{}", moto.port);
+    let p = |n: &str| d.dir.path().join(n);
+    let (parent, other, notes) = (p("zz-something.vdi"), p("aa-other.vdi"), p("notes.VDI"));
+    common::servers::s3_put(
+        &endpoint,
+        "disks",
+        &[
+            ("vm/child.vdi", &d.child),
+            ("vm/zz-something.vdi", &parent),
+            ("vm/aa-other.vdi", &other),
+            ("vm/notes.VDI", &notes),
+            // Outside the prefix: never a candidate.
+            ("vm/sub/deeper.vdi", &parent),
+            ("elsewhere/child.vdi", &d.child),
+            ("elsewhere/sub/zz-something.vdi", &parent),
+        ],
+    );
+    let envs = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let url = "s3://disks/vm/child.vdi";
+    assert_eq!(cat_url(url, &envs).unwrap(), sha256_hex(&d.expected), "{url}: not the data written");
+    // Its parent only in a deeper prefix: not found there.
+    let url = "s3://disks/elsewhere/child.vdi";
+    let err = cat_url(url, &envs).unwrap_err();
+    assert!(err.contains("no .vdi file in") && err.contains(url), "{err}");
+}

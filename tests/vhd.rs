@@ -649,10 +649,16 @@ fn differencing_parent_outside_the_folder_is_refused_unless_allowed() {
 #[test]
 fn differencing_child_over_http_reads_its_parent_beside_it() {
     let case = diff_case(true, standard_locators(), "parent.vhd");
-    let nginx = common::servers::Nginx::start(case.dir.path());
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("access.log");
+    let nginx = common::servers::Nginx::start_with(case.dir.path(), &format!("access_log {} ranges;", log.display()));
     let name = case.child.strip_prefix(case.dir.path()).unwrap().to_str().unwrap().to_string();
     let url = nginx.http(&name);
     let out = vdmount().args(["cat", &url]).output().unwrap();
     assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sha256_hex(&out.stdout), sha256_hex(&case.expected), "{url} differs from the parent and child built");
+    // The parent is found by opening it: one request for its first byte, not a probe and an open.
+    let seen = common::servers::requests_logged(&log);
+    let probes = seen.iter().filter(|r| r.starts_with("GET /parent.vhd ") && r.ends_with(" bytes=0-0")).count();
+    assert_eq!(probes, 1, "the parent's first byte asked for {probes} times: {seen:#?}");
 }

@@ -82,6 +82,18 @@ pub fn open_backing(
     chain: &Chain,
     opts: &OpenOptions,
 ) -> Result<Arc<dyn DiskImage>> {
+    open_backing_with(child, name, || chain.confine.open(child, name, "backing file"), format, chain, opts)
+}
+
+/// `open_backing` of the file `open` gives: one found by `first_present`, already opened.
+pub fn open_backing_with(
+    child: &Path,
+    name: &Path,
+    open: impl FnOnce() -> Result<ImageFile>,
+    format: Option<Format>,
+    chain: &Chain,
+    opts: &OpenOptions,
+) -> Result<Arc<dyn DiskImage>> {
     let opened = if chain.paths.len() >= MAX_CHAIN_DEPTH {
         Err(Error::Refused {
             path: chain.paths[0].clone(),
@@ -90,13 +102,29 @@ pub fn open_backing(
             ),
         })
     } else {
-        chain
-            .confine
-            .open(child, name, "backing file")
-            .and_then(|file| (chain.open_layer)(file, format, chain, opts).map_err(|e| e.in_layer_of(child)))
+        open().and_then(|file| (chain.open_layer)(file, format, chain, opts).map_err(|e| e.in_layer_of(child)))
     };
     match opened {
         Err(e) if opts.describe_failed_layers => Ok(Arc::new(FailedLayer::new(resolve_beside(child, name), e))),
         r => r,
     }
+}
+
+/// The first of `names` (as the image `child` gives them) that something is at, opened through
+/// the chain's confinement (or why it could not be), for readers that try several recorded
+/// parent names; None when nothing is at any. Probing by opening makes a remote parent cost one
+/// request, not a probe and then an open.
+pub fn first_present<'a>(
+    child: &Path,
+    names: impl IntoIterator<Item = &'a PathBuf>,
+    chain: &Chain,
+) -> Option<(&'a PathBuf, Result<ImageFile>)> {
+    for name in names {
+        match chain.confine.open_if_present(child, name, "backing file") {
+            Ok(None) => continue,
+            Ok(Some(file)) => return Some((name, Ok(file))),
+            Err(e) => return Some((name, Err(e))),
+        }
+    }
+    None
 }

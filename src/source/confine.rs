@@ -13,6 +13,7 @@
 use crate::error::{Error, Result};
 use crate::source::file::ImageFile;
 use crate::source::remote;
+use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -136,23 +137,41 @@ impl Confinement {
         ImageFile::from_file(&path, file)
     }
 
-    /// Whether something is at the name `name` that the image `child` gives, for readers that
-    /// try several recorded names (VHD, VHDX and VMDK parents) or tell a missing file apart
-    /// (EWF segments). Local: anything at the resolved path, even a link leading outside (the
-    /// confined open then says what is wrong with it). Remote: a URL outside the allowed
-    /// folders counts as there (its open gives the refusal, and no request leaves the
-    /// folders); one inside is asked for one byte.
-    pub fn exists(&self, child: &Path, name: &Path) -> bool {
+    /// `open`, but None when nothing is at the name (for readers that tell a missing file
+    /// apart, as EWF segments): locally, nothing at the resolved path (a link leading outside
+    /// is there, and refused by `open`); remotely, the open's own not-found answer, so the file
+    /// costs one request, not a probe and an open.
+    pub fn open_if_present(&self, child: &Path, name: &Path, role: &str) -> Result<Option<ImageFile>> {
         let path = resolve_beside(child, name);
-        let (Some(_), Some(target)) =
-            (child.to_str().filter(|c| remote::is_url(c)), path.to_str().filter(|p| remote::is_url(p)))
-        else {
-            return path.symlink_metadata().is_ok();
-        };
-        if !self.any_path && !remote::url::beneath(target, &self.urls) {
-            return true;
+        let remote = child.to_str().is_some_and(remote::is_url) && path.to_str().is_some_and(remote::is_url);
+        if !remote {
+            if path.symlink_metadata().is_err() {
+                return Ok(None);
+            }
+            return self.open(child, name, role).map(Some);
         }
-        ImageFile::open_url(target).is_ok()
+        let target = path.to_str().unwrap_or_default();
+        if !self.any_path && !remote::url::beneath(target, &self.urls) {
+            // Refused by open, with no request leaving the folders.
+            return self.open(child, name, role).map(Some);
+        }
+        ImageFile::open_url_if_present(target)
+    }
+
+    /// The names of the files beside `child`, for readers that must look at each (a differencing
+    /// VDI names its parent only by UUID): the entries of a local folder; for a URL, the server's
+    /// listing of its folder (remote/listing.rs), which may not exist: then why not. Each name
+    /// is still to be opened with `open`, which confines it.
+    pub fn list_beside(&self, child: &Path) -> std::result::Result<Vec<OsString>, String> {
+        if let Some(url) = child.to_str().filter(|c| remote::is_url(c)) {
+            return Ok(remote::list_folder(url)?.into_iter().map(OsString::from).collect());
+        }
+        let folder = match child.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let entries = std::fs::read_dir(folder).map_err(|e| e.to_string())?;
+        Ok(entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
     }
 
     /// Opens `name` as the remote image `url` names it: resolved against `url`, beneath the

@@ -71,6 +71,17 @@ impl ImageFile {
         Ok(ImageFile { path, file: Backing::Remote(Box::new(remote)), size, id: new_file_id(), regular: false })
     }
 
+    /// `open_url`, but None when the server says nothing is there (one request for both).
+    pub fn open_url_if_present(url: &str) -> Result<Option<ImageFile>> {
+        let path = PathBuf::from(url);
+        let remote =
+            Remote::open_if_present(url).map_err(|e| Error::io(&path, "cannot open", std::io::Error::other(e)))?;
+        Ok(remote.map(|remote| {
+            let size = remote.size;
+            ImageFile { path, file: Backing::Remote(Box::new(remote)), size, id: new_file_id(), regular: false }
+        }))
+    }
+
     /// True for a layer read over the network.
     pub fn is_remote(&self) -> bool {
         matches!(self.file, Backing::Remote(_))

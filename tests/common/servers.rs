@@ -54,6 +54,12 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(root: &Path) -> Nginx {
+        Nginx::start_with(root, "")
+    }
+
+    /// `start`, with `extra` directives in the server block (e.g. "autoindex on;" or an
+    /// access_log to count requests).
+    pub fn start_with(root: &Path, extra: &str) -> Nginx {
         let dir = tempfile::Builder::new().prefix("vdmount-nginx-").tempdir().unwrap();
         let d = dir.path();
         // A CA, and a certificate for 127.0.0.1 and localhost that it signs.
@@ -115,10 +121,10 @@ impl Nginx {
         let conf = format!(
             "daemon off; master_process off; error_log {err}; pid {pid};\n\
              events {{ worker_connections 256; }}\n\
-             http {{ access_log off; client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t};\n\
+             http {{ access_log off; log_format ranges '$request $http_range'; client_body_temp_path {t}; proxy_temp_path {t}; fastcgi_temp_path {t};\n\
              uwsgi_temp_path {t}; scgi_temp_path {t}; keepalive_requests 100000;\n\
              server {{ listen 127.0.0.1:{http}; listen 127.0.0.1:{https} ssl; root {root};\n\
-             ssl_certificate {cert}; ssl_certificate_key {key}; }} }}\n",
+             ssl_certificate {cert}; ssl_certificate_key {key}; {extra} }} }}\n",
             err = p("error.log"),
             pid = p("nginx.pid"),
             t = p("tmp"),
@@ -196,4 +202,24 @@ pub fn moto() -> Server {
     let mut s = Server { child, port };
     wait_for(port, "moto.server", &mut s.child);
     s
+}
+
+/// boto3 (moto's own dependency) creates `bucket` on the moto server at `endpoint` and puts
+/// `files` (key, local file) into it.
+pub fn s3_put(endpoint: &str, bucket: &str, files: &[(&str, &Path)]) {
+    let puts: String = files
+        .iter()
+        .map(|(key, path)| format!("s3.upload_file({:?}, {bucket:?}, {key:?})\n", path.display().to_string()))
+        .collect();
+    let script = format!(
+        "import boto3\ns3 = boto3.client('s3', endpoint_url={endpoint:?}, region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3.create_bucket(Bucket={bucket:?})\n{puts}"
+    );
+    super::run_ok(Command::new("python3").arg("-c").arg(script));
+}
+
+/// The requests nginx logged to `log` with `access_log LOG ranges;` in `Nginx::start_with`'s
+/// extra: "GET /path HTTP/1.1 bytes=0-0" (the Range header last, "-" if none).
+pub fn requests_logged(log: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines().map(str::to_string).collect()
 }

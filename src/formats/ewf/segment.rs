@@ -115,11 +115,11 @@ pub fn of_set(e: Error, index: usize, first: &Path) -> Error {
 /// Opens segment `number` of the set whose first file is `first`, named `name`, beside it and
 /// confined like it; a missing one is told apart from one that cannot be opened.
 pub fn open_segment(chain: &Chain, first: &Path, number: u32, name: &str) -> Result<ImageFile> {
-    // Told apart before the confined open, which would only say it cannot open it.
-    if !chain.confine.exists(first, Path::new(name)) {
-        return Err(Error::corrupt(first, format!("segment {number} of the set ({name}, beside it) is missing")));
-    }
-    chain.confine.open(first, Path::new(name), "segment file")
+    // Missing is told apart by the open itself (one request for a remote segment).
+    chain
+        .confine
+        .open_if_present(first, Path::new(name), "segment file")?
+        .ok_or_else(|| Error::corrupt(first, format!("segment {number} of the set ({name}, beside it) is missing")))
 }
 
 /// Checks the 13-byte file header of `file`, which should be segment `number`.

@@ -38,7 +38,20 @@ pub fn open_parent(file: &ImageFile, header: &Header, chain: &Chain, opts: &Open
         ("parent creation UUID (recorded in child)".to_string(), uuid_text(&linkage)),
         ("parent modification UUID (recorded in child)".to_string(), uuid_text(&header.uuid_parent_modify)),
     ];
-    let (candidates, searched) = candidates(&file.path, chain, opts);
+    let (candidates, searched) = match candidates(file, chain, opts) {
+        Ok(found) => found,
+        Err(why) => {
+            let e = Error::unsupported(
+                &file.path,
+                format!(
+                    "this differencing VDI names its parent only by creation UUID {}, and the server does not list the folder {} ({why}); turn the folder listing on (nginx: autoindex on), or download the chain and open the child locally",
+                    uuid_text(&linkage),
+                    folder_shown(&file.path)
+                ),
+            );
+            return missing(file, e, &linkage, details, opts);
+        }
+    };
     let matching: Vec<&Candidate> =
         candidates.iter().filter(|c| c.uuids.is_some_and(|(create, _)| create == linkage)).collect();
     // Of several copies, the one not modified since the child was made.
@@ -67,18 +80,42 @@ pub fn open_parent(file: &ImageFile, header: &Header, chain: &Chain, opts: &Open
                 }
             ),
         );
-        if !opts.describe_failed_layers {
-            return Err(e);
-        }
-        // For `info`: the child, and a parent layer saying why it is missing.
-        let name = PathBuf::from(format!("(parent with creation UUID {})", uuid_text(&linkage)));
-        return Ok(Parent { image: Arc::new(FailedLayer::new(resolve_beside(&file.path, &name), e)), details });
+        return missing(file, e, &linkage, details, opts);
     };
     let image = open_backing(&file.path, &chosen.name, Some(Format::Vdi), chain, opts)?;
     let path = resolve_beside(&file.path, &chosen.name);
     check(file, header, &path, image.as_ref(), opts, &mut details)?;
     details.insert(0, ("parent".into(), format!("{} (found by its creation UUID)", path.display())));
     Ok(Parent { image, details })
+}
+
+/// No parent: the error `e`; for `info`, the child over a parent layer saying why it is missing.
+fn missing(
+    file: &ImageFile,
+    e: Error,
+    linkage: &[u8; 16],
+    details: Vec<(String, String)>,
+    opts: &OpenOptions,
+) -> Result<Parent> {
+    if !opts.describe_failed_layers {
+        return Err(e);
+    }
+    let name = PathBuf::from(format!("(parent with creation UUID {})", uuid_text(linkage)));
+    Ok(Parent { image: Arc::new(FailedLayer::new(resolve_beside(&file.path, &name), e)), details })
+}
+
+/// The folder of `child` as messages show it: canonical when local, the URL's folder when remote.
+fn folder_shown(child: &Path) -> String {
+    let folder = match child.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let shown = std::fs::canonicalize(&folder).unwrap_or(folder).display().to_string();
+    if shown.ends_with('/') || !child.to_string_lossy().contains("://") {
+        shown
+    } else {
+        format!("{shown}/")
+    }
 }
 
 /// The opened parent must be the one the child was made from (checked again on the file opened,
@@ -112,50 +149,58 @@ fn check(
     parent_id::mismatch(&child.path, parent_path, &problem, opts, details)
 }
 
-/// The .vdi files beside the child, then in each --allow-dir folder (names sorted, at most
+/// The .vdi files beside the child (as the confinement lists them: a remote folder only if
+/// its server lists it), then in each --allow-dir folder (names sorted, at most
 /// MAX_PARENT_CANDIDATES per folder), each opened through the chain's confinement and its UUIDs
-/// read; and the folders searched, for messages.
-fn candidates(child: &Path, chain: &Chain, opts: &OpenOptions) -> (Vec<Candidate>, Vec<String>) {
-    let beside = match child.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+/// read; and the folders searched, for messages. Err: why a remote child's folder has no listing.
+fn candidates(file: &ImageFile, chain: &Chain, opts: &OpenOptions) -> std::result::Result<Found, String> {
+    let child = file.path.as_path();
+    let beside = match chain.confine.list_beside(child) {
+        Ok(names) => names,
+        Err(why) if file.is_remote() => return Err(why),
+        Err(_) => Vec::new(),
     };
-    let mut folders = vec![(beside.clone(), false)];
+    let mut folders = vec![(folder_shown(child), None, beside)];
     // Absolute, so that a name from them does not resolve beside the child.
-    folders.extend(opts.allow_dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()).map(|d| (d, true)));
+    for dir in opts.allow_dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()) {
+        let names = std::fs::read_dir(&dir)
+            .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        folders.push((dir.display().to_string(), Some(dir), names));
+    }
     let mut out = Vec::new();
     let mut searched = Vec::new();
-    for (folder, absolute) in folders {
-        let mut names = vdi_names(&folder);
+    for (shown, absolute, names) in folders {
+        let mut names = vdi_names(names);
         let more = names.len() > MAX_PARENT_CANDIDATES;
         names.truncate(MAX_PARENT_CANDIDATES);
-        let shown = std::fs::canonicalize(&folder).unwrap_or(folder.clone());
         searched.push(format!(
-            "{}{}",
-            shown.display(),
+            "{shown}{}",
             if more { format!(" (only the first {MAX_PARENT_CANDIDATES} .vdi files)") } else { String::new() }
         ));
         for file_name in names {
-            let name = if absolute { folder.join(&file_name) } else { PathBuf::from(&file_name) };
+            let name = match &absolute {
+                Some(dir) => dir.join(&file_name),
+                None => PathBuf::from(&file_name),
+            };
             // The child itself is no candidate (one naming itself would only be a loop).
-            if !absolute && resolve_beside(child, &name) == child {
+            if absolute.is_none() && resolve_beside(child, &name) == child {
                 continue;
             }
             let uuids = chain.confine.open(child, &name, "parent").ok().and_then(|f| uuids(&f));
             out.push(Candidate { name, uuids });
         }
     }
-    (out, searched)
+    Ok((out, searched))
 }
 
-/// Names of the files in `folder` ending in ".vdi" (any case), sorted.
-fn vdi_names(folder: &Path) -> Vec<std::ffi::OsString> {
-    let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| Path::new(n).extension().is_some_and(|x| x.eq_ignore_ascii_case("vdi")))
-        .collect();
+/// The candidates looked at, and the folders searched.
+type Found = (Vec<Candidate>, Vec<String>);
+
+/// Of `names`, those ending in ".vdi" (any case), sorted.
+fn vdi_names(names: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> =
+        names.into_iter().filter(|n| Path::new(n).extension().is_some_and(|x| x.eq_ignore_ascii_case("vdi"))).collect();
     names.sort();
     names
 }

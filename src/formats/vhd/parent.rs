@@ -4,7 +4,7 @@
 use super::dynamic::DynamicHeader;
 use crate::error::{Error, Result};
 use crate::formats::bytes::{be32, be64};
-use crate::formats::open_backing;
+use crate::formats::chain::{first_present, open_backing_with};
 use crate::formats::{parent_id, Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::limits::{self, MAX_PARENT_LOCATOR_BYTES};
 use crate::source::confine::resolve_beside;
@@ -36,7 +36,7 @@ pub fn open_parent(file: &ImageFile, header: &DynamicHeader, chain: &Chain, opts
     let recorded = recorded_paths(file, header, &mut details);
     let candidates = candidates(&recorded);
     let tried: Vec<String> = candidates.iter().map(|c| resolve_beside(&file.path, c).display().to_string()).collect();
-    let Some(name) = candidates.iter().find(|c| chain.confine.exists(&file.path, c)) else {
+    let Some((name, opened)) = first_present(&file.path, &candidates, chain) else {
         let what = if recorded.is_empty() {
             "records no parent path (no usable parent locator or parent name)".to_string()
         } else {
@@ -52,7 +52,7 @@ pub fn open_parent(file: &ImageFile, header: &DynamicHeader, chain: &Chain, opts
         ));
     };
     let path = resolve_beside(&file.path, name);
-    let image = open_backing(&file.path, name, Some(Format::Vhd), chain, opts)?;
+    let image = open_backing_with(&file.path, name, || opened, Some(Format::Vhd), chain, opts)?;
     check_unique_id(file, header, &path, image.as_ref(), opts, &mut details)?;
     details.insert(0, ("parent".into(), path.display().to_string()));
     Ok(Parent { image, details })

@@ -5,7 +5,8 @@
 use super::guid::Guid;
 use super::metadata::ParentLocator;
 use crate::error::{Error, Result};
-use crate::formats::{open_backing, Chain, DiskImage, Format, LayerId, OpenOptions};
+use crate::formats::chain::{first_present, open_backing_with};
+use crate::formats::{Chain, DiskImage, Format, LayerId, OpenOptions};
 use crate::source::confine::resolve_beside;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ pub fn open_parent(
             candidates.push(PathBuf::from(name));
         }
     }
-    let Some(name) = candidates.iter().find(|c| chain.confine.exists(child, c)) else {
+    let Some((name, opened)) = first_present(child, &candidates, chain) else {
         let tried: Vec<String> = candidates.iter().map(|c| resolve_beside(child, c).display().to_string()).collect();
         return Err(Error::corrupt(
             child,
@@ -53,7 +54,7 @@ pub fn open_parent(
             ),
         ));
     };
-    let parent = open_backing(child, name, Some(Format::Vhdx), chain, opts)?;
+    let parent = open_backing_with(child, name, || opened, Some(Format::Vhdx), chain, opts)?;
     check_linkage(child, &resolve_beside(child, name), locator, parent.as_ref(), opts)?;
     Ok(parent)
 }

@@ -17,6 +17,7 @@ mod test_extent;
 use self::descriptor::{parse_descriptor, Access, Descriptor, ExtentLine, ExtentType, NO_PARENT_CID};
 use self::sesparse::SeSparseExtent;
 use self::sparse::{embedded_descriptor, KdmvHeader, SparseExtent, SECTOR};
+use super::chain::{first_present, open_backing_with};
 use super::open_backing;
 use crate::source::confine::resolve_beside;
 use crate::source::file::ImageFile;
@@ -396,16 +397,17 @@ fn open_parent(
     chain: &Chain,
     opts: &OpenOptions,
 ) -> Result<Arc<dyn DiskImage>> {
-    let mut name = PathBuf::from(hint);
     // Hints are often absolute paths on the original host (even Windows ones); a copied chain
     // keeps the parent beside the child, so fall back to the bare file name there.
-    if !chain.confine.exists(child, &name) {
-        let base = hint.rsplit(['/', '\\']).next().unwrap_or(hint);
-        if !base.is_empty() && chain.confine.exists(child, Path::new(base)) {
-            name = PathBuf::from(base);
+    let base = hint.rsplit(['/', '\\']).next().unwrap_or(hint);
+    let mut names: Vec<PathBuf> = [hint, base].iter().filter(|n| !n.is_empty()).map(PathBuf::from).collect();
+    names.dedup();
+    let (name, parent) = match first_present(child, &names, chain) {
+        Some((name, opened)) => {
+            (name.clone(), open_backing_with(child, name, || opened, Some(Format::Vmdk), chain, opts)?)
         }
-    }
-    let parent = open_backing(child, &name, Some(Format::Vmdk), chain, opts)?;
+        None => (PathBuf::from(hint), open_backing(child, Path::new(hint), Some(Format::Vmdk), chain, opts)?),
+    };
     let parent_path = resolve_beside(child, &name);
     if let (Some(raw), None) = (d.get("parentCID"), d.parent_cid()) {
         if !opts.ignore_parent_id {

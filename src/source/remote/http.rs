@@ -94,6 +94,9 @@ pub enum Failure {
     Retry(String),
     /// Not: trying again would get the same answer.
     Fatal(String),
+    /// Fatal too, and the object is not there (404, 410; S3's NoSuchKey is a 404): readers
+    /// probing for a file (EWF segments) tell it apart from one that cannot be read.
+    NotFound(String),
 }
 
 /// What a good answer told about the object.
@@ -123,7 +126,7 @@ pub fn get_range(agent: &Agent, url: &str, offset: u64, bufs: &mut [&mut [u8]]) 
             ))
         }
         401 | 403 => return Err(Failure::Fatal(format!("access denied (HTTP {status}){}", s3_hint(&mut resp)))),
-        404 | 410 => return Err(Failure::Fatal(format!("not found (HTTP {status})"))),
+        404 | 410 => return Err(Failure::NotFound(format!("not found (HTTP {status})"))),
         416 => return Err(Failure::Fatal("range not satisfiable (HTTP 416): the file is empty or shrank".into())),
         408 | 429 | 500..=599 => return Err(Failure::Retry(format!("HTTP {status}"))),
         _ => return Err(Failure::Fatal(format!("unexpected answer HTTP {status} to a range request"))),
@@ -212,7 +215,7 @@ pub fn with_retries<T>(what: &str, mut attempt: impl FnMut() -> Result<T, Failur
     for n in 1..=REMOTE_ATTEMPTS {
         match attempt() {
             Ok(v) => return Ok(v),
-            Err(Failure::Fatal(why)) => return Err(why),
+            Err(Failure::Fatal(why) | Failure::NotFound(why)) => return Err(why),
             Err(Failure::Retry(why)) if n == REMOTE_ATTEMPTS => {
                 return Err(format!("{why}; gave up after {REMOTE_ATTEMPTS} tries"))
             }

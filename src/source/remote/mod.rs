@@ -6,6 +6,7 @@
 
 mod disk_cache;
 pub mod http;
+mod listing;
 mod readahead;
 mod resolver;
 pub mod s3;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use http::{configure, ClientOptions};
+pub use listing::list_folder;
 pub use url::is_url;
 
 /// Set once any remote layer is opened: the sandbox then lets the server use the network.
@@ -63,23 +65,45 @@ impl Remote {
     /// Opens `url`: asks for its first byte to learn its size and check that the server
     /// answers ranges.
     pub fn open(url: &str) -> Result<Remote, String> {
+        Remote::open_or_missing(url).map_err(|(why, _)| why)
+    }
+
+    /// `open`, but None when the server says the object is not there (404, 410), so that one
+    /// request both probes for a file and opens it.
+    pub fn open_if_present(url: &str) -> Result<Option<Remote>, String> {
+        match Remote::open_or_missing(url) {
+            Ok(r) => Ok(Some(r)),
+            Err((_, true)) => Ok(None),
+            Err((why, false)) => Err(why),
+        }
+    }
+
+    /// `open`, its error paired with whether it was the server's not-found.
+    fn open_or_missing(url: &str) -> Result<Remote, (String, bool)> {
+        let not_missing = |why: String| (why, false);
         let target = if url::has_prefix(url, "s3://") {
-            Target::S3(Box::new(s3::S3Object::new(url)?))
+            Target::S3(Box::new(s3::S3Object::new(url).map_err(not_missing)?))
         } else {
-            url::folder(url)?;
+            url::folder(url).map_err(not_missing)?;
             Target::Http(url.to_string())
         };
-        let agent = http::agent()?;
+        let agent = http::agent().map_err(not_missing)?;
         IN_USE.store(true, Ordering::Relaxed);
         let mut object = Object { url: url.to_string(), target, size: 0, etag: None, agent };
         let mut one = [0u8; 1];
-        let answer = http::with_retries(url, || http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]))?;
+        let mut missing = false;
+        let answer = http::with_retries(url, || {
+            let answer = http::get_range(agent, &object.request_url(), 0, &mut [&mut one[..]]);
+            missing = matches!(answer, Err(http::Failure::NotFound(_)));
+            answer
+        });
+        let answer = answer.map_err(|why| (why, missing))?;
         object.size = answer.total;
         object.etag = answer.etag;
         let disk = match http::cache_dir() {
             Some(dir) => {
                 let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), object.size, object.etag);
-                Some(disk_cache::DiskCache::open(&dir, &id, object.size)?)
+                Some(disk_cache::DiskCache::open(&dir, &id, object.size).map_err(not_missing)?)
             }
             None => None,
         };

@@ -47,6 +47,20 @@ impl S3Object {
         Ok(S3Object { bucket, key, creds: credentials(&profile) })
     }
 
+    /// A presigned ListObjectsV2 URL for the keys directly in the object's folder (prefix: the
+    /// key up to its last '/', delimiter "/"), from `token` on; and that prefix.
+    pub fn signed_list_url(&self, token: Option<&str>, max_keys: usize) -> (String, String) {
+        let prefix = self.key[..self.key.rfind('/').map_or(0, |i| i + 1)].to_string();
+        let mut list = self.bucket.list_objects_v2(self.creds.as_ref());
+        list.with_prefix(prefix.clone());
+        list.with_delimiter("/");
+        list.with_max_keys(max_keys);
+        if let Some(t) = token {
+            list.with_continuation_token(t.to_string());
+        }
+        (list.sign(SIGNED_FOR).to_string(), prefix)
+    }
+
     /// A fresh presigned GET URL for the object.
     pub fn signed_url(&self) -> String {
         self.bucket.get_object(self.creds.as_ref(), &self.key).sign(SIGNED_FOR).to_string()
@@ -103,7 +117,7 @@ pub fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
 }
 
 /// An object key from its URL form ("a%20b" is "a b").
-fn percent_decode(s: &str) -> Result<String, String> {
+pub(crate) fn percent_decode(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
