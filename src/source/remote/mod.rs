@@ -55,8 +55,9 @@ pub struct Remote {
     object: Arc<Object>,
     /// Windows fetched ahead of sequential reads, by background threads.
     ahead: readahead::Readahead,
-    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks).
-    disk: Option<disk_cache::DiskCache>,
+    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks; the
+    /// read-ahead's threads fill it too).
+    disk: Option<Arc<disk_cache::DiskCache>>,
 }
 
 impl Remote {
@@ -79,7 +80,7 @@ impl Remote {
         let disk = match http::cache_dir() {
             Some(dir) => {
                 let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), object.size, object.etag);
-                Some(disk_cache::DiskCache::open(&dir, &id, object.size)?)
+                Some(Arc::new(disk_cache::DiskCache::open(&dir, &id, object.size)?))
             }
             None => None,
         };
@@ -87,7 +88,7 @@ impl Remote {
         Ok(Remote {
             url: url.to_string(),
             size: object.size,
-            ahead: readahead::Readahead::new(object.clone()),
+            ahead: readahead::Readahead::new(object.clone(), disk.clone()),
             object,
             disk,
         })
@@ -98,14 +99,15 @@ impl Remote {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Some(disk) = &self.disk {
-            return self.read_through(disk, buf, offset);
-        }
-        // Sequential reads come from the read-ahead; the rest asks for exactly what it reads.
+        // Sequential reads come from the read-ahead (which reads and fills the disk cache); the
+        // rest asks for exactly what it reads, or goes through the disk cache by whole chunks.
         if self.ahead.read(buf, offset)? {
             return Ok(());
         }
-        self.object.fetch(buf, offset)
+        match &self.disk {
+            Some(disk) => self.read_through(disk, buf, offset),
+            None => self.object.fetch(buf, offset),
+        }
     }
 
     /// Reads through the on-disk cache: whole chunks, those it lacks fetched (runs of them
