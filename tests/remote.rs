@@ -444,3 +444,36 @@ fn sequential_cat_with_cache_dir_fetches_each_byte_once_and_a_second_cat_nothing
     // the same chunk twice).
     assert_eq!(fetched, [size, 0]);
 }
+
+/// Sockets of this machine in TIME_WAIT towards 127.0.0.1:`port` (/proc/net/tcp): one for
+/// each connection to it the client closed.
+fn closed_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2) == Some(remote.as_str()))
+        .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+        .count()
+}
+
+#[test]
+fn sequential_reads_reuse_their_connections() {
+    let dir = scratch();
+    let size = 64 * MIB;
+    let raw = dir.path().join("d.raw");
+    make_source_disk(&raw, size, 31);
+    let want = sha256_file(&raw);
+    let server = servers::faulty(dir.path(), "ok", 1.0);
+    let port = server.port;
+    let url = format!("http://127.0.0.1:{port}/d.raw");
+    let (got, err) = cat(&url, &[], &[]);
+    assert_eq!(got.as_deref(), Ok(want.as_str()), "{err}");
+    let closed = closed_connections_to(port);
+    let requests = servers::faults_seen(server).len();
+    println!("{requests} requests over {closed} connections");
+    // The read-ahead's threads and cat's own reads: a connection each at most, kept in the
+    // pool between requests (not one connection per request).
+    assert!(requests > 20 && closed <= 12, "{requests} requests over {closed} connections");
+}
