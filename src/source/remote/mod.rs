@@ -99,6 +99,10 @@ impl Remote {
         if buf.is_empty() {
             return Ok(());
         }
+        // What the disk cache holds is read from it straight away (no thread in between).
+        if self.disk.as_ref().is_some_and(|disk| from_disk(disk, buf, offset)) {
+            return Ok(());
+        }
         // Sequential reads come from the read-ahead (which reads and fills the disk cache); the
         // rest asks for exactly what it reads, or goes through the disk cache by whole chunks.
         if self.ahead.read(buf, offset)? {
@@ -145,6 +149,31 @@ impl Remote {
         buf.copy_from_slice(&all[at..at + buf.len()]);
         Ok(())
     }
+}
+
+/// Fills `buf` from the disk cache alone; false if it lacks one of the chunks.
+fn from_disk(disk: &disk_cache::DiskCache, buf: &mut [u8], offset: u64) -> bool {
+    use disk_cache::CHUNK;
+    let end = offset + buf.len() as u64;
+    for n in offset / CHUNK..=(end - 1) / CHUNK {
+        let (start, len) = (n * CHUNK, disk.chunk_len(n));
+        if offset <= start && start + len as u64 <= end {
+            // A whole chunk of `buf`: read in place.
+            let at = (start - offset) as usize;
+            if !disk.get(n, &mut buf[at..at + len]) {
+                return false;
+            }
+            continue;
+        }
+        let mut chunk = vec![0u8; len];
+        if !disk.get(n, &mut chunk) {
+            return false;
+        }
+        let (from, to) = (offset.max(start), end.min(start + len as u64));
+        buf[(from - offset) as usize..(to - offset) as usize]
+            .copy_from_slice(&chunk[(from - start) as usize..(to - start) as usize]);
+    }
+    true
 }
 
 impl Object {
