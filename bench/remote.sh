@@ -9,6 +9,11 @@
 #              curl plugin, and (S3) through nbdkit's S3 plugin; whole processes, wall time.
 #              qemu-img runs with -m 1: with its default 8 coroutines the curl driver stalls for
 #              good at a random point of the disk here (qemu 10.0.2, libcurl 7.88; -m 2 as well).
+#  paced       the same, from bench/paced_http.py serving the same file with each connection
+#              paced by the kernel to at most RATE bytes/s (50 MiB/s by default): a network where
+#              each connection is limited, where parallel connections pay. The peers keep their
+#              default settings. (nginx's limit_rate is no stand-in: every request may send its
+#              first second's worth at full speed, and these requests are a few MiB.)
 #  random      READS 4 KiB reads at queue depth 1 at the same fixed-seed offsets
 #              (examples/randread.rs prints them): randread reading URL in process, against
 #              qemu-io given the same reads on stdin through the curl driver and over nbdkit's
@@ -20,12 +25,13 @@
 # Needs (not installed by CI, which does not run this): nginx-light, qemu-block-extra, nbdkit,
 # nbdkit-plugin-python and python3-boto3 (for nbdkit's S3 plugin, Debian's python3), fio,
 # python3 with moto[server] and boto3 (as tests/remote.rs).
-# Usage: bench/remote.sh [RUNS]     (env: READS, 5000 by default)
+# Usage: bench/remote.sh [RUNS]     (env: READS, 5000 by default; RATE, bytes/s, 52428800)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 RUNS=${1:-3}
 READS=${READS:-5000}
+RATE=${RATE:-$((50 << 20))}
 BIN=${CARGO_TARGET_DIR:-$REPO/target}/release
 VD=$BIN/vdmount
 RR=$BIN/examples/randread
@@ -108,11 +114,23 @@ pair() {
 }
 
 echo "== $(date -u +%FT%TZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); medians of $RUNS runs; ratio = peer / vdmount time (above 1: vdmount faster)"
-echo "-- sequential: the whole 1 GiB disk, whole processes"
+echo "-- sequential: the whole 1 GiB disk, whole processes, from nginx on 127.0.0.1 (no limit)"
 pair "qemu-img, qemu's curl driver (-m 1)" s "exec $VD cat $URL >/dev/null" \
 	"qemu-img convert -m 1 -n -f qcow2 --target-image-opts $URL $NULL"
 pair "qemu-img over nbdkit's curl plugin" s "exec $VD cat $URL >/dev/null" \
 	"nbdkit -U - curl $URL --run 'qemu-img convert -n -f qcow2 --target-image-opts \$nbd $NULL'"
+
+PACED=$(free_port)
+python3 "$HERE/paced_http.py" "$W/www" "$PACED" "$RATE" &
+PIDS+=($!)
+wait_port "$PACED"
+PURL=http://127.0.0.1:$PACED/big.qcow2
+MIBS=$((RATE >> 20))
+echo "-- sequential, paced: the same disk, each connection paced to at most $MIBS MiB/s (bench/paced_http.py)"
+pair "qemu-img, qemu's curl driver (-m 1), $MIBS MiB/s a connection" s "exec $VD cat $PURL >/dev/null" \
+	"qemu-img convert -m 1 -n -f qcow2 --target-image-opts $PURL $NULL"
+pair "qemu-img over nbdkit's curl plugin, $MIBS MiB/s a connection" s "exec $VD cat $PURL >/dev/null" \
+	"nbdkit -U - curl $PURL --run 'qemu-img convert -n -f qcow2 --target-image-opts \$nbd $NULL'"
 
 # S3, from moto's server: it spends about 0.1 s on each request whatever its size (so this
 # counts requests more than it measures a reader) and serves some 10-20 MB/s, so its image is

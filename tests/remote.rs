@@ -401,3 +401,69 @@ fn sequential_reads_are_read_ahead_once_and_random_reads_fetch_only_what_they_re
     assert_eq!(fetches.len(), reads, "{seen:?}");
     assert!(fetches.iter().all(|r| r.2 == 4096), "a random read fetched more than it read: {seen:?}");
 }
+
+#[test]
+fn sequential_cat_with_cache_dir_fetches_each_byte_once_and_a_second_cat_nothing() {
+    let dir = scratch();
+    let size = 24 * MIB;
+    let raw = dir.path().join("d.raw");
+    make_source_disk(&raw, size, 29);
+    let want = sha256_file(&raw);
+    let cache = scratch();
+    let c = cache.path().to_str().unwrap();
+    let port = servers::free_port();
+    let mut fetched = Vec::new();
+    for round in 0..2 {
+        let server = servers::faulty_at(port, dir.path(), "ok", 1.0);
+        let url = format!("http://127.0.0.1:{}/d.raw", server.port);
+        let (got, err) = cat(&url, &["--cache-dir", c], &[]);
+        assert_eq!(got.as_deref(), Ok(want.as_str()), "round {round}: {err}");
+        let seen = requests_seen(server);
+        // The open's 1-byte probe (size and ETag) is asked for every time; count the rest.
+        let bytes: u64 = seen.iter().filter(|r| r.2 > 1).map(|r| r.2).sum();
+        println!("round {round}: {} requests, {bytes} bytes fetched for {size}", seen.len());
+        assert!(round == 0 || seen.iter().all(|r| r.2 == 1), "the second cat fetched again: {seen:?}");
+        // The read-ahead asks for runs of pieces in one request; a caller's own fetch never
+        // asks for more than one piece.
+        assert!(round == 1 || seen.iter().any(|r| r.2 > MIB), "nothing was read ahead: {seen:?}");
+        fetched.push(bytes);
+    }
+    // Read ahead and kept: every byte once (the read-ahead and cat's readers never fetched
+    // the same chunk twice).
+    assert_eq!(fetched, [size, 0]);
+}
+
+/// Sockets of this machine in TIME_WAIT towards 127.0.0.1:`port` (/proc/net/tcp): one for
+/// each connection to it the client closed.
+fn closed_connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let remote = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| l.split_whitespace().nth(2) == Some(remote.as_str()))
+        .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+        .count()
+}
+
+#[test]
+fn sequential_reads_reuse_their_connections() {
+    let dir = scratch();
+    let size = 64 * MIB;
+    let raw = dir.path().join("d.raw");
+    make_source_disk(&raw, size, 31);
+    let want = sha256_file(&raw);
+    let server = servers::faulty(dir.path(), "ok", 1.0);
+    let port = server.port;
+    let url = format!("http://127.0.0.1:{port}/d.raw");
+    // Left by an earlier server on the same port number, if any.
+    let before = closed_connections_to(port);
+    let (got, err) = cat(&url, &[], &[]);
+    assert_eq!(got.as_deref(), Ok(want.as_str()), "{err}");
+    let closed = closed_connections_to(port).saturating_sub(before);
+    let requests = servers::faults_seen(server).len();
+    println!("{requests} requests over {closed} connections");
+    // The read-ahead's threads and cat's own reads: a connection each at most, kept in the
+    // pool between requests (not one connection per request).
+    assert!(requests > 20 && closed <= 12, "{requests} requests over {closed} connections");
+}

@@ -165,6 +165,11 @@ pub fn get_range(agent: &Agent, url: &str, offset: u64, bufs: &mut [&mut [u8]]) 
         }
         before += got;
     }
+    // ureq puts the connection back in its pool only once a read has seen the body's end:
+    // without this read every request would open a new connection (and start slow again).
+    if end == last {
+        let _ = body.read(&mut [0u8; 1]);
+    }
     Ok(Answer { total, etag })
 }
 

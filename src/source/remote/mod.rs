@@ -57,8 +57,9 @@ pub struct Remote {
     object: Arc<Object>,
     /// Windows fetched ahead of sequential reads, by background threads.
     ahead: readahead::Readahead,
-    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks).
-    disk: Option<disk_cache::DiskCache>,
+    /// `--cache-dir`: chunks kept on disk (then reads go through it, by whole chunks; the
+    /// read-ahead's threads fill it too).
+    disk: Option<Arc<disk_cache::DiskCache>>,
 }
 
 impl Remote {
@@ -103,7 +104,7 @@ impl Remote {
         let disk = match http::cache_dir() {
             Some(dir) => {
                 let id = format!("{} {} {:?}", url.split('?').next().unwrap_or(url), object.size, object.etag);
-                Some(disk_cache::DiskCache::open(&dir, &id, object.size).map_err(not_missing)?)
+                Some(Arc::new(disk_cache::DiskCache::open(&dir, &id, object.size).map_err(not_missing)?))
             }
             None => None,
         };
@@ -111,7 +112,7 @@ impl Remote {
         Ok(Remote {
             url: url.to_string(),
             size: object.size,
-            ahead: readahead::Readahead::new(object.clone()),
+            ahead: readahead::Readahead::new(object.clone(), disk.clone()),
             object,
             disk,
         })
@@ -122,14 +123,19 @@ impl Remote {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Some(disk) = &self.disk {
-            return self.read_through(disk, buf, offset);
+        // What the disk cache holds is read from it straight away (no thread in between).
+        if self.disk.as_ref().is_some_and(|disk| from_disk(disk, buf, offset)) {
+            return Ok(());
         }
-        // Sequential reads come from the read-ahead; the rest asks for exactly what it reads.
+        // Sequential reads come from the read-ahead (which reads and fills the disk cache); the
+        // rest asks for exactly what it reads, or goes through the disk cache by whole chunks.
         if self.ahead.read(buf, offset)? {
             return Ok(());
         }
-        self.object.fetch(buf, offset)
+        match &self.disk {
+            Some(disk) => self.read_through(disk, buf, offset),
+            None => self.object.fetch(buf, offset),
+        }
     }
 
     /// Reads through the on-disk cache: whole chunks, those it lacks fetched (runs of them
@@ -167,6 +173,31 @@ impl Remote {
         buf.copy_from_slice(&all[at..at + buf.len()]);
         Ok(())
     }
+}
+
+/// Fills `buf` from the disk cache alone; false if it lacks one of the chunks.
+fn from_disk(disk: &disk_cache::DiskCache, buf: &mut [u8], offset: u64) -> bool {
+    use disk_cache::CHUNK;
+    let end = offset + buf.len() as u64;
+    for n in offset / CHUNK..=(end - 1) / CHUNK {
+        let (start, len) = (n * CHUNK, disk.chunk_len(n));
+        if offset <= start && start + len as u64 <= end {
+            // A whole chunk of `buf`: read in place.
+            let at = (start - offset) as usize;
+            if !disk.get(n, &mut buf[at..at + len]) {
+                return false;
+            }
+            continue;
+        }
+        let mut chunk = vec![0u8; len];
+        if !disk.get(n, &mut chunk) {
+            return false;
+        }
+        let (from, to) = (offset.max(start), end.min(start + len as u64));
+        buf[(from - offset) as usize..(to - offset) as usize]
+            .copy_from_slice(&chunk[(from - start) as usize..(to - start) as usize]);
+    }
+    true
 }
 
 impl Object {

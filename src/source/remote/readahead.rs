@@ -5,8 +5,10 @@
 //! a read had to wait for a piece, up to REMOTE_READAHEAD_MAX_BYTES; fetched pieces are held up
 //! to REMOTE_READAHEAD_HELD_BYTES (oldest dropped first), so memory is bounded by our limits and
 //! never by what a server says. A random read (not continuing one of the recent reads twice in a
-//! row) queues nothing: it is fetched by the caller, exactly as asked.
+//! row) queues nothing: it is fetched by the caller, exactly as asked. With `--cache-dir` a
+//! piece is a chunk of the disk cache: taken from it when kept there, kept there once fetched.
 
+use super::disk_cache::{DiskCache, CHUNK};
 use super::Object;
 use crate::limits::{
     REMOTE_PARALLEL, REMOTE_PIECE_BYTES as PIECE, REMOTE_READAHEAD_BYTES, REMOTE_READAHEAD_HELD_BYTES,
@@ -21,6 +23,8 @@ use std::thread::JoinHandle;
 const STREAMS: usize = 16;
 /// Continuations in a row before a stream is read ahead of.
 const SEQUENTIAL_AFTER: u32 = 2;
+// A piece is one chunk of the disk cache.
+const _: () = assert!(CHUNK == PIECE);
 
 pub struct Readahead {
     shared: Arc<Shared>,
@@ -34,6 +38,8 @@ pub struct Readahead {
 
 struct Shared {
     object: Arc<Object>,
+    /// `--cache-dir`: pieces kept there are read from it, fetched ones are kept.
+    disk: Option<Arc<DiskCache>>,
     state: Mutex<State>,
     /// Signalled when pieces are queued, and at close: wakes the background threads.
     queued: Condvar,
@@ -75,8 +81,8 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Readahead {
-    pub fn new(object: Arc<Object>) -> Readahead {
-        let shared = Shared { object, state: Mutex::default(), queued: Condvar::new(), fetched: Condvar::new() };
+    pub fn new(object: Arc<Object>, disk: Option<Arc<DiskCache>>) -> Readahead {
+        let shared = Shared { object, disk, state: Mutex::default(), queued: Condvar::new(), fetched: Condvar::new() };
         let opener = (std::thread::current().id(), std::process::id());
         Readahead { shared: Arc::new(shared), workers: Mutex::default(), opener }
     }
@@ -268,10 +274,7 @@ impl Shared {
                 bufs.push(data);
             }
             drop(st);
-            let result = {
-                let mut slices: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
-                self.object.fetch_into(&mut slices, first * PIECE)
-            };
+            let result = self.fill(first, &mut bufs);
             st = lock(&self.state);
             for (i, data) in (first..).zip(bufs) {
                 if let Some(p) = st.pieces.get_mut(&i) {
@@ -283,5 +286,30 @@ impl Shared {
             }
             self.fetched.notify_all();
         }
+    }
+
+    /// Fills the pieces from `first` on: from the disk cache where it keeps them, the rest by
+    /// one request per run of missing pieces (then kept there).
+    fn fill(&self, first: u64, bufs: &mut [Vec<u8>]) -> Result<(), String> {
+        let fetch = |bufs: &mut [Vec<u8>], at: u64| {
+            let mut slices: Vec<&mut [u8]> = bufs.iter_mut().map(|b| b.as_mut_slice()).collect();
+            self.object.fetch_into(&mut slices, at * PIECE)
+        };
+        let Some(disk) = &self.disk else { return fetch(bufs, first) };
+        let kept: Vec<bool> = (first..).zip(bufs.iter_mut()).map(|(i, b)| disk.get(i, b)).collect();
+        let mut k = 0;
+        while k < bufs.len() {
+            if kept[k] {
+                k += 1;
+                continue;
+            }
+            let end = (k..bufs.len()).find(|&j| kept[j]).unwrap_or(bufs.len());
+            fetch(&mut bufs[k..end], first + k as u64)?;
+            for (i, b) in (first + k as u64..).zip(&bufs[k..end]) {
+                disk.put(i, b);
+            }
+            k = end;
+        }
+        Ok(())
     }
 }
