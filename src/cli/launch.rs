@@ -227,7 +227,13 @@ pub fn sandbox(args: &ServeArgs, ctl_fd: i32, io_uring: bool) {
     }
 }
 
-/// Threads of this process (1 when /proc cannot tell: nothing to refuse on).
+/// Threads of this process that run our code (1 when /proc cannot tell: nothing to refuse on).
+/// io_uring's kernel workers (iou-wrk-*, iou-sqp-*) are listed among them but hold no lock of
+/// ours, and fork does not copy them: the ublk control ring has one by then.
 fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count())
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 1 };
+    let ours = |t: &std::fs::DirEntry| {
+        std::fs::read_to_string(t.path().join("comm")).map_or(true, |comm| !comm.starts_with("iou-"))
+    };
+    tasks.filter_map(|t| t.ok()).filter(ours).count().max(1)
 }
